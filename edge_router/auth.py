@@ -1,0 +1,91 @@
+"""Who is calling? VTEX app key + app token, checked against the account's own keys.
+
+Tokens are never stored: the registry holds their SHA-256, and the comparison of digests is
+constant-time. Outcomes, each with a ``reason`` for ``edge_auth_failures_total``:
+
+* no or malformed credentials                      -> 401 missing_credentials / invalid_credentials
+* key unknown, wrong token, key revoked            -> 401 invalid_credentials
+* key + token valid, but for another account       -> 403 key_not_for_account
+* account suspended (checked after authentication) -> 403 account_suspended
+
+401 and 403 are told apart through the registry's app-key owner index, consulted only on the
+failure path and only credited when the caller also holds the right token, so the answer never
+reveals whether a bare app key exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from .errors import EdgeError, Forbidden, Unauthorized
+from .registry import AccountRecord, KeyOwner
+
+APP_KEY_HEADER = "X-VTEX-API-AppKey"
+APP_TOKEN_HEADER = "X-VTEX-API-AppToken"  # noqa: S105 (a header name)
+# An app key becomes the assertion's principal, so it must fit the assertion's field alphabet.
+APP_KEY_FORMAT = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+_MAX_TOKEN = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    app_key: str
+    roles: frozenset[str]
+
+
+def _fail(cls: type[EdgeError], code: str, reason: str, message: str) -> EdgeError:
+    exc = cls(code, message)
+    exc.reason = reason  # type: ignore[attr-defined]
+    return exc
+
+
+def check_key(
+    record: AccountRecord, app_key: str | None, app_token: str | None
+) -> tuple[Principal | None, str, bytes]:
+    """Pure part: (principal, "", digest) on success, else (None, reason, digest)."""
+    if not app_key or not app_token:
+        return None, "missing_credentials", b""
+    if not APP_KEY_FORMAT.match(app_key) or len(app_token) > _MAX_TOKEN:
+        return None, "malformed_credentials", b""
+    digest = hashlib.sha256(app_token.encode()).digest()
+    key = record.keys.get(app_key)
+    if key is None:
+        return None, "unknown_key", digest
+    if not hmac.compare_digest(key.token_sha256, digest):
+        return None, "bad_token", digest
+    if not key.active:
+        return None, "revoked_key", digest
+    return Principal(app_key, key.roles), "", digest
+
+
+async def authenticate(
+    record: AccountRecord,
+    app_key: str | None,
+    app_token: str | None,
+    key_owner: Callable[[str], Awaitable[KeyOwner | None]],
+) -> Principal:
+    principal, reason, digest = check_key(record, app_key, app_token)
+    if principal is not None:
+        if not record.active:
+            raise _fail(Forbidden, "account_suspended", "account_suspended", "account is suspended")
+        return principal
+    if reason == "missing_credentials":
+        raise _fail(
+            Unauthorized, "missing_credentials", reason, "X-VTEX-API-AppKey and AppToken required"
+        )
+    if reason == "unknown_key" and app_key:
+        owner = await key_owner(app_key)
+        if (
+            owner is not None
+            and owner.account != record.name
+            and owner.active
+            and hmac.compare_digest(owner.token_sha256, digest)
+        ):
+            raise _fail(
+                Forbidden, "key_not_for_account", "wrong_account", "this key is for another account"
+            )
+    raise _fail(Unauthorized, "invalid_credentials", reason, "invalid app key or token")

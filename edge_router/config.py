@@ -1,0 +1,271 @@
+"""Edge settings: one frozen dataclass read once at start; bad config stops the start.
+
+Scalar settings come from ``EDGE_<NAME>`` env vars, then top-level keys of the TOML file named
+by ``EDGE_CONFIG``, then defaults (``profile_store.config.ConfigSource`` does the reading).
+Region pools are structured, so they come from the TOML table ``[regions."<name>"]`` or, when
+set, from ``EDGE_REGIONS_JSON`` holding the same structure::
+
+    [regions."eu-west-1"]
+    instances = ["http://127.0.0.1:8101", "http://127.0.0.1:8102"]   # or {name=, url=} tables
+    assertion_secret = "..."        # or env EDGE_REGION_SECRET_EU_WEST_1 (wins over the file)
+    table = "profiles"              # the region's Profile System table (registry set-region)
+    dynamodb_endpoint = "http://127.0.0.1:8000"   # optional
+
+Every error names the setting and how to set it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from yarl import URL
+
+from profile_store.config import ConfigError, ConfigSource, positive, region_name, secret_bytes
+
+__all__ = ["ConfigError", "EdgeSettings", "InstanceSettings", "RegionSettings"]
+
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,62})(\.[a-z0-9][a-z0-9-]{0,62})*$")
+_INSTANCE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceSettings:
+    name: str
+    url: str  # scheme://host:port, no path
+
+
+@dataclass(frozen=True, slots=True)
+class RegionSettings:
+    name: str
+    instances: tuple[InstanceSettings, ...]
+    assertion_secret: bytes
+    table: str
+    dynamodb_endpoint: str | None = None
+
+
+def _suffixes(raw: Any) -> tuple[str, ...]:
+    items = raw.split(",") if isinstance(raw, str) else list(raw)
+    out = []
+    for item in items:
+        value = str(item).strip().lower().strip(".")
+        if not value:
+            continue
+        if not _HOSTNAME.match(value):
+            raise ValueError(f"{value!r} is not a host name")
+        out.append(value)
+    if not out:
+        raise ValueError("at least one host suffix is needed")
+    # Longest first, so "a.b.example.com" picks the most specific suffix.
+    return tuple(sorted(set(out), key=len, reverse=True))
+
+
+def _secret_env(region: str) -> str:
+    return "EDGE_REGION_SECRET_" + region.upper().replace("-", "_")
+
+
+def _instance(region: str, index: int, raw: Any) -> InstanceSettings:
+    where = f"regions.{region}.instances[{index}]"
+    if isinstance(raw, Mapping):
+        url, name = raw.get("url"), raw.get("name")
+    else:
+        url, name = raw, None
+    if not isinstance(url, str):
+        raise ConfigError(f"setting {where!r} must be a URL string or a table with url=")
+    parsed = URL(url)
+    if parsed.scheme not in {"http", "https"} or not parsed.host or parsed.port is None:
+        raise ConfigError(f"setting {where!r}: {url!r} must be http(s)://host:port")
+    if parsed.path not in {"", "/"} or parsed.query_string or parsed.fragment:
+        raise ConfigError(f"setting {where!r}: {url!r} must not carry a path or query")
+    base = f"{parsed.scheme}://{parsed.host}:{parsed.port}"
+    name = str(name) if name is not None else f"{parsed.host}:{parsed.port}"
+    if not _INSTANCE_NAME.match(name):
+        raise ConfigError(f"setting {where!r}: instance name {name!r} must match [A-Za-z0-9_.:-]")
+    return InstanceSettings(name=name, url=base)
+
+
+def _regions(src: ConfigSource, environ: Mapping[str, str]) -> tuple[RegionSettings, ...]:
+    raw_json = environ.get("EDGE_REGIONS_JSON")
+    if raw_json:
+        try:
+            table = json.loads(raw_json)
+        except ValueError as exc:
+            raise ConfigError(f"setting 'regions' (EDGE_REGIONS_JSON) is not JSON: {exc}") from None
+        if not isinstance(table, dict):
+            raise ConfigError("setting 'regions' (EDGE_REGIONS_JSON) must be an object")
+    else:
+        table = src.raw_table("regions")
+    if not table:
+        raise ConfigError(
+            "setting 'regions' is required: [regions.\"<region>\"] tables in EDGE_CONFIG "
+            "or EDGE_REGIONS_JSON"
+        )
+    regions = []
+    seen_names: set[str] = set()
+    for raw_name, spec in table.items():
+        try:
+            name = region_name(raw_name)
+        except ValueError as exc:
+            raise ConfigError(f"setting 'regions': {exc}") from None
+        if not isinstance(spec, Mapping):
+            raise ConfigError(f"setting 'regions.{name}' must be a table")
+        instances_raw = spec.get("instances")
+        if not isinstance(instances_raw, list) or not instances_raw:
+            raise ConfigError(f"setting 'regions.{name}.instances' must be a non-empty list")
+        instances = tuple(_instance(name, i, raw) for i, raw in enumerate(instances_raw))
+        for inst in instances:
+            if inst.name in seen_names:
+                raise ConfigError(f"setting 'regions.{name}.instances': name {inst.name!r} repeats")
+            seen_names.add(inst.name)
+        secret_raw = environ.get(_secret_env(name), spec.get("assertion_secret"))
+        if secret_raw is None:
+            raise ConfigError(
+                f"setting 'regions.{name}.assertion_secret' is required "
+                f"(or env {_secret_env(name)})"
+            )
+        try:
+            secret = secret_bytes(secret_raw)
+        except ValueError as exc:
+            raise ConfigError(f"setting 'regions.{name}.assertion_secret': {exc}") from None
+        table_name = spec.get("table")
+        if not isinstance(table_name, str) or not 3 <= len(table_name) <= 255:
+            raise ConfigError(f"setting 'regions.{name}.table' must be a 3-255 character name")
+        endpoint = spec.get("dynamodb_endpoint") or None
+        if endpoint is not None and not str(endpoint).startswith(("http://", "https://")):
+            raise ConfigError(f"setting 'regions.{name}.dynamodb_endpoint' must be an http(s) URL")
+        regions.append(
+            RegionSettings(
+                name=name,
+                instances=instances,
+                assertion_secret=secret,
+                table=table_name,
+                dynamodb_endpoint=str(endpoint) if endpoint else None,
+            )
+        )
+    return tuple(regions)
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeSettings:
+    regions: tuple[RegionSettings, ...]
+    host: str = "0.0.0.0"  # noqa: S104 (the edge is the public entry point)
+    port: int = 8080
+    admin_host: str = "0.0.0.0"  # noqa: S104
+    admin_port: int = 9090
+    host_suffixes: tuple[str, ...] = ("vtexcommercestable.com.br", "localhost")
+    registry_table: str = "account-registry"
+    registry_endpoint: str | None = None
+    registry_region: str = "us-east-1"
+    registry_connect_timeout_s: float = 1.0
+    registry_read_timeout_s: float = 2.0
+    cache_size: int = 10_000
+    cache_ttl_s: float = 30.0
+    negative_ttl_s: float = 5.0
+    stale_if_error_s: float = 300.0
+    connect_timeout_s: float = 1.0
+    read_timeout_s: float = 10.0
+    total_timeout_s: float = 30.0
+    max_body_bytes: int = 256 * 1024
+    buffer_body_bytes: int = 64 * 1024
+    max_concurrent_requests: int = 1024
+    upstream_pool_limit: int = 100
+    rate_limit_rps: float = 200.0
+    rate_limit_burst: int = 400
+    health_interval_s: float = 2.0
+    health_timeout_s: float = 1.0
+    eject_cooldown_s: float = 5.0
+    eject_consecutive_5xx: int = 3
+    max_attempts: int = 2
+    retry_after_s: int = 1
+    shutdown_timeout_s: float = 10.0
+    workers: int = 1
+    backlog: int = 1024
+    access_log: bool = True
+    log_level: str = "INFO"
+    via: str = "edge-router"
+
+    def region(self, name: str) -> RegionSettings | None:
+        for r in self.regions:
+            if r.name == name:
+                return r
+        return None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> EdgeSettings:
+        import os
+
+        env = os.environ if environ is None else environ
+        src = ConfigSource("EDGE_", env)
+        pos_f, pos_i = positive(float), positive(int)
+        d = cls.__dataclass_fields__
+        s = cls(
+            regions=_regions(src, env),
+            host=src.get("host", str, d["host"].default),
+            port=src.get("port", pos_i, d["port"].default),
+            admin_host=src.get("admin_host", str, d["admin_host"].default),
+            admin_port=src.get("admin_port", pos_i, d["admin_port"].default),
+            host_suffixes=src.get("host_suffixes", _suffixes, d["host_suffixes"].default),
+            registry_table=src.get("registry_table", str, d["registry_table"].default),
+            registry_endpoint=src.get("registry_endpoint", str, None) or None,
+            registry_region=src.get("registry_region", region_name, "us-east-1"),
+            registry_connect_timeout_s=src.get("registry_connect_timeout_s", pos_f, 1.0),
+            registry_read_timeout_s=src.get("registry_read_timeout_s", pos_f, 2.0),
+            cache_size=src.get("cache_size", pos_i, d["cache_size"].default),
+            cache_ttl_s=src.get("cache_ttl_s", pos_f, d["cache_ttl_s"].default),
+            negative_ttl_s=src.get("negative_ttl_s", pos_f, d["negative_ttl_s"].default),
+            stale_if_error_s=src.get("stale_if_error_s", pos_f, d["stale_if_error_s"].default),
+            connect_timeout_s=src.get("connect_timeout_s", pos_f, 1.0),
+            read_timeout_s=src.get("read_timeout_s", pos_f, 10.0),
+            total_timeout_s=src.get("total_timeout_s", pos_f, 30.0),
+            max_body_bytes=src.get("max_body_bytes", pos_i, d["max_body_bytes"].default),
+            buffer_body_bytes=src.get("buffer_body_bytes", pos_i, d["buffer_body_bytes"].default),
+            max_concurrent_requests=src.get("max_concurrent_requests", pos_i, 1024),
+            upstream_pool_limit=src.get("upstream_pool_limit", pos_i, 100),
+            rate_limit_rps=src.get("rate_limit_rps", pos_f, d["rate_limit_rps"].default),
+            rate_limit_burst=src.get("rate_limit_burst", pos_i, d["rate_limit_burst"].default),
+            health_interval_s=src.get("health_interval_s", pos_f, 2.0),
+            health_timeout_s=src.get("health_timeout_s", pos_f, 1.0),
+            eject_cooldown_s=src.get("eject_cooldown_s", pos_f, 5.0),
+            eject_consecutive_5xx=src.get("eject_consecutive_5xx", pos_i, 3),
+            max_attempts=src.get("max_attempts", pos_i, 2),
+            retry_after_s=src.get("retry_after_s", pos_i, 1),
+            shutdown_timeout_s=src.get("shutdown_timeout_s", pos_f, 10.0),
+            workers=src.get("workers", pos_i, 1),
+            backlog=src.get("backlog", pos_i, 1024),
+            access_log=src.get("access_log", bool, True),
+            log_level=src.get("log_level", str, "INFO").upper(),
+            via=src.get("via", str, "edge-router"),
+        )
+        s.validate()
+        return s
+
+    def validate(self) -> None:
+        """Cross-setting checks; also run by tests that build settings directly."""
+        if not self.regions:
+            raise ConfigError("setting 'regions' must name at least one region")
+        if not 3 <= len(self.registry_table) <= 255:
+            raise ConfigError("setting 'registry_table' (EDGE_REGISTRY_TABLE): 3-255 characters")
+        if self.buffer_body_bytes > self.max_body_bytes:
+            raise ConfigError(
+                "setting 'buffer_body_bytes' (EDGE_BUFFER_BODY_BYTES) must be <= max_body_bytes"
+            )
+        if self.total_timeout_s < self.connect_timeout_s:
+            raise ConfigError(
+                "setting 'total_timeout_s' (EDGE_TOTAL_TIMEOUT_S) must be >= connect_timeout_s"
+            )
+        if self.negative_ttl_s > self.cache_ttl_s:
+            raise ConfigError(
+                "setting 'negative_ttl_s' (EDGE_NEGATIVE_TTL_S) must be <= cache_ttl_s"
+            )
+        if self.rate_limit_burst < 1:
+            raise ConfigError("setting 'rate_limit_burst' (EDGE_RATE_LIMIT_BURST) must be >= 1")
+        if self.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ConfigError("setting 'log_level' (EDGE_LOG_LEVEL): DEBUG, INFO, WARNING, ERROR")
+        if not re.match(r"^[A-Za-z0-9_.-]{1,64}$", self.via):
+            raise ConfigError("setting 'via' (EDGE_VIA) must be a short token")
+        names = [r.name for r in self.regions]
+        if len(set(names)) != len(names):
+            raise ConfigError("setting 'regions' names a region twice")

@@ -1,0 +1,114 @@
+"""Every way the edge can refuse a request, as one exception tree, turned into JSON in one place.
+
+Policy steps raise; only the handler boundary (``app.py``) catches, and only
+``error_response`` below turns an error into bytes, so every refusal looks the same on the
+wire: ``{"error": "<stable_code>", "message": "..."}``. Nothing is sent as JSON once a proxied
+response has started streaming: after that the connection is cut instead.
+
+::
+
+    EdgeError                       status, stable code, optional Retry-After
+    ├── RequestRejected             the client's request cannot be served (4xx)
+    │   ├── BadRequest              400  invalid_path, invalid_account, ambiguous_account, ...
+    │   ├── Unauthorized            401  missing_credentials, invalid_credentials
+    │   ├── Forbidden               403  key_not_for_account, account_suspended
+    │   ├── NotFound                404  not_found (outside the routed APIs), unknown_account
+    │   ├── PayloadTooLarge         413  payload_too_large
+    │   └── RateLimited             429  rate_limited (Retry-After)
+    └── ServiceFailure              the edge or the home region cannot serve now (5xx)
+        ├── UpstreamFailed          502  upstream_failed
+        ├── Unavailable             503  overloaded, region_unavailable, registry_unavailable,
+        │                                region_not_configured (Retry-After)
+        └── UpstreamTimeout         504  upstream_timeout
+
+    RegistryError                   internal: the registry could not be read (botocore errors
+                                    are converted to it in ``registry.py``); the cache turns it
+                                    into stale data or ``Unavailable("registry_unavailable")``.
+"""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+
+class EdgeError(Exception):
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, code: str | None = None, message: str = "", retry_after: int | None = None):
+        super().__init__(message or code or self.code)
+        if code is not None:
+            self.code = code
+        self.message = message or self.code.replace("_", " ")
+        self.retry_after = retry_after
+
+
+class RequestRejected(EdgeError):
+    status = 400
+
+
+class BadRequest(RequestRejected):
+    status = 400
+    code = "bad_request"
+
+
+class Unauthorized(RequestRejected):
+    status = 401
+    code = "invalid_credentials"
+
+
+class Forbidden(RequestRejected):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(RequestRejected):
+    status = 404
+    code = "not_found"
+
+
+class PayloadTooLarge(RequestRejected):
+    status = 413
+    code = "payload_too_large"
+
+
+class RateLimited(RequestRejected):
+    status = 429
+    code = "rate_limited"
+
+
+class ServiceFailure(EdgeError):
+    status = 500
+
+
+class UpstreamFailed(ServiceFailure):
+    status = 502
+    code = "upstream_failed"
+
+
+class Unavailable(ServiceFailure):
+    status = 503
+    code = "unavailable"
+
+
+class UpstreamTimeout(ServiceFailure):
+    status = 504
+    code = "upstream_timeout"
+
+
+class RegistryError(Exception):
+    """The account registry could not be read (network, throttling, missing table...)."""
+
+
+_JSON = "application/json"
+
+
+def error_response(exc: EdgeError, extra_headers: dict[str, str] | None = None) -> web.Response:
+    """The single place where an error becomes an HTTP answer."""
+    body = json.dumps({"error": exc.code, "message": exc.message}, separators=(",", ":"))
+    headers = dict(extra_headers) if extra_headers else {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
+    return web.Response(status=exc.status, text=body, content_type=_JSON, headers=headers)

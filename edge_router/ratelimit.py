@@ -1,0 +1,48 @@
+"""Per-account token buckets: ``rate`` tokens per second, at most ``burst`` saved up.
+
+The bucket is pure arithmetic on a clock value passed in; ``RateLimiter`` keeps one bucket per
+account in a bounded LRU so an unbounded tenant count cannot grow memory. An evicted bucket
+comes back full, which errs on the side of serving.
+"""
+
+from __future__ import annotations
+
+import math
+
+from cachetools import LRUCache
+
+
+class TokenBucket:
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.stamp = now
+
+    def take(self, now: float) -> float:
+        """0.0 when a token was taken; otherwise seconds until one will be available."""
+        elapsed = now - self.stamp
+        if elapsed > 0:
+            self.tokens = min(self.burst, self.tokens + elapsed * self.rate)
+            self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return (1.0 - self.tokens) / self.rate
+
+
+class RateLimiter:
+    def __init__(self, rate: float, burst: int, maxsize: int = 100_000) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._buckets: LRUCache[str, TokenBucket] = LRUCache(maxsize=maxsize)
+
+    def check(self, account: str, now: float) -> int:
+        """0 when allowed, else the whole seconds a client should wait (Retry-After)."""
+        bucket = self._buckets.get(account)
+        if bucket is None:
+            bucket = self._buckets[account] = TokenBucket(self._rate, self._burst, now)
+        wait = bucket.take(now)
+        return 0 if wait == 0.0 else max(1, math.ceil(wait))

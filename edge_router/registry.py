@@ -1,0 +1,371 @@
+"""The account registry: account -> home region, status and API keys. No PII lives here.
+
+One DynamoDB table, one partition per account, so one Query returns everything the edge needs
+to route and authenticate a request for that account::
+
+    pk ACCOUNT#{name}   sk META          {region, status, createdAt}
+    pk ACCOUNT#{name}   sk KEY#{appKey}  {tokenHash (sha256 hex), roles [..], status, createdAt}
+    pk APPKEY#{appKey}  sk KEY           {account, tokenHash, status}   (owner index)
+
+The owner index lets the edge tell "your key belongs to another account" (403) from "no such
+key" (401) without scanning, and only when the caller also holds that key's token.
+
+``DynamoRegistry`` is the boundary: every botocore/aiobotocore failure becomes
+``RegistryError`` here and nowhere else. It holds one long-lived client. The write operations
+(used by ``registry_cli``) live beside the reads so the item layout is defined in one file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .errors import RegistryError
+
+ACTIVE = "active"
+SUSPENDED = "suspended"
+REVOKED = "revoked"
+
+
+def token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    app_key: str
+    token_sha256: bytes
+    roles: frozenset[str]
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRecord:
+    name: str
+    region: str
+    status: str
+    keys: Mapping[str, ApiKey] = field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        return self.status == ACTIVE
+
+
+@dataclass(frozen=True, slots=True)
+class KeyOwner:
+    """Owner-index entry: whose key this is, to tell 403 from 401."""
+
+    account: str
+    token_sha256: bytes
+    active: bool
+
+
+class RegistryReader(Protocol):
+    async def get_account(self, name: str) -> AccountRecord | None: ...
+
+    async def get_key_owner(self, app_key: str) -> KeyOwner | None: ...
+
+
+def _s(item: Mapping[str, Any], name: str, default: str = "") -> str:
+    v = item.get(name)
+    return v["S"] if v and "S" in v else default
+
+
+def parse_account(name: str, items: list[Mapping[str, Any]]) -> AccountRecord | None:
+    meta = None
+    keys: dict[str, ApiKey] = {}
+    for item in items:
+        sk = _s(item, "sk")
+        if sk == "META":
+            meta = item
+        elif sk.startswith("KEY#"):
+            app_key = sk[4:]
+            roles_attr = item.get("roles", {})
+            roles = roles_attr.get("SS") or [r["S"] for r in roles_attr.get("L", [])]
+            keys[app_key] = ApiKey(
+                app_key=app_key,
+                token_sha256=bytes.fromhex(_s(item, "tokenHash")),
+                roles=frozenset(roles),
+                active=_s(item, "status", ACTIVE) == ACTIVE,
+            )
+    if meta is None:
+        return None
+    return AccountRecord(
+        name=name, region=_s(meta, "region"), status=_s(meta, "status", ACTIVE), keys=keys
+    )
+
+
+class DynamoRegistry:
+    """Reads (and, for the CLI, writes) the registry table through one aiobotocore client."""
+
+    def __init__(
+        self,
+        *,
+        table: str,
+        endpoint: str | None,
+        region: str,
+        connect_timeout_s: float = 1.0,
+        read_timeout_s: float = 2.0,
+        max_attempts: int = 2,
+    ) -> None:
+        self.table = table
+        self._endpoint = endpoint
+        self._region = region
+        self._config = AioConfig(
+            connect_timeout=connect_timeout_s,
+            read_timeout=read_timeout_s,
+            retries={"max_attempts": max_attempts, "mode": "standard"},
+            max_pool_connections=50,
+        )
+        self._stack = AsyncExitStack()
+        self._client: Any = None
+
+    async def __aenter__(self) -> DynamoRegistry:
+        session = get_session()
+        self._client = await self._stack.enter_async_context(
+            session.create_client(
+                "dynamodb",
+                region_name=self._region,
+                endpoint_url=self._endpoint,
+                config=self._config,
+            )
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._client = None
+        await self._stack.aclose()
+
+    async def _call(self, op: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            return await getattr(self._client, op)(**kwargs)  # type: ignore[no-any-return]
+        except (BotoCoreError, ClientError, OSError) as exc:
+            raise RegistryError(f"registry {op} failed: {type(exc).__name__}") from exc
+
+    # -- reads (the edge's hot path, behind the cache) ---------------------------------------
+
+    async def get_account(self, name: str) -> AccountRecord | None:
+        items: list[Mapping[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": f"ACCOUNT#{name}"}},
+        }
+        while True:
+            page = await self._call("query", **kwargs)
+            items.extend(page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return parse_account(name, items)
+
+    async def get_key_owner(self, app_key: str) -> KeyOwner | None:
+        page = await self._call(
+            "get_item",
+            TableName=self.table,
+            Key={"pk": {"S": f"APPKEY#{app_key}"}, "sk": {"S": "KEY"}},
+        )
+        item = page.get("Item")
+        if not item:
+            return None
+        return KeyOwner(
+            account=_s(item, "account"),
+            token_sha256=bytes.fromhex(_s(item, "tokenHash")),
+            active=_s(item, "status", ACTIVE) == ACTIVE,
+        )
+
+    async def ping(self) -> None:
+        await self._call("describe_table", TableName=self.table)
+
+    # -- writes (registry_cli) ---------------------------------------------------------------
+
+    async def create_table(self) -> bool:
+        """Create the table; False when it already exists."""
+        try:
+            await self._client.create_table(
+                TableName=self.table,
+                AttributeDefinitions=[
+                    {"AttributeName": "pk", "AttributeType": "S"},
+                    {"AttributeName": "sk", "AttributeType": "S"},
+                ],
+                KeySchema=[
+                    {"AttributeName": "pk", "KeyType": "HASH"},
+                    {"AttributeName": "sk", "KeyType": "RANGE"},
+                ],
+                BillingMode="PAY_PER_REQUEST",
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ResourceInUseException":
+                return False
+            raise RegistryError(f"create_table failed: {exc}") from exc
+        except (BotoCoreError, OSError) as exc:
+            raise RegistryError(f"create_table failed: {type(exc).__name__}") from exc
+        waiter = self._client.get_waiter("table_exists")
+        await waiter.wait(TableName=self.table, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+        return True
+
+    async def create_account(self, name: str, region: str) -> bool:
+        try:
+            await self._client.put_item(
+                TableName=self.table,
+                Item={
+                    "pk": {"S": f"ACCOUNT#{name}"},
+                    "sk": {"S": "META"},
+                    "region": {"S": region},
+                    "status": {"S": ACTIVE},
+                    "createdAt": {"N": str(int(time.time()))},
+                },
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise RegistryError(f"create_account failed: {exc}") from exc
+        return True
+
+    async def list_accounts(self) -> list[AccountRecord]:
+        items: dict[str, list[Mapping[str, Any]]] = {}
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "FilterExpression": "begins_with(pk, :p)",
+            "ExpressionAttributeValues": {":p": {"S": "ACCOUNT#"}},
+        }
+        while True:
+            page = await self._call("scan", **kwargs)
+            for item in page.get("Items", []):
+                items.setdefault(_s(item, "pk")[len("ACCOUNT#") :], []).append(item)
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        records = [parse_account(name, its) for name, its in sorted(items.items())]
+        return [r for r in records if r is not None]
+
+    async def create_key(self, account: str, app_key: str, token: str, roles: list[str]) -> None:
+        digest = token_hash(token).hex()
+        now = str(int(time.time()))
+        try:
+            await self._client.transact_write_items(
+                TransactItems=[
+                    {
+                        "ConditionCheck": {
+                            "TableName": self.table,
+                            "Key": {"pk": {"S": f"ACCOUNT#{account}"}, "sk": {"S": "META"}},
+                            "ConditionExpression": "attribute_exists(pk)",
+                        }
+                    },
+                    {
+                        "Put": {
+                            "TableName": self.table,
+                            "Item": {
+                                "pk": {"S": f"ACCOUNT#{account}"},
+                                "sk": {"S": f"KEY#{app_key}"},
+                                "tokenHash": {"S": digest},
+                                "roles": {"SS": sorted(roles)},
+                                "status": {"S": ACTIVE},
+                                "createdAt": {"N": now},
+                            },
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    },
+                    {
+                        "Put": {
+                            "TableName": self.table,
+                            "Item": {
+                                "pk": {"S": f"APPKEY#{app_key}"},
+                                "sk": {"S": "KEY"},
+                                "account": {"S": account},
+                                "tokenHash": {"S": digest},
+                                "status": {"S": ACTIVE},
+                            },
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            raise RegistryError(
+                "create-key refused: the account must exist and the app key must be new"
+            ) from exc
+
+    async def revoke_key(self, account: str, app_key: str) -> None:
+        update = {
+            "UpdateExpression": "SET #s = :r",
+            "ExpressionAttributeNames": {"#s": "status"},
+            "ExpressionAttributeValues": {":r": {"S": REVOKED}},
+            "ConditionExpression": "attribute_exists(pk)",
+        }
+        try:
+            await self._client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self.table,
+                            "Key": {
+                                "pk": {"S": f"ACCOUNT#{account}"},
+                                "sk": {"S": f"KEY#{app_key}"},
+                            },
+                            **update,
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self.table,
+                            "Key": {"pk": {"S": f"APPKEY#{app_key}"}, "sk": {"S": "KEY"}},
+                            **update,
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            raise RegistryError(f"revoke-key refused: no key {app_key} on {account}") from exc
+
+    async def set_status(self, account: str, status: str) -> None:
+        await self._update_meta(account, "status", status)
+
+    async def set_region(self, account: str, region: str) -> None:
+        await self._update_meta(account, "region", region)
+
+    async def _update_meta(self, account: str, attr: str, value: str) -> None:
+        try:
+            await self._client.update_item(
+                TableName=self.table,
+                Key={"pk": {"S": f"ACCOUNT#{account}"}, "sk": {"S": "META"}},
+                UpdateExpression="SET #a = :v",
+                ExpressionAttributeNames={"#a": attr},
+                ExpressionAttributeValues={":v": {"S": value}},
+                ConditionExpression="attribute_exists(pk)",
+            )
+        except ClientError as exc:
+            raise RegistryError(f"no account {account!r} in the registry") from exc
+
+
+async def account_has_data(
+    *, table: str, endpoint: str | None, region: str, account: str, timeout_s: float = 3.0
+) -> bool:
+    """Does the store's table in ``region`` already hold this account (its salt marker item)?"""
+    config = AioConfig(
+        connect_timeout=timeout_s, read_timeout=timeout_s, retries={"max_attempts": 2}
+    )
+    try:
+        async with get_session().create_client(
+            "dynamodb", region_name=region, endpoint_url=endpoint, config=config
+        ) as client:
+            page = await client.get_item(
+                TableName=table,
+                Key={"pk": {"S": f"A#{account}#META"}, "sk": {"S": "SALT"}},
+                ConsistentRead=True,
+            )
+    except ClientError as exc:
+        # A missing table is refused too: we cannot prove the account has no data there.
+        raise RegistryError(f"cannot check {region} table {table}: {exc}") from exc
+    except (BotoCoreError, OSError) as exc:
+        raise RegistryError(f"cannot check {region} table {table}: {type(exc).__name__}") from exc
+    return "Item" in page

@@ -1,0 +1,68 @@
+"""Which account is this request for? Pure: a Host header and the ``an`` query values in, an
+account name out, or a ``BadRequest`` naming why not.
+
+VTEX addresses an account either by host (``{account}.vtexcommercestable.com.br``) or by the
+``an`` query parameter (``api.vtex.com/...?an={account}``). When both are given they must
+agree: a request that names two accounts is ambiguous and is refused rather than guessed.
+Suffixes are normalised once at start; nothing here compiles or allocates more than it must.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from .errors import BadRequest
+
+ACCOUNT_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+def valid_account(name: str) -> bool:
+    return ACCOUNT_NAME.match(name) is not None
+
+
+class AccountResolver:
+    __slots__ = ("_suffixes",)
+
+    def __init__(self, suffixes: Sequence[str]) -> None:
+        # (".suffix", len) pairs, longest first: the most specific suffix wins.
+        ordered = sorted({s.lower().strip(".") for s in suffixes}, key=len, reverse=True)
+        self._suffixes = tuple(("." + s, len(s) + 1) for s in ordered)
+
+    def from_host(self, host: str | None) -> str | None:
+        """The account label of a configured host suffix, or None when the host names none."""
+        if not host:
+            return None
+        host = host.lower()
+        if host.startswith("["):  # IPv6 literal: never an account
+            return None
+        colon = host.rfind(":")
+        if colon != -1:
+            host = host[:colon]
+        if host.endswith("."):
+            host = host[:-1]
+        for dotted, n in self._suffixes:
+            if len(host) > n and host.endswith(dotted):
+                label = host[:-n]
+                if not valid_account(label):
+                    raise BadRequest("invalid_account", "the host does not name a valid account")
+                return label
+        return None
+
+    def resolve(self, host: str | None, an_values: Sequence[str]) -> str:
+        from_host = self.from_host(host)
+        from_query: str | None = None
+        if an_values:
+            from_query = an_values[0]
+            if any(v != from_query for v in an_values[1:]):
+                raise BadRequest("ambiguous_account", "the an parameter is given twice")
+            if not valid_account(from_query):
+                raise BadRequest("invalid_account", "the an parameter is not a valid account")
+        if from_host is not None and from_query is not None and from_host != from_query:
+            raise BadRequest("ambiguous_account", "host and an parameter name different accounts")
+        account = from_host or from_query
+        if account is None:
+            raise BadRequest(
+                "missing_account", "name the account in the host or the an query parameter"
+            )
+        return account

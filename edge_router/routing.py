@@ -1,0 +1,99 @@
+"""The routing decision, as pure functions: account's home region + pool state in, a decision out.
+
+Residency is the one rule that outranks availability: a request goes to an instance of the
+account's HOME region or nowhere. When the home region has no available instance the answer is
+a ``Refusal`` -- never a fallback to another region, whatever a locality-aware balancer would
+do. The refusal records whether another region *could* have served (``others_available``), so
+the caller can count each fallback we refused (``edge_cross_region_refusals_total``).
+
+Inside the home region: least outstanding requests among available instances not yet tried
+for this request, round-robin among ties (``tick`` is a counter the caller advances).
+
+``may_retry`` is the retry policy: a failure before any byte was sent (connect refused or
+timed out) may go to another instance of the same region for any method; any other failure
+only for idempotent methods whose body can be replayed; at most ``max_attempts`` in total.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+# Failure kinds the proxy reports to the policy.
+CONNECT_FAILED = "connect_failed"  # nothing was sent
+SEND_FAILED = "send_failed"  # the connection broke after (maybe) sending
+UPSTREAM_5XX = "upstream_5xx"  # a 502/503/504 status, body not forwarded yet
+TIMED_OUT = "timed_out"
+
+
+class InstanceView(Protocol):
+    name: str
+    outstanding: int
+
+    def available(self, now: float) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RouteDecision:
+    region: str
+    index: int  # position of the chosen instance in the region's pool
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    region: str
+    reason: str  # region_unavailable | region_not_configured | instances_exhausted
+    others_available: bool
+
+
+def decide(
+    home_region: str,
+    pools: Mapping[str, Sequence[InstanceView]],
+    now: float,
+    *,
+    tried: Collection[int] = (),
+    tick: int = 0,
+) -> RouteDecision | Refusal:
+    pool = pools.get(home_region)
+    if pool is None:
+        return Refusal(home_region, "region_not_configured", _others(pools, home_region, now))
+    best: list[int] = []
+    best_load = -1
+    any_available = False
+    for i, inst in enumerate(pool):
+        if not inst.available(now):
+            continue
+        any_available = True
+        if i in tried:
+            continue
+        load = inst.outstanding
+        if not best or load < best_load:
+            best, best_load = [i], load
+        elif load == best_load:
+            best.append(i)
+    if best:
+        return RouteDecision(home_region, best[tick % len(best)])
+    if any_available:
+        return Refusal(home_region, "instances_exhausted", False)
+    return Refusal(home_region, "region_unavailable", _others(pools, home_region, now))
+
+
+def _others(pools: Mapping[str, Sequence[InstanceView]], home: str, now: float) -> bool:
+    return any(
+        inst.available(now) for region, pool in pools.items() if region != home for inst in pool
+    )
+
+
+def may_retry(
+    method: str, failure: str, *, body_replayable: bool, attempt: int, max_attempts: int
+) -> bool:
+    if attempt >= max_attempts:
+        return False
+    if failure == CONNECT_FAILED:
+        return body_replayable
+    if failure == TIMED_OUT:
+        return False  # a slow region stays slow; do not double the wait
+    return method in IDEMPOTENT and body_replayable

@@ -1,0 +1,201 @@
+"""Edge test helpers: settings builders, a fake registry, fake upstream stores.
+
+Fake upstreams verify the edge's assertion with ``profile_store.assertion.verify`` (the same
+check the real store makes) and echo what they received, so tests can assert on exactly what
+crossed the edge. Health probes (``/readyz``) are recorded apart from proxied requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from edge_router.config import EdgeSettings, InstanceSettings, RegionSettings
+from edge_router.errors import RegistryError
+from edge_router.registry import AccountRecord, ApiKey, KeyOwner, token_hash
+from profile_store import assertion as pa
+from profile_store.dynamodb_local import free_port
+
+SECRETS = {"eu-west-1": b"test-secret-eu-west-1-0000", "us-east-1": b"test-secret-us-east-1-0000"}
+
+
+def make_settings(regions: dict[str, list[str]], **over: Any) -> EdgeSettings:
+    regs = tuple(
+        RegionSettings(
+            name=name,
+            instances=tuple(
+                InstanceSettings(name=f"{name}-{i}", url=url) for i, url in enumerate(urls)
+            ),
+            assertion_secret=SECRETS[name],
+            table=f"profiles-{name}",
+        )
+        for name, urls in regions.items()
+    )
+    args: dict[str, Any] = dict(
+        regions=regs,
+        host_suffixes=("localhost", "vtexcommercestable.com.br"),
+        health_interval_s=30.0,
+        health_timeout_s=0.5,
+        connect_timeout_s=0.5,
+        total_timeout_s=5.0,
+        read_timeout_s=5.0,
+        access_log=False,
+    )
+    args.update(over)
+    s = EdgeSettings(**args)
+    s.validate()
+    return s
+
+
+def dead_url() -> str:
+    return f"http://127.0.0.1:{free_port()}"
+
+
+@dataclass
+class Key:
+    app_key: str
+    token: str
+    roles: frozenset[str] = frozenset({"read", "write"})
+
+
+class FakeRegistry:
+    """In-memory registry reader with call counting, a gate and a failure switch."""
+
+    def __init__(self) -> None:
+        self.accounts: dict[str, AccountRecord] = {}
+        self.owners: dict[str, KeyOwner] = {}
+        self.calls = 0
+        self.fail = False
+        self.gate: asyncio.Event | None = None
+
+    def add(self, name: str, region: str, keys: list[Key] = (), status: str = "active") -> None:  # type: ignore[assignment]
+        api = {
+            k.app_key: ApiKey(k.app_key, token_hash(k.token), frozenset(k.roles), True)
+            for k in keys
+        }
+        self.accounts[name] = AccountRecord(name, region, status, api)
+        for k in keys:
+            self.owners[k.app_key] = KeyOwner(name, token_hash(k.token), True)
+
+    async def get_account(self, name: str) -> AccountRecord | None:
+        self.calls += 1
+        if self.gate is not None:
+            await asyncio.wait_for(self.gate.wait(), 5)
+        if self.fail:
+            raise RegistryError("registry down (test)")
+        return self.accounts.get(name)
+
+    async def get_key_owner(self, app_key: str) -> KeyOwner | None:
+        if self.fail:
+            raise RegistryError("registry down (test)")
+        return self.owners.get(app_key)
+
+    def factory(self) -> Callable[[EdgeSettings], Any]:
+        @asynccontextmanager
+        async def make(_settings: EdgeSettings):  # type: ignore[no-untyped-def]
+            yield self
+
+        return make
+
+
+@dataclass
+class Seen:
+    method: str
+    raw_path: str
+    headers: dict[str, list[str]]
+    body: bytes
+    assertion: pa.Assertion | None
+    assertion_error: str | None
+
+
+@dataclass
+class FakeStore:
+    region: str
+    name: str
+    seen: list[Seen] = field(default_factory=list)
+    probes: int = 0
+    ready: bool = True
+    delay: float = 0.0
+    status: int = 200
+    gzip_body: bool = False
+    fail_assertion_with_401: bool = True
+
+    def app(self) -> web.Application:
+        app = web.Application(handler_args={"auto_decompress": False})
+
+        async def readyz(_r: web.Request) -> web.Response:
+            self.probes += 1
+            return web.Response(status=200 if self.ready else 503)
+
+        async def any_(request: web.Request) -> web.StreamResponse:
+            body = await request.read()
+            headers: dict[str, list[str]] = {}
+            for k, v in request.headers.items():
+                headers.setdefault(k.lower(), []).append(v)
+            asrt, err = None, None
+            try:
+                asrt = pa.verify(
+                    request.headers.get(pa.ASSERTION_HEADER),
+                    key=SECRETS[self.region],
+                    region=self.region,
+                    method=request.method,
+                    target=request.raw_path,
+                    max_age_s=30,
+                )
+            except pa.AssertionError_ as exc:
+                err = exc.code
+            self.seen.append(Seen(request.method, request.raw_path, headers, body, asrt, err))
+            if err and self.fail_assertion_with_401:
+                return web.json_response({"error": err}, status=401)
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            payload = json.dumps(
+                {"instance": self.name, "raw_path": request.raw_path, "body_len": len(body)}
+            ).encode()
+            resp_headers = {
+                "Content-Type": "application/json",
+                "X-Store-Instance": self.name,
+                "Connection": "keep-alive, X-Hop",
+                "X-Hop": "1",
+                "Keep-Alive": "timeout=5",
+            }
+            if self.gzip_body:
+                payload = gzip.compress(payload)
+                resp_headers["Content-Encoding"] = "gzip"
+            return web.Response(status=self.status, body=payload, headers=resp_headers)
+
+        app.router.add_get("/readyz", readyz)
+        app.router.add_route("*", "/{tail:.*}", any_)
+        return app
+
+    @property
+    def proxied(self) -> int:
+        return len(self.seen)
+
+
+async def wait_until(pred: Callable[[], bool | Awaitable[bool]], timeout: float = 5.0) -> None:
+    """Poll a condition with a bounded deadline (never sleep as synchronisation)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if not isinstance(value, bool):
+            value = await value
+        if value:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+def registry() -> FakeRegistry:
+    return FakeRegistry()

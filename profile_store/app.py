@@ -1,0 +1,222 @@
+"""The store's aiohttp application: one instance serves one region's table.
+
+``create_app(settings)`` wires the routes (``handlers.ROUTES``, one per spec operation), three
+middlewares that run as small named steps, and the shared state under typed ``web.AppKey``s:
+
+1. ``observe``: request id, the operation name (for metrics and the DynamoDB call labels), the
+   request counter and one log line per request (operation, status, time; never the path, which
+   holds an email or a document on alternative-key routes);
+2. ``errors``: the one place any error becomes JSON ``{"error", "message"}`` (our StoreError
+   tree, aiohttp's own 404/405/413, and a last-resort 500 without a traceback);
+3. ``authenticate``: edge assertion and role (``auth``), for every path except the probes.
+
+The DynamoDB client is created once per process in ``cleanup_ctx`` (closed on shutdown), and
+the PITR check runs there too: a real table without PITR stops the start when require_pitr.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from aiobotocore.session import get_session
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from . import auth
+from .codec import DocumentCodec, PlainJsonCodec
+from .config import StoreSettings
+from .domain import Caller, ProfileService
+from .errors import StoreError
+from .handlers import CALLER, ROUTES, SERVICE, Handler, dumps
+from .metrics import CURRENT_OPERATION, StoreMetrics
+from .provisioning import PitrState, check_pitr, describe_pitr
+from .repository import Repository, client_config
+
+log = logging.getLogger("profile_store")
+
+
+@dataclass(slots=True)
+class Readiness:
+    pitr: PitrState = PitrState.UNKNOWN
+
+
+SETTINGS: web.AppKey[StoreSettings] = web.AppKey("settings", StoreSettings)
+METRICS: web.AppKey[StoreMetrics] = web.AppKey("metrics", StoreMetrics)
+CODEC: web.AppKey[DocumentCodec] = web.AppKey("codec", DocumentCodec)  # type: ignore[type-abstract]
+REPOSITORY: web.AppKey[Repository] = web.AppKey("repository", Repository)
+READINESS: web.AppKey[Readiness] = web.AppKey("readiness", Readiness)
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_HTTP_CODES = {
+    400: "invalid_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
+
+
+def _json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None):
+    return web.json_response(
+        {"error": code, "message": message}, status=status, headers=headers, dumps=dumps
+    )
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    incoming = request.headers.get("X-Request-Id", "")
+    request_id = incoming if _REQUEST_ID.match(incoming) else str(uuid.uuid4())
+    request[REQUEST_ID] = request_id
+    route = request.match_info.route
+    operation = (
+        route.name if request.match_info.http_exception is None and route.name else "unmatched"
+    )
+    token = CURRENT_OPERATION.set(operation)
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        response.headers["X-Request-Id"] = request_id
+        return response
+    finally:
+        CURRENT_OPERATION.reset(token)
+        request.app[METRICS].request(operation, status)
+        log.info(
+            "request op=%s status=%d ms=%.1f rid=%s",
+            operation,
+            status,
+            (time.perf_counter() - started) * 1000,
+            request_id,
+        )
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except StoreError as exc:
+        return _json_error(exc.status, exc.code, exc.message, exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        message = {
+            404: "no such resource",
+            405: "method not allowed on this resource",
+            413: "request body is larger than the store accepts",
+        }.get(exc.status, exc.reason)
+        return _json_error(exc.status, code, message, headers)
+    except Exception as exc:
+        # The message of an arbitrary exception may quote data: log its type only.
+        log.error("unhandled %s in %s", type(exc).__name__, CURRENT_OPERATION.get())
+        return _json_error(500, "internal_error", "internal error")
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path in auth.PUBLIC_PATHS:
+        return await handler(request)
+    settings = request.app[SETTINGS]
+    assertion = auth.authenticate(
+        request.headers.get(auth.ASSERTION_HEADER),
+        settings,
+        method=request.method,
+        target=request.raw_path,
+    )
+    if request.match_info.http_exception is None:
+        operation = request.match_info.route.name or ""
+        auth.authorize(assertion, auth.required_role(request.method, operation))
+    request[CALLER] = Caller(assertion.account, assertion.principal, request[REQUEST_ID])
+    return await handler(request)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    return web.json_response(
+        {"status": "ok", "region": settings.region, "instance": settings.instance_id}
+    )
+
+
+async def readyz(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    repo = request.app[REPOSITORY]
+    readiness = request.app[READINESS]
+    body: dict[str, object] = {
+        "region": settings.region,
+        "instance": settings.instance_id,
+        "table": settings.table,
+    }
+    try:
+        table = await repo.describe_table()
+        body["dynamodb"] = "ok"
+        body["tableStatus"] = table.get("TableStatus", "UNKNOWN")
+        if readiness.pitr is PitrState.UNKNOWN:
+            readiness.pitr = await describe_pitr(repo.client, settings.table)
+    except StoreError as exc:
+        body["dynamodb"] = "unavailable"
+        body["error"] = exc.code
+    except Exception as exc:  # describe_pitr talks to the client directly
+        body["dynamodb"] = "unavailable"
+        body["error"] = type(exc).__name__
+    body["pitr"] = readiness.pitr.value
+    ready = (
+        body.get("dynamodb") == "ok"
+        and body.get("tableStatus") in {"ACTIVE", "UPDATING"}
+        and readiness.pitr is not PitrState.UNKNOWN
+        and not (readiness.pitr is PitrState.DISABLED and settings.require_pitr)
+    )
+    body["status"] = "ready" if ready else "not_ready"
+    return web.json_response(body, status=200 if ready else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(
+        body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
+
+
+async def dynamodb_context(app: web.Application) -> AsyncIterator[None]:
+    """One DynamoDB client for the life of the process; PITR checked before serving."""
+    settings = app[SETTINGS]
+    session = get_session()
+    async with session.create_client(
+        "dynamodb",
+        region_name=settings.region,
+        endpoint_url=settings.dynamodb_endpoint,
+        config=client_config(settings),
+    ) as client:
+        repo = Repository(client, settings.table, app[METRICS])
+        app[REPOSITORY] = repo
+        app[SERVICE] = ProfileService(repo, app[CODEC], update_retries=settings.update_retries)
+        token = CURRENT_OPERATION.set("startup")
+        try:
+            app[READINESS].pitr = await check_pitr(
+                client, settings.table, require_pitr=settings.require_pitr
+            )
+        finally:
+            CURRENT_OPERATION.reset(token)
+        yield
+
+
+def create_app(settings: StoreSettings, *, codec: DocumentCodec | None = None) -> web.Application:
+    app = web.Application(
+        middlewares=[observe, errors, authenticate], client_max_size=settings.max_body_bytes
+    )
+    app[SETTINGS] = settings
+    app[METRICS] = StoreMetrics(region=settings.region, instance=settings.instance_id)
+    app[CODEC] = codec or PlainJsonCodec()
+    app[READINESS] = Readiness()
+    app.router.add_get("/healthz", healthz, name="healthz", allow_head=False)
+    app.router.add_get("/readyz", readyz, name="readyz", allow_head=False)
+    app.router.add_get("/metrics", metrics, name="metrics", allow_head=False)
+    for method, path, name, handler in ROUTES:
+        app.router.add_route(method, path, handler, name=name)
+    app.cleanup_ctx.append(dynamodb_context)
+    return app

@@ -1,0 +1,66 @@
+"""Who may do what: the edge assertion is verified, then the route's role is required.
+
+Two small, separately testable steps:
+
+1. ``authenticate``: verify the ``X-Residency-Assertion`` header against this region's secret,
+   the exact method and raw target. Missing/bad/stale answers 401; an assertion minted for
+   another region answers 421 (the request was misrouted; nothing is served).
+2. ``authorize``: the role the operation needs. Masked reads need ``read``; POST/PATCH/PUT
+   ``write``; DELETE ``delete``; any ``/unmask`` read ``unmask``. Missing role answers 403.
+
+The account an operation works on comes only from the verified assertion, never from the
+request, so every key the store touches is inside the caller's own tenant.
+"""
+
+from __future__ import annotations
+
+from .assertion import (
+    ASSERTION_HEADER,
+    Assertion,
+    AssertionError_,
+    WrongRegion,
+    verify,
+)
+from .config import StoreSettings
+from .errors import Forbidden, Misdirected, Unauthenticated
+
+__all__ = ["ASSERTION_HEADER", "PUBLIC_PATHS", "authenticate", "authorize", "required_role"]
+
+# Probes and metrics carry no data and are scraped by infrastructure without assertions.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def required_role(method: str, operation: str) -> str:
+    if operation.startswith("GetUnmasked"):
+        return "unmask"
+    if method in {"GET", "HEAD"}:
+        return "read"
+    if method == "DELETE":
+        return "delete"
+    return "write"
+
+
+def authenticate(
+    header: str | None, settings: StoreSettings, *, method: str, target: str
+) -> Assertion:
+    try:
+        return verify(
+            header,
+            key=settings.assertion_secret,
+            region=settings.region,
+            method=method,
+            target=target,
+            max_age_s=settings.assertion_max_age_s,
+        )
+    except WrongRegion:
+        raise Misdirected(
+            f"this store serves region {settings.region}; the request was routed to the wrong "
+            "region"
+        ) from None
+    except AssertionError_ as exc:
+        raise Unauthenticated(str(exc), code=exc.code) from None
+
+
+def authorize(assertion: Assertion, role: str) -> None:
+    if role not in assertion.roles:
+        raise Forbidden(f"this operation needs the {role!r} role")

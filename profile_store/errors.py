@@ -1,0 +1,204 @@
+"""One exception tree for the store; botocore/aiohttp failures are mapped into it at the boundary.
+
+Every error the service can answer with is a ``StoreError`` carrying an HTTP status and a stable
+machine code; ``app.error_middleware`` is the single place that turns one into a JSON body
+``{"error": code, "message": ...}``. Messages are written by us and never contain request values
+(an email or a document is PII, and so is an alternative-key path segment)::
+
+    StoreError                          status  code
+    ├── BadRequest                      400     invalid_json, invalid_field, missing_reason, ...
+    ├── Unauthenticated                 401     missing_assertion, invalid_assertion, ...
+    ├── Forbidden                       403     forbidden
+    ├── NotFound                        404     not_found
+    ├── MethodNotAllowed                405     method_not_allowed
+    ├── Conflict                        409     duplicate_alternative_key, update_conflict, ...
+    ├── PreconditionFailed              412     version_mismatch
+    ├── PayloadTooLarge                 413     payload_too_large
+    ├── Misdirected                     421     misdirected_request
+    ├── StorageUnavailable              503     dynamodb_unavailable (+ Retry-After)
+    ├── AuditUnavailable                503     audit_unavailable (+ Retry-After)
+    └── StorageFailure                  502     dynamodb_error
+
+Repository-internal signals (never answered as such, always translated by the domain layer):
+``ConditionFailed`` (a conditional write lost: which transaction items failed is in ``indexes``).
+
+``from_botocore`` is the boundary: throttling, timeouts and connection failures become
+``StorageUnavailable`` (the caller may retry), anything else unexpected ``StorageFailure``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import botocore.exceptions
+
+__all__ = [
+    "AuditUnavailable",
+    "BadRequest",
+    "ConditionFailed",
+    "Conflict",
+    "Forbidden",
+    "MethodNotAllowed",
+    "Misdirected",
+    "NotFound",
+    "PayloadTooLarge",
+    "PreconditionFailed",
+    "StorageFailure",
+    "StorageUnavailable",
+    "StoreError",
+    "Unauthenticated",
+    "from_botocore",
+]
+
+
+class StoreError(Exception):
+    status = 500
+    code = "internal_error"
+    headers: dict[str, str] | None = None
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.code, "message": self.message}
+
+
+class BadRequest(StoreError):
+    status = 400
+    code = "invalid_request"
+
+
+class Unauthenticated(StoreError):
+    status = 401
+    code = "invalid_assertion"
+
+
+class Forbidden(StoreError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(StoreError):
+    status = 404
+    code = "not_found"
+
+
+class MethodNotAllowed(StoreError):
+    status = 405
+    code = "method_not_allowed"
+
+
+class Conflict(StoreError):
+    status = 409
+    code = "conflict"
+
+
+class PreconditionFailed(StoreError):
+    status = 412
+    code = "version_mismatch"
+
+
+class PayloadTooLarge(StoreError):
+    status = 413
+    code = "payload_too_large"
+
+
+class Misdirected(StoreError):
+    status = 421
+    code = "misdirected_request"
+
+
+class StorageUnavailable(StoreError):
+    status = 503
+    code = "dynamodb_unavailable"
+    headers = {"Retry-After": "1"}
+
+
+class AuditUnavailable(StoreError):
+    status = 503
+    code = "audit_unavailable"
+    headers = {"Retry-After": "1"}
+
+
+class StorageFailure(StoreError):
+    status = 502
+    code = "dynamodb_error"
+
+
+class ConditionFailed(Exception):
+    """A conditional write was rejected; ``indexes`` are the failed TransactItems positions.
+
+    ``contention`` is set when DynamoDB cancelled because of a concurrent transaction on the
+    same item (TransactionConflict): the caller treats it like a lost version race.
+    """
+
+    def __init__(self, indexes: tuple[int, ...], *, contention: bool = False) -> None:
+        super().__init__(f"condition failed at {indexes}")
+        self.indexes = indexes
+        self.contention = contention
+
+
+# Error codes DynamoDB uses when the caller should simply come back a little later.
+_RETRYABLE_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "Throttling",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "LimitExceededException",
+    }
+)
+
+
+def client_error_code(exc: BaseException) -> str:
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def from_botocore(exc: BaseException, *, call: str) -> StoreError | ConditionFailed:
+    """Translate an exception raised by the DynamoDB client into the package tree."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        code = client_error_code(exc)
+        if code == "ConditionalCheckFailedException":
+            return ConditionFailed((0,))
+        if code == "TransactionCanceledException":
+            reasons = exc.response.get("CancellationReasons") or []
+            codes = [str(r.get("Code") or "None") for r in reasons]
+            failed = tuple(i for i, c in enumerate(codes) if c == "ConditionalCheckFailed")
+            if failed:
+                return ConditionFailed(failed)
+            if "TransactionConflict" in codes:
+                return ConditionFailed((), contention=True)
+            if any(c in _RETRYABLE_CODES or c == "ThrottlingError" for c in codes):
+                return StorageUnavailable(f"DynamoDB throttled {call}; retry later")
+            return StorageFailure(f"DynamoDB cancelled {call}")
+        if code == "TransactionConflictException":
+            return ConditionFailed((), contention=True)
+        if code in _RETRYABLE_CODES:
+            return StorageUnavailable(f"DynamoDB is throttling or unavailable ({call})")
+        if code == "ResourceNotFoundException":
+            return StorageUnavailable(f"DynamoDB table is not available ({call})")
+        return StorageFailure(f"DynamoDB rejected {call} ({code or 'unknown error'})")
+    if isinstance(
+        exc,
+        botocore.exceptions.EndpointConnectionError
+        | botocore.exceptions.ConnectTimeoutError
+        | botocore.exceptions.ReadTimeoutError
+        | botocore.exceptions.ConnectionClosedError
+        | botocore.exceptions.HTTPClientError
+        | aiohttp.ClientError
+        | asyncio.TimeoutError
+        | ConnectionError,
+    ):
+        return StorageUnavailable(f"DynamoDB is unreachable ({call})")
+    return StorageFailure(f"unexpected DynamoDB client failure ({call}: {type(exc).__name__})")

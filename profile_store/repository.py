@@ -1,0 +1,322 @@
+"""All DynamoDB I/O of the store: key builders, one long-lived client, counted calls.
+
+Single-table design (other components depend on these exact keys)::
+
+    pk                                    sk                          what
+    A#{account}#META                      SALT                        per-account salt (B)
+    A#{account}#P#{profileId}             CUR | V#{versionId}         profile current | version
+                                          ADDR#{addressId}            address current
+                                          ADDRV#{addressId}#{ver}     address version
+                                          PI | PIV#{versionId}        purchase info | version
+    A#{account}#K#email#{hex}             K                           alternative key -> profileId
+    A#{account}#K#document#{hex}          K
+    A#{account}#R                         CUR#{id} | VER#{id}#{ver}   prospects
+    A#{account}#SCHEMA                    CUSTOM                      custom profile fields
+    A#{account}#AUDIT                     {iso time}#{uuid}           unmask audit trail
+
+Every key starts with the account taken from the verified edge assertion, so no request can
+name another tenant's item. All of one subject's data shares one partition, so erasure is a
+Query plus deletes. Documents (PII) are attributes produced by the codec, never top-level
+attributes; the TTL attribute is ``expiresAt`` (epoch seconds).
+
+Every call goes through ``Repository.call``, which asks for ``ReturnConsumedCapacity=TOTAL`` on
+data calls, counts the call and its capacity in the metrics, and maps botocore/aiohttp failures
+into the package's exception tree (``errors.from_botocore``). Reads are strongly consistent:
+the store runs several instances per region and a client must read its own writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from aiobotocore.config import AioConfig
+from cachetools import LRUCache, TTLCache
+
+from .config import StoreSettings
+from .errors import ConditionFailed, StorageUnavailable, from_botocore
+from .metrics import StoreMetrics
+from .schema import EMPTY, CustomSchema
+
+Item = dict[str, Any]
+Key = dict[str, Any]
+
+# Calls that accept ReturnConsumedCapacity.
+_DATA_CALLS = frozenset(
+    {
+        "get_item",
+        "put_item",
+        "delete_item",
+        "update_item",
+        "query",
+        "batch_get_item",
+        "batch_write_item",
+        "transact_write_items",
+        "transact_get_items",
+    }
+)
+# Custom schemas are cached this long per process: a read must not cost a second GetItem, and a
+# schema change made through another instance is seen within this bound (this instance's own
+# PUT invalidates at once).
+SCHEMA_CACHE_S = 5.0
+_BATCH_RETRIES = 8
+
+
+# ---- key builders -------------------------------------------------------------------------
+
+
+def meta_key(account: str) -> Key:
+    return {"pk": {"S": f"A#{account}#META"}, "sk": {"S": "SALT"}}
+
+
+def profile_pk(account: str, profile_id: str) -> str:
+    return f"A#{account}#P#{profile_id}"
+
+
+def alt_key(account: str, kind: str, hex_digest: str) -> Key:
+    return {"pk": {"S": f"A#{account}#K#{kind}#{hex_digest}"}, "sk": {"S": "K"}}
+
+
+def prospects_pk(account: str) -> str:
+    return f"A#{account}#R"
+
+
+def schema_key(account: str) -> Key:
+    return {"pk": {"S": f"A#{account}#SCHEMA"}, "sk": {"S": "CUSTOM"}}
+
+
+def audit_pk(account: str) -> str:
+    return f"A#{account}#AUDIT"
+
+
+def key(pk: str, sk: str) -> Key:
+    return {"pk": {"S": pk}, "sk": {"S": sk}}
+
+
+# ---- attribute helpers ----------------------------------------------------------------------
+
+
+def s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def n(value: int | float) -> dict[str, str]:
+    return {"N": str(value)}
+
+
+def get_s(item: Item, name: str, default: str = "") -> str:
+    value = item.get(name)
+    return str(value["S"]) if value and "S" in value else default
+
+
+def get_n(item: Item, name: str) -> int | None:
+    value = item.get(name)
+    return int(float(value["N"])) if value and "N" in value else None
+
+
+def is_live(item: Item | None, now: float | None = None) -> bool:
+    """An item past its ``expiresAt`` is treated as gone, whether or not TTL swept it yet."""
+    if item is None:
+        return False
+    expires = get_n(item, "expiresAt")
+    return expires is None or expires > (time.time() if now is None else now)
+
+
+def client_config(settings: StoreSettings) -> AioConfig:
+    return AioConfig(
+        connect_timeout=settings.ddb_connect_timeout_s,
+        read_timeout=settings.ddb_read_timeout_s,
+        retries={"max_attempts": settings.ddb_max_attempts, "mode": "standard"},
+        max_pool_connections=64,
+    )
+
+
+class Repository:
+    def __init__(self, client: Any, table: str, metrics: StoreMetrics) -> None:
+        self.client = client
+        self.table = table
+        self.metrics = metrics
+        self._salts: LRUCache[str, bytes] = LRUCache(maxsize=100_000)
+        self._schemas: TTLCache[str, CustomSchema] = TTLCache(maxsize=10_000, ttl=SCHEMA_CACHE_S)
+
+    async def call(self, call: str, **kwargs: Any) -> dict[str, Any]:
+        if call in _DATA_CALLS:
+            kwargs["ReturnConsumedCapacity"] = "TOTAL"
+        method = getattr(self.client, call)
+        try:
+            response: dict[str, Any] = await method(**kwargs)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.metrics.dynamodb_call(call, getattr(exc, "response", None))
+            mapped = from_botocore(exc, call=call)
+            raise mapped from None
+        self.metrics.dynamodb_call(call, response)
+        return response
+
+    # ---- generic operations ---------------------------------------------------------------
+
+    async def get(self, k: Key) -> Item | None:
+        response = await self.call("get_item", TableName=self.table, Key=k, ConsistentRead=True)
+        return response.get("Item")
+
+    async def get_many(self, keys: list[Key]) -> list[Item | None]:
+        """BatchGetItem (one call for up to 100 keys); results in the order of ``keys``."""
+        found: dict[tuple[str, str], Item] = {}
+        pending: list[Key] = list(keys)
+        for attempt in range(_BATCH_RETRIES):
+            response = await self.call(
+                "batch_get_item",
+                RequestItems={self.table: {"Keys": pending, "ConsistentRead": True}},
+            )
+            for item in response.get("Responses", {}).get(self.table, []):
+                found[(item["pk"]["S"], item["sk"]["S"])] = item
+            pending = response.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
+            if not pending:
+                break
+            await asyncio.sleep(min(0.5, 0.02 * 2**attempt) * random.random())
+        else:
+            raise StorageUnavailable("DynamoDB left keys unprocessed (throttled)")
+        return [found.get((k["pk"]["S"], k["sk"]["S"])) for k in keys]
+
+    async def query_prefix(
+        self, pk: str, prefix: str | None = None, *, limit_pages: int = 1000
+    ) -> list[Item]:
+        """All items of partition ``pk`` (whose sk starts with ``prefix``), every page."""
+        items: list[Item] = []
+        condition = "pk = :pk"
+        values: dict[str, Any] = {":pk": s(pk)}
+        if prefix:
+            condition += " AND begins_with(sk, :prefix)"
+            values[":prefix"] = s(prefix)
+        start: Key | None = None
+        for _ in range(limit_pages):
+            kwargs: dict[str, Any] = {
+                "TableName": self.table,
+                "KeyConditionExpression": condition,
+                "ExpressionAttributeValues": values,
+                "ConsistentRead": True,
+            }
+            if start:
+                kwargs["ExclusiveStartKey"] = start
+            response = await self.call("query", **kwargs)
+            items.extend(response.get("Items", []))
+            start = response.get("LastEvaluatedKey")
+            if not start:
+                break
+        return items
+
+    async def put(
+        self,
+        item: Item,
+        *,
+        condition: str | None = None,
+        values: dict[str, Any] | None = None,
+    ) -> None:
+        kwargs: dict[str, Any] = {"TableName": self.table, "Item": item}
+        if condition:
+            kwargs["ConditionExpression"] = condition
+        if values:
+            kwargs["ExpressionAttributeValues"] = values
+        await self.call("put_item", **kwargs)
+
+    async def transact(self, items: list[dict[str, Any]]) -> None:
+        """TransactWriteItems; each entry is {"Put"|"Delete"|"ConditionCheck": {...}}.
+
+        The table name is filled in here. Raises ``ConditionFailed`` naming failed positions.
+        """
+        for entry in items:
+            for body in entry.values():
+                body["TableName"] = self.table
+        await self.call("transact_write_items", TransactItems=items)
+
+    async def delete_keys(self, keys: Iterable[Key]) -> None:
+        """BatchWriteItem deletes, 25 per call, retrying unprocessed items a bounded number."""
+        all_keys = list(keys)
+        for start in range(0, len(all_keys), 25):
+            requests = [{"DeleteRequest": {"Key": k}} for k in all_keys[start : start + 25]]
+            for attempt in range(_BATCH_RETRIES):
+                response = await self.call("batch_write_item", RequestItems={self.table: requests})
+                requests = response.get("UnprocessedItems", {}).get(self.table, [])
+                if not requests:
+                    break
+                await asyncio.sleep(min(0.5, 0.02 * 2**attempt) * random.random())
+            else:
+                raise StorageUnavailable("DynamoDB left deletes unprocessed (throttled)")
+
+    async def describe_table(self) -> dict[str, Any]:
+        response = await self.call("describe_table", TableName=self.table)
+        return dict(response.get("Table", {}))
+
+    # ---- per-account state ------------------------------------------------------------------
+
+    async def salt(self, account: str, *, create: bool) -> bytes | None:
+        """The account's salt for alternative-key hashes; created on the first write.
+
+        The conditional put makes concurrent first writes on several instances agree on one
+        salt: the loser reads the winner's. The item also marks "this account has data here".
+        """
+        cached = self._salts.get(account)
+        if cached is not None:
+            return cached
+        item = await self.get(meta_key(account))
+        if item is None and create:
+            salt = os.urandom(32)
+            candidate = {
+                **meta_key(account),
+                "salt": {"B": salt},
+                "account": s(account),
+                "createdAt": n(int(time.time())),
+            }
+            try:
+                await self.put(candidate, condition="attribute_not_exists(pk)")
+                item = candidate
+            except ConditionFailed:
+                item = await self.get(meta_key(account))
+        if item is None:
+            return None
+        salt_value = bytes(item["salt"]["B"])
+        self._salts[account] = salt_value
+        return salt_value
+
+    async def custom_schema(self, account: str) -> CustomSchema:
+        cached = self._schemas.get(account)
+        if cached is not None:
+            return cached
+        item = await self.get(schema_key(account))
+        if item is None:
+            schema = EMPTY
+        else:
+            schema = CustomSchema(
+                fields=json.loads(get_s(item, "fields", "{}")),
+                document_ttl_days=get_n(item, "documentTTL"),
+                version=get_n(item, "version") or 0,
+            )
+        self._schemas[account] = schema
+        return schema
+
+    async def put_custom_schema(
+        self, account: str, fields: dict[str, Any], ttl_days: int | None
+    ) -> CustomSchema:
+        current = await self.custom_schema_fresh(account)
+        schema = CustomSchema(fields=fields, document_ttl_days=ttl_days, version=current + 1)
+        item: Item = {
+            **schema_key(account),
+            "fields": s(json.dumps(fields, separators=(",", ":"))),
+            "version": n(schema.version),
+            "updatedAt": n(int(time.time())),
+        }
+        if ttl_days is not None:
+            item["documentTTL"] = n(ttl_days)
+        await self.put(item)
+        self._schemas[account] = schema
+        return schema
+
+    async def custom_schema_fresh(self, account: str) -> int:
+        item = await self.get(schema_key(account))
+        return 0 if item is None else (get_n(item, "version") or 0)

@@ -12,8 +12,10 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from .config import ConfigError, ConfigSource, StoreSettings, region_name
+from .keys import generate_local_master_key
 from .provisioning import PitrRequired, create_table
 
 
@@ -78,10 +80,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     create.add_argument("--region", help="defaults to PROFILE_STORE_REGION")
     create.add_argument("--table", help="defaults to PROFILE_STORE_TABLE")
     create.add_argument("--endpoint", help="defaults to PROFILE_STORE_DYNAMODB_ENDPOINT")
+    keygen = sub.add_parser(
+        "generate-local-key",
+        help="write a local master key file (DEV/TESTS ONLY; production uses key_provider=kms)",
+    )
+    keygen.add_argument("path", type=Path)
     args = parser.parse_args(argv)
     try:
         if args.command == "serve":
             return serve()
+        if args.command == "generate-local-key":
+            print(json.dumps({"local_master_key_file": str(generate_local_master_key(args.path))}))
+            return 0
         return create_table_command(args)
     except (ConfigError, ValueError) as exc:
         print(f"profile-store: {exc}", file=sys.stderr)

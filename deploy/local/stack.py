@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -222,30 +223,56 @@ class Stack:
 
     def session(self) -> str:
         base = f"http://127.0.0.1:{self.edge_port}/api/storage/profile-system"
-        us_key, us_token = DEMO_KEYS["demo-us"]
-        eu_key, eu_token = DEMO_KEYS["demo-eu"]
-        auth_us = f"-H 'X-VTEX-API-AppKey: {us_key}' -H 'X-VTEX-API-AppToken: {us_token}'"
-        auth_eu = f"-H 'X-VTEX-API-AppKey: {eu_key}' -H 'X-VTEX-API-AppToken: {eu_token}'"
         json_h = "-H 'Content-Type: application/json' -H 'Accept: application/json'"
-        pick_id = "python3 -c 'import json,sys; print(json.load(sys.stdin)[\"id\"])'"
+        auth = {
+            account: f"-H 'X-VTEX-API-AppKey: {key}' -H 'X-VTEX-API-AppToken: {token}' {json_h}"
+            for account, (key, token) in DEMO_KEYS.items()
+        }
+        pick = (
+            "python3 -c 'import json,sys; d=json.load(sys.stdin); "
+            'print(d["id"], d["meta"]["version"])\''
+        )
+
+        def create(var: str, account: str, profile: dict[str, str]) -> str:
+            body = json.dumps(profile, separators=(",", ":"))
+            post = f"curl -sf -X POST '{base}/profiles?an={account}' {auth[account]} -d '{body}'"
+            return f'read -r {var}_ID {var}_V1 <<< "$({post} | {pick})"'
+
+        def get(path: str, account: str) -> str:
+            sep = "&" if "?" in path else "?"
+            return f"curl -si '{base}/{path}{sep}an={account}' {auth[account]}"
+
+        jane = {
+            "firstName": "Jane",
+            "lastName": "Roe",
+            "email": "jane.roe@example.com",
+            "document": "12345678900",
+            "documentType": "CPF",
+        }
+        jean = {
+            "firstName": "Jean",
+            "lastName": "Dupont",
+            "email": "jean.dupont@example.eu",
+            "document": "98765432100",
+            "documentType": "CPF",
+        }
         return "\n".join(
             [
                 SESSION_BEGIN,
                 "# 1. create a profile for the us-east-1 account and one for the eu-west-1 account",
-                f"US_ID=$(curl -sf -X POST '{base}/profiles?an=demo-us' {auth_us} {json_h} "
-                '-d \'{"firstName":"Jane","lastName":"Roe","email":"jane.roe@example.com",'
-                '"document":"12345678900","documentType":"CPF"}\' | ' + pick_id + ")",
-                f"EU_ID=$(curl -sf -X POST '{base}/profiles?an=demo-eu' {auth_eu} {json_h} "
-                '-d \'{"firstName":"Jean","lastName":"Dupont","email":"jean.dupont@example.eu",'
-                '"document":"98765432100","documentType":"CPF"}\' | ' + pick_id + ")",
+                create("US", "demo-us", jane),
+                create("EU", "demo-eu", jean),
                 "# 2. read them back masked; note the X-Data-Region header",
-                f"curl -si '{base}/profiles/'$US_ID'?an=demo-us' {auth_us} {json_h}",
-                f"curl -si '{base}/profiles/'$EU_ID'?an=demo-eu' {auth_eu} {json_h}",
+                get("profiles/'$US_ID'", "demo-us"),
+                get("profiles/'$EU_ID'", "demo-eu"),
                 "# 3. unmask with a reason (audited in the account's region)",
-                f"curl -si '{base}/profiles/'$EU_ID'/unmask?an=demo-eu&reason=support-ticket' "
-                f"{auth_eu} {json_h}",
-                "# 4. one account's key on the other account is refused (403)",
-                f"curl -si '{base}/profiles/'$EU_ID'?an=demo-eu' {auth_us} {json_h}",
+                get("profiles/'$EU_ID'/unmask?reason=support-ticket", "demo-eu"),
+                "# 4. update a profile, then read its first version (unmasked, with a reason)",
+                f"curl -si -X PATCH '{base}/profiles/'$US_ID'?an=demo-us' {auth['demo-us']} "
+                '-d \'{"firstName":"Janet"}\'',
+                get("profiles/'$US_ID'/versions/'$US_V1'/unmask?reason=audit-check", "demo-us"),
+                "# 5. one account's key on the other account is refused (403)",
+                get("profiles/'$EU_ID'", "demo-eu").replace(auth["demo-eu"], auth["demo-us"]),
                 SESSION_END,
             ]
         )

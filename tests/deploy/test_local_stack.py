@@ -1,0 +1,132 @@
+"""The README's first command, run as a user would: start the stack, paste the printed curl
+session into a shell, check every answer, press Ctrl-C, and find nothing left running."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from profile_store.dynamodb_local import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+BEGIN = "# ---- curl session (copy-paste) ----"
+END = "# ---- end of session ----"
+
+pytestmark = pytest.mark.slow
+
+
+def read_until_ready(proc: subprocess.Popen[str], timeout: float) -> str:
+    # A reader thread, because select() on a buffered text pipe misses lines already buffered.
+    assert proc.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put("")
+
+    threading.Thread(target=pump, daemon=True).start()
+    out: list[str] = []
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            break
+        if not line:
+            break
+        out.append(line)
+        if line.startswith("READY."):
+            return "".join(out)
+    raise AssertionError("stack did not print READY in time:\n" + "".join(out))
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            blob = (entry / "environ").read_bytes() + (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if text.encode() in blob:
+            found.append(int(entry.name))
+    return found
+
+
+def test_one_command_stack_serves_the_printed_session(tmp_path: Path) -> None:
+    edge_port, admin_port = free_port(), free_port()
+    workdir = tmp_path / "stack"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "deploy/local/stack.py"),
+            "--port",
+            str(edge_port),
+            "--admin-port",
+            str(admin_port),
+            "--workdir",
+            str(workdir),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        banner = read_until_ready(proc, timeout=150)
+        session = banner[banner.index(BEGIN) : banner.index(END)]
+        config = tomllib.loads((workdir / "edge.toml").read_text())
+        ports = [edge_port, admin_port]
+        for region in config["regions"].values():
+            ports += [int(u.rsplit(":", 1)[1]) for u in region["instances"]]
+            ports.append(int(region["dynamodb_endpoint"].rsplit(":", 1)[1]))
+
+        # Run the session one command at a time in one shell, so variables carry over.
+        commands = [c for c in session.splitlines() if c and not c.startswith("#")]
+        script = "set -e\n" + "\n".join(
+            f"echo '=== step {i}'\n{c}\necho" for i, c in enumerate(commands)
+        )
+        done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        steps = re.split(r"^=== step \d+$", done.stdout, flags=re.M)[1:]
+        assert len(steps) == len(commands) == 8
+
+        us_read, eu_read, eu_unmask = steps[2], steps[3], steps[4]
+        patch, old_version, cross = steps[5], steps[6], steps[7]
+        assert re.search(r"(?m)^HTTP/1.1 200", us_read)
+        assert re.search(r"(?im)^x-data-region: us-east-1", us_read)
+        assert re.search(r"(?im)^x-data-region: eu-west-1", eu_read)
+        assert "J***" in us_read and "jane.roe@example.com" not in us_read
+        assert "jean.dupont@example.eu" in eu_unmask
+        assert re.search(r"(?m)^HTTP/1.1 200", patch) and '"firstName":"Janet"' in patch
+        assert re.search(r"(?m)^HTTP/1.1 200", old_version)
+        assert '"firstName":"Jane"' in old_version
+        assert re.search(r"(?m)^HTTP/1.1 403", cross)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=60)
+    assert code == 0
+    leftovers = [p for p in ports if port_open(p)]
+    assert leftovers == [], f"ports still open after Ctrl-C: {leftovers}"
+    assert processes_mentioning(str(workdir)) == []

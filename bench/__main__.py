@@ -1,0 +1,325 @@
+"""``python -m bench``: proxy overhead on a static upstream, over loopback, in one run.
+
+Cases (same request mix, same connection counts, same worker count for every proxy):
+direct on the static upstream, nginx, the naive aiohttp proxy, and our edge (a clear
+"edge not available" row when ``edge_router`` cannot be imported or started).
+
+    python -m bench                      # full run -> docs/benchmarks.md, bench/results/latest.json
+    python -m bench --smoke --out /tmp/b.md --json /tmp/b.json   # a few seconds (CI)
+
+Needs ``wrk`` and ``nginx`` on PATH: ``apt-get install -y wrk nginx-light``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import resource
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+from bench.core import (
+    CaseResult,
+    LoadSpec,
+    Probe,
+    Target,
+    TargetUnavailable,
+    evaluate,
+    run_case,
+)
+from bench.core import skipped as skipped_row
+from bench.goals import edge_goals, harness_goals
+from bench.report import machine_info, write_outputs
+from bench.targets import (
+    DEFAULT_ACCOUNTS,
+    EDGE_BENCH_SETTINGS,
+    EdgeEnvironment,
+    direct,
+    edge_environment,
+    naive,
+    nginx,
+    nginx_binary,
+    request_mix,
+    static_upstreams,
+)
+from bench.wrk import wrk_binary
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+APT_PACKAGES = "wrk nginx-light"
+GROUP = "Proxy overhead on a static upstream"
+ALL_TARGETS = ("direct", "nginx", "naive", "edge")
+
+
+def _ints(raw: str) -> list[int]:
+    return [int(x) for x in raw.split(",") if x.strip()]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", help="a few seconds of tiny load (CI)")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        help="Markdown report (default docs/benchmarks.md; with --smoke bench/results/smoke.md)",
+    )
+    ap.add_argument(
+        "--json",
+        type=Path,
+        help="JSON results (default bench/results/latest.json;"
+        " with --smoke bench/results/smoke.json)",
+    )
+    ap.add_argument("--connections", type=_ints, help="default 1,64,256 (smoke: 1,8)")
+    ap.add_argument(
+        "--workers",
+        type=_ints,
+        help="worker processes per proxy: each proxy is "
+        "measured at each count (default 1,2; smoke 1)",
+    )
+    ap.add_argument("--duration", type=float, help="seconds per measured run (default 10; smoke 1)")
+    ap.add_argument(
+        "--warmup", type=float, help="unmeasured seconds before each run (default 2; smoke 0)"
+    )
+    ap.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (default 1)")
+    ap.add_argument("--timeout", type=float, default=10.0, help="wrk per-request timeout, s")
+    ap.add_argument(
+        "--targets", default=",".join(ALL_TARGETS), help=f"comma list of {','.join(ALL_TARGETS)}"
+    )
+    ap.add_argument("--work-dir", type=Path, help="keep configs/logs here (default: a temp dir)")
+    args = ap.parse_args(argv)
+    smoke = args.smoke
+    args.out = args.out or REPO_ROOT / ("bench/results/smoke.md" if smoke else "docs/benchmarks.md")
+    args.json = args.json or REPO_ROOT / (
+        "bench/results/smoke.json" if smoke else "bench/results/latest.json"
+    )
+    args.connections = args.connections or ([1, 8] if smoke else [1, 64, 256])
+    args.workers = args.workers or ([1] if smoke else [1, 2])
+    args.duration = args.duration if args.duration is not None else (1.0 if smoke else 10.0)
+    args.warmup = args.warmup if args.warmup is not None else (0.0 if smoke else 2.0)
+    args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    unknown = set(args.targets) - set(ALL_TARGETS)
+    if unknown:
+        ap.error(f"unknown targets: {', '.join(sorted(unknown))}")
+    return args
+
+
+def missing_tools() -> list[str]:
+    missing = []
+    if wrk_binary() is None:
+        missing.append("wrk")
+    if nginx_binary() is None:
+        missing.append("nginx")
+    return missing
+
+
+def _raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+def _on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds every finally: children are stopped
+
+
+class Bench:
+    """One run: the upstreams stay up; each target is started, measured at every load, stopped."""
+
+    def __init__(self, args: argparse.Namespace, work_dir: Path) -> None:
+        self.args = args
+        self.work_dir = work_dir
+        self.rows: list[CaseResult] = []
+        self.mix = request_mix(DEFAULT_ACCOUNTS)
+        self._edge_env: EdgeEnvironment | None = None
+        self._edge_unavailable: str | None = None
+        self.stack = contextlib.ExitStack()
+
+    def loads(self) -> list[LoadSpec]:
+        a = self.args
+        return [
+            LoadSpec(
+                mix=self.mix,
+                connections=c,
+                duration_s=a.duration,
+                warmup_s=a.warmup,
+                threads=a.wrk_threads,
+                timeout_s=a.timeout,
+            )
+            for c in a.connections
+        ]
+
+    def measure(
+        self,
+        name: str,
+        workers: int,
+        start: Callable[[], AbstractContextManager[Target]],
+        *,
+        group: str = GROUP,
+        loads: list[LoadSpec] | None = None,
+        probes: Sequence[Probe] = (),
+    ) -> None:
+        """Start a target, run every load on it, stop it; failures become rows.
+
+        This is the hook for more cases (e.g. edge -> Profile System -> DynamoDB Local): pass
+        a context manager yielding a ``Target``, a ``group`` (one report table per group), the
+        loads (default: this run's connection counts with the profile GET mix) and probes
+        (e.g. a ``PrometheusDeltaProbe`` on the stores' ``/metrics`` for DynamoDB cost).
+        """
+        loads = loads if loads is not None else self.loads()
+        t0 = time.monotonic()
+        try:
+            with start() as target:
+                for load in loads:
+                    row = run_case(target, load, group=group, work_dir=self.work_dir, probes=probes)
+                    self.rows.append(row)
+                    print(f"  {row.case:<22} {_summary(row)}", flush=True)
+        except TargetUnavailable as exc:
+            self._fill(name, workers, loads, group, str(exc), "skipped")
+        except Exception as exc:
+            self._fill(name, workers, loads, group, f"{type(exc).__name__}: {exc}", "error")
+        print(f"  ({name} w{workers}: {time.monotonic() - t0:.1f}s)", flush=True)
+
+    def _fill(
+        self, name: str, workers: int, loads: list[LoadSpec], group: str, reason: str, status: str
+    ) -> None:
+        done = {
+            r.connections
+            for r in self.rows
+            if r.group == group and r.target == name and r.workers == workers
+        }
+        for load in loads:
+            if load.connections in done:
+                continue
+            row = skipped_row(
+                f"{name}/w{workers}/c{load.connections}",
+                group,
+                name,
+                workers,
+                load.connections,
+                reason,
+                status,
+            )
+            self.rows.append(row)
+            print(f"  {row.case:<22} {status}: {reason}", flush=True)
+
+    def edge(self, ups: object, workers: int) -> AbstractContextManager[Target]:
+        if self._edge_unavailable:
+            raise TargetUnavailable(self._edge_unavailable)
+        if self._edge_env is None:
+            try:
+                self._edge_env = self.stack.enter_context(edge_environment(ups, self.work_dir))  # type: ignore[arg-type]
+            except TargetUnavailable as exc:
+                self._edge_unavailable = str(exc)
+                raise
+            except Exception as exc:
+                self._edge_unavailable = f"edge not available: {type(exc).__name__}: {exc}"
+                raise TargetUnavailable(self._edge_unavailable) from exc
+        return self._edge_env.serve(workers)
+
+    def run(self) -> None:
+        a = self.args
+        with self.stack, static_upstreams(["us-east-1", "eu-west-1"], self.work_dir) as ups:
+            if "direct" in a.targets:
+                self.measure("direct", 1, lambda: direct(ups))
+            for w in a.workers:
+                for name in a.targets:
+                    if name == "nginx":
+                        self.measure(name, w, lambda w=w: nginx(ups, w, self.work_dir))
+                    elif name == "naive":
+                        self.measure(name, w, lambda w=w: naive(ups, w, self.work_dir))
+                    elif name == "edge":
+                        self.measure(name, w, lambda w=w: self.edge(ups, w))
+
+
+def _summary(r: CaseResult) -> str:
+    if r.status != "ok":
+        return f"{r.status}: {r.reason}"
+    cpu = f"{r.cpu_us_per_req:.0f}" if r.cpu_us_per_req is not None else "-"
+    rss = f"{r.rss_peak_mib:.0f}" if r.rss_peak_mib is not None else "-"
+    return (
+        f"{r.rps:>9,.0f} req/s  p50 {r.p50_ms:.3f}  p99 {r.p99_ms:.3f}  max {r.max_ms:.1f} ms"
+        f"  err {r.errors}  cpu {cpu} µs/req  rss {rss} MiB  routing {r.routing}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    missing = missing_tools()
+    if missing:
+        print(
+            f"bench: missing on this machine: {', '.join(missing)}; install with\n"
+            f"  apt-get install -y {APT_PACKAGES}",
+            file=sys.stderr,
+        )
+        return 2
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    _raise_nofile()
+    machine = machine_info()
+    settings = {
+        "smoke": args.smoke,
+        "connections": args.connections,
+        "workers per proxy": args.workers,
+        "measured duration per case (s)": args.duration,
+        "warm-up per case (s)": args.warmup,
+        "wrk threads": args.wrk_threads,
+        "wrk timeout (s)": args.timeout,
+        "request mix": "GET /api/storage/profile-system/profiles/<id>, alternating Host "
+        + " / ".join(f"{a.host} ({a.region})" for a in DEFAULT_ACCOUNTS)
+        + ", with X-VTEX-API-AppKey/AppToken headers",
+        "edge settings overridden for the bench": EDGE_BENCH_SETTINGS,
+    }
+    print(
+        f"bench: {machine['cpu_model']} x{machine['nproc']}, nginx {machine['nginx']}, "
+        f"wrk {machine['wrk']}; results -> {args.out}, {args.json}",
+        flush=True,
+    )
+    started = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        if args.work_dir:
+            work_dir = args.work_dir
+            work_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
+        bench = Bench(args, work_dir)
+        try:
+            bench.run()
+        finally:
+            rows = bench.rows
+            goals = evaluate([*harness_goals(), *edge_goals()], rows)
+            machine["loadavg_at_end"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+            notes = [
+                "Everything runs on this one machine over loopback: wrk, the static upstreams "
+                "and the proxy share its cores, and other work on the machine (other test "
+                "suites) may load the CPU during the run (see the load averages above).",
+                "direct = wrk straight on the us-east-1 static upstream (it ignores Host); "
+                "naive has no routing logic, so both accounts reach us-east-1 through it.",
+                "errors = HTTP status >= 400 plus socket errors (connect/read/write/timeout), "
+                "as counted by wrk; the routing column comes from one probe per account before "
+                "the load (X-Upstream-Region of the static upstream).",
+                "CPU µs/req = utime+stime of the target's process tree (the process and its "
+                "workers) during the measured run / requests. Peak RSS = VmHWM summed over "
+                "those processes, reset (clear_refs) before the measured run.",
+                f"Total wall time {time.monotonic() - started:.0f}s.",
+            ]
+            write_outputs(
+                md_path=args.out,
+                json_path=args.json,
+                machine=machine,
+                settings=settings,
+                rows=rows,
+                goals=goals,
+                notes=notes,
+                title="Benchmarks" + (" (smoke)" if args.smoke else ""),
+            )
+            print(f"bench: wrote {args.out} and {args.json}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

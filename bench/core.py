@@ -1,0 +1,431 @@
+"""The reusable part: describe a target and a load, run one case, judge goals.
+
+A *target* is something already listening (started by a context manager in ``bench.targets`` or
+by the caller): a base URL, the root pids whose process trees are charged for CPU and memory, and
+whether it routes by account. ``run_case`` then:
+
+1. probes each request of the mix once (status, and for routing targets the region that answered),
+2. runs an unmeasured wrk warm-up,
+3. snapshots CPU ticks and resets peak RSS of the target's processes, runs wrk, reads them again,
+4. returns a ``CaseResult`` (never raises for a failing target: the row says what went wrong).
+
+``Probe`` hooks add figures read around the measured run (``PrometheusDeltaProbe`` turns counters
+such as ``profile_store_dynamodb_calls_total{operation,call}`` into per-request costs).
+``Goal`` objects judge the collected rows as met / not met / n/a.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import time
+import traceback
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from bench import proc
+from bench.wrk import RequestSpec, run_wrk
+
+
+class TargetUnavailable(RuntimeError):
+    """The target cannot be started here (not installed, not importable, failed to start)."""
+
+
+@dataclass
+class Target:
+    name: str  # short id used in case names: direct, nginx, naive, edge, ...
+    url: str  # base URL wrk connects to
+    pids: Callable[[], Sequence[int]]  # root pids whose sessions are measured
+    workers: int = 1
+    routes: bool = True  # False: no routing logic, the region probe is not applicable
+    description: str = ""
+
+
+@dataclass
+class LoadSpec:
+    mix: list[RequestSpec]
+    connections: int
+    duration_s: float = 10.0
+    warmup_s: float = 2.0
+    threads: int = 1
+    timeout_s: float = 10.0
+
+
+class Probe(Protocol):
+    """Reads extra figures around the measured run; results land in ``CaseResult.extra``."""
+
+    name: str
+
+    def before(self) -> None: ...
+
+    def after(self, requests: int) -> dict[str, Any]: ...
+
+
+@dataclass
+class CaseResult:
+    case: str
+    group: str
+    target: str
+    workers: int
+    connections: int
+    status: str  # ok | error | skipped
+    reason: str = ""
+    rps: float | None = None
+    requests: int | None = None
+    duration_s: float | None = None
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    p99_ms: float | None = None
+    p999_ms: float | None = None
+    max_ms: float | None = None
+    errors: int | None = None
+    errors_detail: dict[str, int] = field(default_factory=dict)
+    cpu_s: float | None = None
+    cpu_us_per_req: float | None = None
+    rss_peak_mib: float | None = None  # VmHWM summed over the target's processes
+    rss_peak_max_proc_mib: float | None = None  # the largest single process
+    processes: int | None = None
+    routing: str = ""  # ok | n/a | what was wrong
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def skipped(
+    case: str,
+    group: str,
+    target: str,
+    workers: int,
+    connections: int,
+    reason: str,
+    status: str = "skipped",
+) -> CaseResult:
+    return CaseResult(
+        case=case,
+        group=group,
+        target=target,
+        workers=workers,
+        connections=connections,
+        status=status,
+        reason=reason,
+    )
+
+
+# ---- probes -----------------------------------------------------------------------------------
+
+
+def http_get(url: str, headers: dict[str, str], timeout: float = 5.0) -> tuple[int, dict[str, str]]:
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
+    try:
+        conn.putrequest(
+            "GET", parts.path + (f"?{parts.query}" if parts.query else ""), skip_host=True
+        )
+        has_host = any(k.lower() == "host" for k in headers)
+        if not has_host:
+            conn.putheader("Host", parts.netloc)
+        for k, v in headers.items():
+            conn.putheader(k, v)
+        conn.endheaders()
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}
+    finally:
+        conn.close()
+
+
+def probe_routing(target: Target, mix: Iterable[RequestSpec]) -> str:
+    """One request per mix entry: all must be 2xx; a routing target must reach the right region."""
+    problems = []
+    seen = set()
+    for r in mix:
+        key = (r.path, tuple(sorted(r.headers.items())))
+        if key in seen:
+            continue
+        seen.add(key)
+        status, headers = http_get(target.url.rstrip("/") + r.path, r.headers)
+        region = headers.get("x-upstream-region")  # only the static upstream sets it
+        who = r.label or r.headers.get("Host", r.path)
+        if not 200 <= status < 300:
+            problems.append(f"{who}: HTTP {status}")
+        elif target.routes and r.expect_region and region and region != r.expect_region:
+            problems.append(f"{who}: reached {region}, expected {r.expect_region}")
+    if problems:
+        return "; ".join(problems)
+    return "ok" if target.routes else "n/a (no routing)"
+
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_prometheus(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Samples of a Prometheus text exposition: {(name, sorted label pairs): value}."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE.match(line)
+        if not m:
+            continue
+        labels = tuple(sorted(_LABEL.findall(m.group(3) or "")))
+        try:
+            out[(m.group(1), labels)] = float(m.group(4))
+        except ValueError:
+            continue
+    return out
+
+
+def scrape(url: str, timeout: float = 5.0) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:  # loopback /metrics only
+        return parse_prometheus(resp.read().decode())
+
+
+@dataclass
+class PrometheusDeltaProbe:
+    """Per-request increase of counters on one or more ``/metrics`` URLs (summed across them).
+
+    ``group_by`` picks the labels to keep, e.g. for the Profile System's DynamoDB cost::
+
+        PrometheusDeltaProbe(
+            "dynamodb", urls=[store_us + "/metrics", store_eu + "/metrics"],
+            metrics=["profile_store_dynamodb_calls_total",
+                     "profile_store_dynamodb_capacity_units_total"],
+            group_by=("operation", "call"))
+    """
+
+    name: str
+    urls: Sequence[str]
+    metrics: Sequence[str]
+    group_by: Sequence[str] = ()
+    _before: dict[Any, float] = field(default_factory=dict, repr=False)
+
+    def _read(self) -> dict[Any, float]:
+        totals: dict[Any, float] = {}
+        for url in self.urls:
+            for (name, labels), value in scrape(url).items():
+                if name not in self.metrics:
+                    continue
+                d = dict(labels)
+                key = (name, tuple(d.get(k, "") for k in self.group_by))
+                totals[key] = totals.get(key, 0.0) + value
+        return totals
+
+    def before(self) -> None:
+        self._before = self._read()
+
+    def after(self, requests: int) -> dict[str, Any]:
+        after = self._read()
+        out: dict[str, Any] = {}
+        for (name, group), value in sorted(after.items()):
+            delta = value - self._before.get((name, group), 0.0)
+            label = "/".join(group) or "all"
+            out.setdefault(name, {})[label] = {
+                "total": delta,
+                "per_request": delta / requests if requests else None,
+            }
+        return out
+
+
+# ---- run one case -----------------------------------------------------------------------------
+
+
+def run_case(
+    target: Target,
+    load: LoadSpec,
+    *,
+    group: str,
+    case: str | None = None,
+    work_dir: Path,
+    probes: Sequence[Probe] = (),
+) -> CaseResult:
+    """Measure one target under one load; failures come back as an ``error`` row, not raised."""
+    name = case or f"{target.name}/w{target.workers}/c{load.connections}"
+    row = CaseResult(
+        case=name,
+        group=group,
+        target=target.name,
+        workers=target.workers,
+        connections=load.connections,
+        status="ok",
+    )
+    script_dir = work_dir / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+    try:
+        row.routing = probe_routing(target, load.mix)
+        if load.warmup_s > 0:
+            run_wrk(
+                target.url,
+                load.mix,
+                connections=load.connections,
+                threads=load.threads,
+                duration_s=load.warmup_s,
+                timeout_s=load.timeout_s,
+                script_dir=script_dir,
+            )
+        pids = proc.session_members(target.pids())
+        if not pids:
+            raise TargetUnavailable(f"{target.name}: no live process to measure")
+        proc.reset_peak_rss(pids)
+        for p in probes:
+            p.before()
+        cpu0 = proc.cpu_ticks(pids)
+        started = time.monotonic()
+        res = run_wrk(
+            target.url,
+            load.mix,
+            connections=load.connections,
+            threads=load.threads,
+            duration_s=load.duration_s,
+            timeout_s=load.timeout_s,
+            script_dir=script_dir,
+        )
+        pids_after = proc.session_members(target.pids())
+        cpu1 = proc.cpu_ticks(pids_after)
+        rss = proc.peak_rss_kib(pids_after)
+        row.duration_s = res.duration_s or (time.monotonic() - started)
+        row.requests = res.requests
+        row.rps = res.rps
+        row.p50_ms, row.p90_ms, row.p99_ms = res.p50_ms, res.p90_ms, res.p99_ms
+        row.p999_ms, row.max_ms = res.p999_ms, res.max_ms
+        row.errors, row.errors_detail = res.errors, res.errors_detail
+        row.cpu_s = proc.cpu_seconds_between(cpu0, cpu1)
+        row.cpu_us_per_req = row.cpu_s * 1e6 / res.requests if res.requests else None
+        row.rss_peak_mib = sum(rss.values()) / 1024 if rss else None
+        row.rss_peak_max_proc_mib = max(rss.values()) / 1024 if rss else None
+        row.processes = len(pids_after)
+        for p in probes:
+            try:
+                row.extra[p.name] = p.after(res.requests)
+            except Exception as exc:
+                row.extra[p.name] = {"error": f"{type(exc).__name__}: {exc}"}
+    except Exception as exc:
+        row.status = "error"
+        row.reason = f"{type(exc).__name__}: {exc}"
+        (work_dir / "errors.log").open("a").write(f"== {name}\n{traceback.format_exc()}\n")
+    return row
+
+
+# ---- goals ------------------------------------------------------------------------------------
+
+Selector = dict[str, Any]
+
+
+def select(rows: Iterable[CaseResult], where: Selector) -> list[CaseResult]:
+    """Rows with status ok whose fields equal every item of ``where``."""
+    return [
+        r for r in rows if r.status == "ok" and all(getattr(r, k) == v for k, v in where.items())
+    ]
+
+
+@dataclass
+class GoalOutcome:
+    name: str
+    description: str
+    status: str  # met | not met | n/a
+    detail: str
+
+
+@dataclass
+class Goal:
+    name: str
+    description: str
+    check: Callable[[list[CaseResult]], tuple[bool | None, str]]
+
+    def evaluate(self, rows: list[CaseResult]) -> GoalOutcome:
+        try:
+            verdict, detail = self.check(rows)
+        except Exception as exc:
+            verdict, detail = None, f"could not evaluate: {type(exc).__name__}: {exc}"
+        status = "n/a" if verdict is None else ("met" if verdict else "not met")
+        return GoalOutcome(self.name, self.description, status, detail)
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3g}"
+
+
+def metric_at_most(
+    name: str, description: str, where: Selector, metric: str, limit: float, unit: str = ""
+) -> Goal:
+    """Every selected row has ``metric`` <= ``limit``."""
+
+    def check(rows: list[CaseResult]) -> tuple[bool | None, str]:
+        sel = [r for r in select(rows, where) if getattr(r, metric) is not None]
+        if not sel:
+            return None, f"no successful case matches {where}"
+        worst = max(sel, key=lambda r: getattr(r, metric))
+        v = getattr(worst, metric)
+        return v <= limit, f"worst {worst.case}: {_fmt(v)}{unit} (limit {_fmt(limit)}{unit})"
+
+    return Goal(name, description, check)
+
+
+def metric_at_least(
+    name: str, description: str, where: Selector, metric: str, limit: float, unit: str = ""
+) -> Goal:
+    """Every selected row has ``metric`` >= ``limit``."""
+
+    def check(rows: list[CaseResult]) -> tuple[bool | None, str]:
+        sel = [r for r in select(rows, where) if getattr(r, metric) is not None]
+        if not sel:
+            return None, f"no successful case matches {where}"
+        worst = min(sel, key=lambda r: getattr(r, metric))
+        v = getattr(worst, metric)
+        return v >= limit, f"worst {worst.case}: {_fmt(v)}{unit} (limit {_fmt(limit)}{unit})"
+
+    return Goal(name, description, check)
+
+
+def _one(rows: list[CaseResult], where: Selector) -> CaseResult | None:
+    sel = select(rows, where)
+    return sel[0] if sel else None
+
+
+def ratio_at_least(
+    name: str,
+    description: str,
+    numerator: Selector,
+    denominator: Selector,
+    metric: str,
+    ratio: float,
+) -> Goal:
+    """metric(numerator row) / metric(denominator row) >= ratio (e.g. 2 workers vs 1 worker)."""
+
+    def check(rows: list[CaseResult]) -> tuple[bool | None, str]:
+        a, b = _one(rows, numerator), _one(rows, denominator)
+        if a is None or b is None or not getattr(b, metric) or getattr(a, metric) is None:
+            return None, f"needs successful cases {numerator} and {denominator}"
+        r = getattr(a, metric) / getattr(b, metric)
+        return r >= ratio, f"{a.case} / {b.case} = {r:.2f}x (target >= {ratio}x)"
+
+    return Goal(name, description, check)
+
+
+def difference_at_most(
+    name: str,
+    description: str,
+    case: Selector,
+    baseline: Selector,
+    metric: str,
+    limit: float,
+    unit: str = "",
+) -> Goal:
+    """metric(case row) - metric(baseline row) <= limit (e.g. p50 overhead over direct)."""
+
+    def check(rows: list[CaseResult]) -> tuple[bool | None, str]:
+        a, b = _one(rows, case), _one(rows, baseline)
+        if a is None or b is None or getattr(a, metric) is None or getattr(b, metric) is None:
+            return None, f"needs successful cases {case} and {baseline}"
+        d = getattr(a, metric) - getattr(b, metric)
+        return d <= limit, (f"{a.case} - {b.case} = {d:.3f}{unit} (limit {limit}{unit})")
+
+    return Goal(name, description, check)
+
+
+def evaluate(goals: Iterable[Goal], rows: list[CaseResult]) -> list[GoalOutcome]:
+    return [g.evaluate(rows) for g in goals]

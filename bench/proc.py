@@ -1,0 +1,242 @@
+"""Child processes that always stop, and what they cost (CPU time, peak RSS) read from /proc.
+
+Every child runs in its own session (so its own process group): ``stop()`` signals the whole group,
+waits (bounded), then SIGKILLs it. An ``atexit`` hook stops whatever is still running, so an
+exception, Ctrl-C or SIGTERM in the bench never leaves nginx, an upstream or a proxy behind.
+
+CPU and memory are measured over a process *tree*, identified by the session of its root (every
+worker an nginx master or a proxy supervisor forks stays in that session).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+_LIVE: set[ManagedProcess] = set()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.25):
+            return True
+    except OSError:
+        return False
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM if the bench dies, even by SIGKILL (Linux only)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # never block the start for this
+        pass
+
+
+class ProcessFailed(RuntimeError):
+    """A child exited early or did not become ready in time; the message quotes its log."""
+
+
+@dataclass(eq=False)
+class ManagedProcess:
+    name: str
+    argv: Sequence[str]
+    log_path: Path
+    env: dict[str, str] | None = None
+    cwd: Path | None = None
+    popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def start(self) -> ManagedProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.popen = subprocess.Popen(
+                list(self.argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        _LIVE.add(self)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def log_tail(self, chars: int = 1500) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:].strip()
+        except OSError:
+            return ""
+
+    def wait_port(self, port: int, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                code = self.popen.returncode if self.popen else None
+                raise ProcessFailed(
+                    f"{self.name} exited with code {code} before listening on {port}: "
+                    f"{self.log_tail()}"
+                )
+            if port_open(port):
+                return
+            time.sleep(0.05)
+        raise ProcessFailed(
+            f"{self.name} did not listen on {port} in {timeout}s: {self.log_tail()}"
+        )
+
+    def stop(self, timeout: float = 10.0) -> None:
+        _LIVE.discard(self)
+        if self.popen is None:
+            return
+        pgid = self.popen.pid  # start_new_session: the child leads its own group
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        # Whatever is left in the group (workers of a killed master, or a stuck root): SIGKILL.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=timeout)
+
+
+def stop_all() -> None:
+    for proc in list(_LIVE):
+        with contextlib.suppress(Exception):
+            proc.stop(timeout=3.0)
+
+
+atexit.register(stop_all)
+
+
+def run_bounded(
+    argv: Sequence[str], *, timeout: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a short command in its own process group; kill the whole group on timeout."""
+    proc = subprocess.Popen(
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise ProcessFailed(f"{argv[0]} timed out after {timeout}s: {err[-800:]}") from None
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+# ---- /proc accounting -------------------------------------------------------------------------
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # comm may contain spaces and parentheses: split after the last ')'.
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def session_members(root_pids: Iterable[int]) -> list[int]:
+    """All live pids in the sessions led by ``root_pids`` (a child's whole tree, with workers)."""
+    sessions = set()
+    for pid in root_pids:
+        f = _stat_fields(pid)
+        if f is not None:
+            sessions.add(int(f[3]))
+    if not sessions:
+        return []
+    members = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        f = _stat_fields(int(entry.name))
+        if f is not None and int(f[3]) in sessions and f[0] != "Z":
+            members.append(int(entry.name))
+    return sorted(members)
+
+
+def cpu_ticks(pids: Iterable[int]) -> dict[int, int]:
+    """utime+stime (clock ticks) per pid; pids that vanished are left out."""
+    out = {}
+    for pid in pids:
+        f = _stat_fields(pid)
+        if f is not None:
+            out[pid] = int(f[11]) + int(f[12])
+    return out
+
+
+def cpu_seconds_between(before: dict[int, int], after: dict[int, int]) -> float:
+    """CPU used between two snapshots; a process new in ``after`` counts from zero."""
+    ticks = sum(t - before.get(pid, 0) for pid, t in after.items())
+    return max(ticks, 0) / CLK_TCK
+
+
+def _status_kib(pid: int, key: str) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def reset_peak_rss(pids: Iterable[int]) -> bool:
+    """Reset VmHWM to the current RSS (``clear_refs`` value 5). False if the kernel refused."""
+    ok = True
+    for pid in pids:
+        try:
+            Path(f"/proc/{pid}/clear_refs").write_text("5")
+        except OSError:
+            ok = False
+    return ok
+
+
+def peak_rss_kib(pids: Iterable[int]) -> dict[int, int]:
+    out = {}
+    for pid in pids:
+        v = _status_kib(pid, "VmHWM")
+        if v is not None:
+            out[pid] = v
+    return out

@@ -44,6 +44,9 @@ TEMPLATES = (
     "/api/storage/profile-system/schemas/profileSystem/custom",
     "/api/user-rights/createAndProcessDeleteUserData",
 )
+# Our own operations under the routed prefixes, not in the public specs: the status of an
+# erasure request (the store answers it in the account's home region like the erasure itself).
+EXTENSION_TEMPLATES = ("/api/user-rights/requests/{requestId}",)
 
 _PARAM = object()  # key of the "any one segment" child in the trie
 
@@ -53,7 +56,7 @@ class RouteTable:
 
     __slots__ = ("_root",)
 
-    def __init__(self, templates: Iterable[str] = TEMPLATES) -> None:
+    def __init__(self, templates: Iterable[str] = (*TEMPLATES, *EXTENSION_TEMPLATES)) -> None:
         self._root: dict[object, dict] = {}
         for template in templates:
             node = self._root

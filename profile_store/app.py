@@ -7,11 +7,19 @@ middlewares that run as small named steps, and the shared state under typed ``we
    request counter and one log line per request (operation, status, time; never the path, which
    holds an email or a document on alternative-key routes);
 2. ``errors``: the one place any error becomes JSON ``{"error", "message"}`` (our StoreError
-   tree, aiohttp's own 404/405/413, and a last-resort 500 without a traceback);
+   tree, the envelope-encryption tree via ``errors.from_crypto``, aiohttp's own 404/405/413,
+   and a last-resort 500 without a traceback);
 3. ``authenticate``: edge assertion and role (``auth``), for every path except the probes.
 
-The DynamoDB client is created once per process in ``cleanup_ctx`` (closed on shutdown), and
-the PITR check runs there too: a real table without PITR stops the start when require_pitr.
+Routes: the spec's Profile System operations (``handlers.ROUTES``), erasure, its status and the
+admin audit listing (``rights_handlers.RIGHTS_ROUTES``).
+
+The DynamoDB client is created once per process in ``cleanup_ctx`` (closed on shutdown), with
+the key provider that wraps subjects' data keys: ``LocalKeyProvider`` from
+``local_master_key_file`` (dev/tests; missing -> ConfigError naming
+PROFILE_STORE_LOCAL_MASTER_KEY_FILE) or ``KmsKeyProvider`` with a KMS client for the store's own
+region. The PITR check runs there too: a real table without PITR stops the start when
+require_pitr.
 """
 
 from __future__ import annotations
@@ -20,7 +28,8 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 from aiobotocore.session import get_session
@@ -28,14 +37,17 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from . import auth
-from .codec import DocumentCodec, PlainJsonCodec
 from .config import StoreSettings
+from .crypto import CryptoError, DataKeyStore
 from .domain import Caller, ProfileService
-from .errors import StoreError
+from .erasure import Eraser
+from .errors import StoreError, from_crypto
 from .handlers import CALLER, ROUTES, SERVICE, Handler, dumps
+from .keys import KeyProvider, provider_from_settings
 from .metrics import CURRENT_OPERATION, StoreMetrics
 from .provisioning import PitrState, check_pitr, describe_pitr
 from .repository import Repository, client_config
+from .rights_handlers import ERASER, RIGHTS_ROUTES
 
 log = logging.getLogger("profile_store")
 
@@ -47,7 +59,7 @@ class Readiness:
 
 SETTINGS: web.AppKey[StoreSettings] = web.AppKey("settings", StoreSettings)
 METRICS: web.AppKey[StoreMetrics] = web.AppKey("metrics", StoreMetrics)
-CODEC: web.AppKey[DocumentCodec] = web.AppKey("codec", DocumentCodec)  # type: ignore[type-abstract]
+KEYS: web.AppKey[DataKeyStore] = web.AppKey("data_keys", DataKeyStore)
 REPOSITORY: web.AppKey[Repository] = web.AppKey("repository", Repository)
 READINESS: web.AppKey[Readiness] = web.AppKey("readiness", Readiness)
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
@@ -102,6 +114,12 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except StoreError as exc:
         return _json_error(exc.status, exc.code, exc.message, exc.headers)
+    except CryptoError as exc:
+        mapped = from_crypto(exc)
+        if mapped.status >= 500:
+            # The type only: crypto messages name subjects and keys.
+            log.error("%s in %s", type(exc).__name__, CURRENT_OPERATION.get())
+        return _json_error(mapped.status, mapped.code, mapped.message, mapped.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -132,7 +150,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     )
     if request.match_info.http_exception is None:
         operation = request.match_info.route.name or ""
-        auth.authorize(assertion, auth.required_role(request.method, operation))
+        auth.authorize(assertion, auth.required_roles(request.method, operation))
     request[CALLER] = Caller(assertion.account, assertion.principal, request[REQUEST_ID])
     return await handler(request)
 
@@ -182,41 +200,71 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
-async def dynamodb_context(app: web.Application) -> AsyncIterator[None]:
-    """One DynamoDB client for the life of the process; PITR checked before serving."""
-    settings = app[SETTINGS]
-    session = get_session()
-    async with session.create_client(
-        "dynamodb",
-        region_name=settings.region,
-        endpoint_url=settings.dynamodb_endpoint,
-        config=client_config(settings),
-    ) as client:
-        repo = Repository(client, settings.table, app[METRICS])
-        app[REPOSITORY] = repo
-        app[SERVICE] = ProfileService(repo, app[CODEC], update_retries=settings.update_retries)
-        token = CURRENT_OPERATION.set("startup")
-        try:
-            app[READINESS].pitr = await check_pitr(
-                client, settings.table, require_pitr=settings.require_pitr
+def _store_context(
+    key_provider: KeyProvider | None,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def store_context(app: web.Application) -> AsyncIterator[None]:
+        """One DynamoDB client (and KMS client) for the life of the process; key provider
+        checked and PITR checked before serving."""
+        settings = app[SETTINGS]
+        session = get_session()
+        async with AsyncExitStack() as stack:
+            client = await stack.enter_async_context(
+                session.create_client(
+                    "dynamodb",
+                    region_name=settings.region,
+                    endpoint_url=settings.dynamodb_endpoint,
+                    config=client_config(settings),
+                )
             )
-        finally:
-            CURRENT_OPERATION.reset(token)
-        yield
+            provider = key_provider
+            if provider is None:
+                kms = None
+                if settings.key_provider == "kms":
+                    # The store's own region only: PII keys never leave the data's region.
+                    kms = await stack.enter_async_context(
+                        session.create_client(
+                            "kms",
+                            region_name=settings.region,
+                            endpoint_url=settings.kms_endpoint,
+                            config=client_config(settings),
+                        )
+                    )
+                provider = provider_from_settings(settings, kms_client=kms)
+            await provider.start()
+            repo = Repository(client, settings.table, app[METRICS])
+            keys = DataKeyStore(client, settings.table, provider, region=settings.region)
+            app[REPOSITORY] = repo
+            app[KEYS] = keys
+            app[SERVICE] = ProfileService(repo, keys, update_retries=settings.update_retries)
+            app[ERASER] = Eraser(repo, keys)
+            token = CURRENT_OPERATION.set("startup")
+            try:
+                app[READINESS].pitr = await check_pitr(
+                    client, settings.table, require_pitr=settings.require_pitr
+                )
+            finally:
+                CURRENT_OPERATION.reset(token)
+            yield
+
+    return store_context
 
 
-def create_app(settings: StoreSettings, *, codec: DocumentCodec | None = None) -> web.Application:
+def create_app(
+    settings: StoreSettings, *, key_provider: KeyProvider | None = None
+) -> web.Application:
+    """The store's application; ``key_provider`` replaces the one built from ``settings``
+    (tests use it to inject a failing or counting provider)."""
     app = web.Application(
         middlewares=[observe, errors, authenticate], client_max_size=settings.max_body_bytes
     )
     app[SETTINGS] = settings
     app[METRICS] = StoreMetrics(region=settings.region, instance=settings.instance_id)
-    app[CODEC] = codec or PlainJsonCodec()
     app[READINESS] = Readiness()
     app.router.add_get("/healthz", healthz, name="healthz", allow_head=False)
     app.router.add_get("/readyz", readyz, name="readyz", allow_head=False)
     app.router.add_get("/metrics", metrics, name="metrics", allow_head=False)
-    for method, path, name, handler in ROUTES:
+    for method, path, name, handler in (*ROUTES, *RIGHTS_ROUTES):
         app.router.add_route(method, path, handler, name=name)
-    app.cleanup_ctx.append(dynamodb_context)
+    app.cleanup_ctx.append(_store_context(key_provider))
     return app

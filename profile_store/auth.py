@@ -5,8 +5,10 @@ Two small, separately testable steps:
 1. ``authenticate``: verify the ``X-Residency-Assertion`` header against this region's secret,
    the exact method and raw target. Missing/bad/stale answers 401; an assertion minted for
    another region answers 421 (the request was misrouted; nothing is served).
-2. ``authorize``: the role the operation needs. Masked reads need ``read``; POST/PATCH/PUT
-   ``write``; DELETE ``delete``; any ``/unmask`` read ``unmask``. Missing role answers 403.
+2. ``authorize``: the roles the operation accepts (any one suffices). Masked reads need
+   ``read``; POST/PATCH/PUT ``write``; DELETE ``delete``; any ``/unmask`` read ``unmask``;
+   erasure and its status ``erase``; the audit listing ``unmask`` or ``erase``. Missing role
+   answers 403.
 
 The account an operation works on comes only from the verified assertion, never from the
 request, so every key the store touches is inside the caller's own tenant.
@@ -24,20 +26,32 @@ from .assertion import (
 from .config import StoreSettings
 from .errors import Forbidden, Misdirected, Unauthenticated
 
-__all__ = ["ASSERTION_HEADER", "PUBLIC_PATHS", "authenticate", "authorize", "required_role"]
+__all__ = ["ASSERTION_HEADER", "PUBLIC_PATHS", "authenticate", "authorize", "required_roles"]
 
 # Probes and metrics carry no data and are scraped by infrastructure without assertions.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
-def required_role(method: str, operation: str) -> str:
+# Operations outside the method rule: data-subject rights and the audit trail.
+_SPECIAL_ROLES = {
+    "CreateAndProcessDeleteUserData": frozenset({"erase"}),
+    "GetUserRightsRequest": frozenset({"erase"}),
+    "ListAuditRecords": frozenset({"unmask", "erase"}),
+}
+
+
+def required_roles(method: str, operation: str) -> frozenset[str]:
+    """The roles that allow ``operation``; holding any one of them is enough."""
+    special = _SPECIAL_ROLES.get(operation)
+    if special is not None:
+        return special
     if operation.startswith("GetUnmasked"):
-        return "unmask"
+        return frozenset({"unmask"})
     if method in {"GET", "HEAD"}:
-        return "read"
+        return frozenset({"read"})
     if method == "DELETE":
-        return "delete"
-    return "write"
+        return frozenset({"delete"})
+    return frozenset({"write"})
 
 
 def authenticate(
@@ -61,6 +75,6 @@ def authenticate(
         raise Unauthenticated(str(exc), code=exc.code) from None
 
 
-def authorize(assertion: Assertion, role: str) -> None:
-    if role not in assertion.roles:
-        raise Forbidden(f"this operation needs the {role!r} role")
+def authorize(assertion: Assertion, roles: frozenset[str]) -> None:
+    if roles.isdisjoint(assertion.roles):
+        raise Forbidden(f"this operation needs one of the roles {sorted(roles)}")

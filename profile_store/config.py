@@ -123,6 +123,7 @@ class StoreSettings:
     key_provider: str = "local"
     local_master_key_file: str | None = None
     kms_key_id: str | None = None
+    kms_endpoint: str | None = None
     log_level: str = "INFO"
 
     @classmethod
@@ -147,6 +148,7 @@ class StoreSettings:
             key_provider=src.get("key_provider", str, "local"),
             local_master_key_file=src.get("local_master_key_file", str, None),
             kms_key_id=src.get("kms_key_id", str, None),
+            kms_endpoint=src.get("kms_endpoint", str, None) or None,
             log_level=src.get("log_level", str, "INFO").upper(),
         )
         if not 3 <= len(settings.table) <= 255:
@@ -155,4 +157,10 @@ class StoreSettings:
             raise ConfigError("setting 'key_provider' (PROFILE_STORE_KEY_PROVIDER): local or kms")
         if settings.key_provider == "kms" and not settings.kms_key_id:
             raise ConfigError("key_provider=kms needs PROFILE_STORE_KMS_KEY_ID")
+        if settings.key_provider == "local" and not settings.local_master_key_file:
+            raise ConfigError(
+                "key_provider=local needs setting 'local_master_key_file' "
+                "(PROFILE_STORE_LOCAL_MASTER_KEY_FILE); make one with "
+                "'profile-store generate-local-key PATH' (dev/tests only; production uses kms)"
+            )
         return settings

@@ -8,7 +8,7 @@ production), one item per subject::
     wrapped B   provider S ("kms"|"local")   keyId S (KMS key ARN / local fingerprint)
     createdAt S (ISO-8601 UTC)
 
-``EnvelopeCodec`` (the ``codec.DocumentCodec`` seam) seals each document with that key::
+``EnvelopeCodec`` (what the store seals and opens every document with) uses that key::
 
     doc B = 0x01 | nonce (12 random bytes) | AES-256-GCM(json(doc), aad)
     aad   = "profile-store/doc" + length-prefixed(version, region, account, subject, entity)
@@ -348,7 +348,7 @@ class DataKeyStore:
 
 
 class EnvelopeCodec:
-    """``codec.DocumentCodec`` that seals each document under its subject's data key."""
+    """Seals and opens each document under its subject's data key."""
 
     def __init__(self, keys: DataKeyStore) -> None:
         self.keys = keys
@@ -362,19 +362,24 @@ class EnvelopeCodec:
         entity_id: str,
         doc: dict[str, Any],
         new_key: NewSubjectKey | None = None,
+        create: bool = True,
     ) -> dict[str, Any]:
         """Attributes to put on the item: ``{"doc": {"B": ...}}``.
 
-        Without ``new_key`` the subject's key is loaded, or created by its own conditional put
-        if the subject has none. With ``new_key`` (from ``keys.prepare_new``) it is used as is;
-        its ``put`` must go into the same transaction as these attributes.
+        Without ``new_key`` the subject's key is loaded, or (``create``) made by its own
+        conditional put if the subject has none; with ``create=False`` a subject without a key
+        raises ``SubjectErased`` (a write to an existing subject must never mint a fresh key
+        for one that was just erased). With ``new_key`` (from ``keys.prepare_new``) it is used
+        as is; its ``put`` must go into the same transaction as these attributes.
         """
         if new_key is not None:
             if (new_key.key.account, new_key.key.subject_id) != (account, subject_id):
                 raise ValueError("new_key was prepared for another subject")
             key = new_key.key
-        else:
+        elif create:
             key = await self.keys.get_or_create(account, subject_id)
+        else:
+            key = await self.keys.load(account, subject_id)
         blob = seal_document(key, region=self.region, entity_id=entity_id, doc=doc)
         return {DOC_ATTRIBUTE: {"B": blob}}
 

@@ -29,6 +29,17 @@ its email and document.
 
 Masking. Reads are masked unless the caller reveals with an ``Reveal`` (the /unmask routes),
 which first writes the audit record: no audit, no data.
+
+Encryption. Every document is sealed by ``crypto.EnvelopeCodec`` under its subject's data key
+(the profile id for everything in a profile partition, the prospect id for a prospect). A create
+makes the subject's key with ``DataKeyStore.prepare_new`` and puts it in the same transaction;
+later writes only ever *load* the key, so a subject erased meanwhile answers 404 instead of
+getting a fresh key. Deleting a profile or a prospect deletes its key in the same transaction
+(crypto-shredding: copies in backups become unreadable).
+
+Suppression. Writes that set an email (profile create/update, prospect create/update) carry a
+``ConditionCheck`` that no suppression entry exists for the email's salted hash (``erasure.py``
+writes one when the subject is erased): a refused write answers 409 ``subject_suppressed``.
 """
 
 from __future__ import annotations
@@ -46,8 +57,21 @@ from typing import Any, TypeVar
 from . import masking
 from .altkeys import KINDS, Kind, digest
 from .audit import AuditEvent, record
-from .codec import DocumentCodec
-from .errors import BadRequest, ConditionFailed, Conflict, NotFound, PreconditionFailed
+from .crypto import (
+    DataKeyStore,
+    EnvelopeCodec,
+    NewSubjectKey,
+    SubjectErased,
+    data_key_delete_item,
+)
+from .errors import (
+    BadRequest,
+    ConditionFailed,
+    Conflict,
+    NotFound,
+    PreconditionFailed,
+    SubjectSuppressed,
+)
 from .repository import (
     Item,
     Repository,
@@ -60,6 +84,7 @@ from .repository import (
     profile_pk,
     prospects_pk,
     s,
+    suppression_key,
 )
 from .schema import (
     MAX_TTL_DAYS,
@@ -245,6 +270,24 @@ def _alt_hash(salt: bytes, kind: Kind, doc: dict[str, Any]) -> str | None:
     return digest(salt, kind, value)
 
 
+def _hash_attrs(salt: bytes, doc: dict[str, Any]) -> dict[str, Any]:
+    """The profile's alternative-key hashes, kept on its items so an erasure can find every
+    alternative-key item even after the subject's key (and so its document) is gone."""
+    attrs = {}
+    for kind in KINDS:
+        hex_digest = _alt_hash(salt, kind, doc)
+        if hex_digest:
+            attrs[f"{kind}Hash"] = s(hex_digest)
+    return attrs
+
+
+def _suppressed() -> SubjectSuppressed:
+    return SubjectSuppressed(
+        "this email belongs to an erased data subject; an operator must lift the suppression "
+        "before it can be stored again"
+    )
+
+
 def _meta(item: Item, *, style: str) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "version": get_s(item, "version"),
@@ -261,9 +304,10 @@ def _meta(item: Item, *, style: str) -> dict[str, Any]:
 
 
 class ProfileService:
-    def __init__(self, repo: Repository, codec: DocumentCodec, *, update_retries: int) -> None:
+    def __init__(self, repo: Repository, keys: DataKeyStore, *, update_retries: int) -> None:
         self.repo = repo
-        self.codec = codec
+        self.keys = keys
+        self.codec = EnvelopeCodec(keys)
         self.update_retries = update_retries
 
     # ---- shared machinery -------------------------------------------------------------------
@@ -283,10 +327,21 @@ class ProfileService:
         )
 
     async def _seal(
-        self, caller: Caller, subject: str, sk: str, doc: dict[str, Any]
+        self,
+        caller: Caller,
+        subject: str,
+        sk: str,
+        doc: dict[str, Any],
+        new_key: NewSubjectKey | None,
     ) -> dict[str, Any]:
+        # Without a new key the subject must have one: an erased subject gets no fresh key.
         return await self.codec.seal(
-            account=caller.account, subject_id=subject, entity_id=sk, doc=doc
+            account=caller.account,
+            subject_id=subject,
+            entity_id=sk,
+            doc=doc,
+            new_key=new_key,
+            create=False,
         )
 
     async def _open(self, caller: Caller, subject: str, item: Item) -> dict[str, Any]:
@@ -304,19 +359,35 @@ class ProfileService:
         version_sk: str,
         attrs: dict[str, Any],
         doc: dict[str, Any],
+        new_key: NewSubjectKey | None = None,
     ) -> tuple[Item, Item]:
         """The current item and its immutable version, each sealed under its own sort key."""
         current = {
             **key(pk, current_sk),
             **attrs,
-            **await self._seal(caller, subject, current_sk, doc),
+            **await self._seal(caller, subject, current_sk, doc, new_key),
         }
         version = {
             **key(pk, version_sk),
             **attrs,
-            **await self._seal(caller, subject, version_sk, doc),
+            **await self._seal(caller, subject, version_sk, doc, new_key),
         }
         return current, version
+
+    def _not_suppressed(self, caller: Caller, email_hex: str) -> dict[str, Any]:
+        """Transaction entry: the email was not erased (no suppression entry for its hash)."""
+        return {
+            "ConditionCheck": {
+                "Key": suppression_key(caller.account, email_hex),
+                "ConditionExpression": "attribute_not_exists(pk)",
+            }
+        }
+
+    def _shred(self, caller: Caller, subject: str) -> dict[str, Any]:
+        """Transaction entry deleting the subject's data key; ``keys.evict`` after commit."""
+        return data_key_delete_item(
+            table=self.repo.table, account=caller.account, subject_id=subject
+        )
 
     async def _reveal_or_mask(
         self,
@@ -419,7 +490,9 @@ class ProfileService:
         pid, vid, stamp = str(uuid.uuid4()), str(uuid.uuid4()), now_iso()
         expires = expiry(ttl_days, schema, None, now)
         attrs = self._profile_attrs(pid, vid, caller.principal, stamp, stamp, expires)
+        attrs.update(_hash_attrs(salt, doc))
         pk = profile_pk(caller.account, pid)
+        new_key = await self.keys.prepare_new(caller.account, pid)
         current, version = await self._items(
             caller,
             pk=pk,
@@ -428,21 +501,32 @@ class ProfileService:
             version_sk=f"V#{vid}",
             attrs=attrs,
             doc=doc,
+            new_key=new_key,
         )
+        # One transaction: current, version, the subject's new data key, the alternative keys
+        # and the check that the email is not suppressed.
         items: list[dict[str, Any]] = [
             {"Put": {"Item": current, "ConditionExpression": "attribute_not_exists(pk)"}},
             {"Put": {"Item": version, "ConditionExpression": "attribute_not_exists(pk)"}},
+            new_key.put,
         ]
+        alt_puts: set[int] = set()
         for kind in KINDS:
             hex_digest = _alt_hash(salt, kind, doc)
             if hex_digest:
+                alt_puts.add(len(items))
                 items.append(self._alt_put(caller, kind, hex_digest, pid, expires, int(now)))
+        suppressed_at = len(items)
+        items.append(self._not_suppressed(caller, digest(salt, "email", doc["email"])))
         try:
             await self.repo.transact(items)
         except ConditionFailed as exc:
-            if any(i >= 2 for i in exc.indexes):
+            if suppressed_at in exc.indexes:
+                raise _suppressed() from None
+            if alt_puts & set(exc.indexes):
                 raise _duplicate() from None
             raise Conflict("profile could not be created; retry", code="update_conflict") from None
+        self.keys.remember(new_key)
         return Record(pid, doc, _meta(current, style="profile"))
 
     async def get_profile(
@@ -520,6 +604,7 @@ class ProfileService:
             attrs = self._profile_attrs(
                 pid, vid, get_s(current, "author"), get_s(current, "createdAt"), now_iso(), expires
             )
+            attrs.update(_hash_attrs(salt, doc))
             new_current, version = await self._items(
                 caller,
                 pk=pk,
@@ -550,9 +635,13 @@ class ProfileService:
                     items.append(self._alt_put(caller, alt_kind, new_hash, pid, expires, int(now)))
                 if old_hash and old_hash != new_hash:
                     items.append(self._alt_delete(caller, alt_kind, old_hash, pid))
+            suppressed_at = len(items)
+            items.append(self._not_suppressed(caller, digest(salt, "email", doc["email"])))
             try:
                 await self.repo.transact(items)
             except ConditionFailed as exc:
+                if suppressed_at in exc.indexes:
+                    raise _suppressed() from None
                 if 0 in exc.indexes or exc.contention:
                     if if_match is not None:
                         raise PreconditionFailed(
@@ -576,6 +665,7 @@ class ProfileService:
             current = next((i for i in items if get_s(i, "sk") == "CUR"), None)
             if not is_live(current):
                 if items:  # expired or half-deleted earlier: finish the cleanup, still 404
+                    await self.keys.delete(caller.account, pid)
                     await self.repo.delete_keys(key(pk, get_s(i, "sk")) for i in items)
                 raise NotFound("profile not found")
             assert current is not None
@@ -587,7 +677,9 @@ class ProfileService:
                         "ConditionExpression": "version = :v",
                         "ExpressionAttributeValues": {":v": s(get_s(current, "version"))},
                     }
-                }
+                },
+                # The data key goes with the profile: copies in backups become unreadable.
+                self._shred(caller, pid),
             ]
             for alt_kind in KINDS:
                 hex_digest = _alt_hash(salt, alt_kind, doc) if salt else None
@@ -597,6 +689,7 @@ class ProfileService:
                 await self.repo.transact(writes)
             except ConditionFailed:
                 raise _LostRace from None
+            self.keys.evict(caller.account, pid)
             return [i for i in items if get_s(i, "sk") != "CUR"]
 
         rest = await self._retrying(attempt)
@@ -767,6 +860,7 @@ class ProfileService:
         style: str,
         alive_check: bool = True,
         extra: dict[str, Any] | None = None,
+        email_hex: str | None = None,
     ) -> Record:
         old_version = get_s(item, "version")
         if if_match is not None and if_match != old_version:
@@ -805,35 +899,54 @@ class ProfileService:
             },
             {"Put": {"Item": version, "ConditionExpression": "attribute_not_exists(pk)"}},
         ]
+        alive_at = suppressed_at = -1
         if alive_check:
+            alive_at = len(writes)
             writes.append(self._alive_check(pk, now))
+        if email_hex:
+            suppressed_at = len(writes)
+            writes.append(self._not_suppressed(caller, email_hex))
         try:
             await self.repo.transact(writes)
         except ConditionFailed as exc:
-            if 2 in exc.indexes:
+            if alive_at in exc.indexes:
                 raise NotFound("profile not found") from None
+            if suppressed_at in exc.indexes:
+                raise _suppressed() from None
             if if_match is not None:
                 raise PreconditionFailed(f"the {entity} changed since If-Match") from None
             raise _LostRace from None
         return Record(eid, doc, _meta(current, style=style))
 
     async def _delete_child(
-        self, caller: Caller, pk: str, current_sk: str, version_prefix: str, missing: str
+        self,
+        caller: Caller,
+        pk: str,
+        current_sk: str,
+        version_prefix: str,
+        missing: str,
+        *,
+        shred: str | None = None,
     ) -> None:
+        """Delete a current item (and, with ``shred``, that subject's data key, atomically),
+        then its versions."""
         items = await self.repo.query_prefix(pk, version_prefix)
         current = await self.repo.get(key(pk, current_sk))
         if current is None:
             raise NotFound(missing)
-        await self.repo.transact(
-            [
-                {
-                    "Delete": {
-                        "Key": key(pk, current_sk),
-                        "ConditionExpression": "attribute_exists(pk)",
-                    }
+        writes: list[dict[str, Any]] = [
+            {
+                "Delete": {
+                    "Key": key(pk, current_sk),
+                    "ConditionExpression": "attribute_exists(pk)",
                 }
-            ]
-        )
+            }
+        ]
+        if shred is not None:
+            writes.append(self._shred(caller, shred))
+        await self.repo.transact(writes)
+        if shred is not None:
+            self.keys.evict(caller.account, shred)
         await self.repo.delete_keys(key(pk, get_s(i, "sk")) for i in items)
 
     async def delete_address(self, caller: Caller, ref: str, kind: Kind | None, aid: str) -> None:
@@ -940,16 +1053,16 @@ class ProfileService:
 
     # ---- prospects --------------------------------------------------------------------------
 
-    async def _email_hash(self, caller: Caller, doc: dict[str, Any]) -> dict[str, Any]:
+    async def _email_hash(self, caller: Caller, doc: dict[str, Any]) -> str | None:
         salt = await self.repo.salt(caller.account, create=True)
         assert salt is not None
-        hex_digest = _alt_hash(salt, "email", doc)
-        return {"emailHash": s(hex_digest)} if hex_digest else {}
+        return _alt_hash(salt, "email", doc)
 
     async def create_prospect(self, caller: Caller, body: Any) -> Record:
         doc = _require_object(body, "prospect")
         validate_prospect(doc)
         rid, vid, stamp = str(uuid.uuid4()), str(uuid.uuid4()), now_iso()
+        email_hex = await self._email_hash(caller, doc)
         attrs = {
             "entityType": s("prospect"),
             "id": s(rid),
@@ -957,8 +1070,9 @@ class ProfileService:
             "author": s(caller.principal),
             "createdAt": s(stamp),
             "updatedAt": s(stamp),
-            **await self._email_hash(caller, doc),
+            **({"emailHash": s(email_hex)} if email_hex else {}),
         }
+        new_key = await self.keys.prepare_new(caller.account, rid)
         current, version = await self._items(
             caller,
             pk=prospects_pk(caller.account),
@@ -967,16 +1081,22 @@ class ProfileService:
             version_sk=f"VER#{rid}#{vid}",
             attrs=attrs,
             doc=doc,
+            new_key=new_key,
         )
+        writes: list[dict[str, Any]] = [
+            {"Put": {"Item": current, "ConditionExpression": "attribute_not_exists(pk)"}},
+            {"Put": {"Item": version, "ConditionExpression": "attribute_not_exists(pk)"}},
+            new_key.put,
+        ]
+        if email_hex:
+            writes.append(self._not_suppressed(caller, email_hex))
         try:
-            await self.repo.transact(
-                [
-                    {"Put": {"Item": current, "ConditionExpression": "attribute_not_exists(pk)"}},
-                    {"Put": {"Item": version, "ConditionExpression": "attribute_not_exists(pk)"}},
-                ]
-            )
-        except ConditionFailed:
+            await self.repo.transact(writes)
+        except ConditionFailed as exc:
+            if 3 in exc.indexes:
+                raise _suppressed() from None
             raise Conflict("prospect could not be created; retry", code="update_conflict") from None
+        self.keys.remember(new_key)
         return Record(rid, doc, _meta(current, style="expiring"))
 
     async def list_prospects(self, caller: Caller, reveal: Reveal | None) -> list[Record]:
@@ -986,7 +1106,10 @@ class ProfileService:
             if not is_live(item, now):
                 continue
             rid = get_s(item, "id")
-            doc = await self._open(caller, rid, item)
+            try:
+                doc = await self._open(caller, rid, item)
+            except SubjectErased:  # an erasure is removing it right now: it is gone already
+                continue
             records.append(Record(rid, doc, _meta(item, style="expiring")))
         return await self._reveal_or_mask(
             caller,
@@ -1029,6 +1152,7 @@ class ProfileService:
         async def attempt() -> Record:
             item, old_doc = await self._prospect(caller, rid)
             doc = {**old_doc, **patch}
+            email_hex = await self._email_hash(caller, doc)
             return await self._replace_child(
                 caller,
                 pk,
@@ -1042,7 +1166,8 @@ class ProfileService:
                 version_prefix=f"VER#{rid}#",
                 style="expiring",
                 alive_check=False,
-                extra=await self._email_hash(caller, doc),
+                extra={"emailHash": s(email_hex)} if email_hex else None,
+                email_hex=email_hex,
             )
 
         return await self._retrying(attempt)
@@ -1057,6 +1182,7 @@ class ProfileService:
                 f"CUR#{rid}",
                 f"VER#{rid}#",
                 "prospect not found",
+                shred=rid,
             )
         except ConditionFailed:
             raise NotFound("prospect not found") from None

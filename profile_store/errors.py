@@ -12,11 +12,14 @@ machine code; ``app.error_middleware`` is the single place that turns one into a
     ├── NotFound                        404     not_found
     ├── MethodNotAllowed                405     method_not_allowed
     ├── Conflict                        409     duplicate_alternative_key, update_conflict, ...
+    │   └── SubjectSuppressed           409     subject_suppressed (the email was erased)
     ├── PreconditionFailed              412     version_mismatch
     ├── PayloadTooLarge                 413     payload_too_large
     ├── Misdirected                     421     misdirected_request
     ├── StorageUnavailable              503     dynamodb_unavailable (+ Retry-After)
     ├── AuditUnavailable                503     audit_unavailable (+ Retry-After)
+    ├── KeyUnavailable                  503     key_service_unavailable (+ Retry-After)
+    ├── EncryptionFailure               500     encryption_error (no details)
     └── StorageFailure                  502     dynamodb_error
 
 Repository-internal signals (never answered as such, always translated by the domain layer):
@@ -24,6 +27,10 @@ Repository-internal signals (never answered as such, always translated by the do
 
 ``from_botocore`` is the boundary: throttling, timeouts and connection failures become
 ``StorageUnavailable`` (the caller may retry), anything else unexpected ``StorageFailure``.
+``from_crypto`` is the other one, for the envelope-encryption tree (``keys.CryptoError``): an
+unreachable key service is ``KeyUnavailable``, an erased subject (its data key was shredded) is
+``NotFound`` like any missing record, and a failed unwrap or decryption is ``EncryptionFailure``,
+whose message says nothing about which key or item failed.
 """
 
 from __future__ import annotations
@@ -34,12 +41,16 @@ from typing import Any
 import aiohttp
 import botocore.exceptions
 
+from .keys import CryptoError, KeyServiceUnavailable, SubjectErased
+
 __all__ = [
     "AuditUnavailable",
     "BadRequest",
     "ConditionFailed",
     "Conflict",
+    "EncryptionFailure",
     "Forbidden",
+    "KeyUnavailable",
     "MethodNotAllowed",
     "Misdirected",
     "NotFound",
@@ -48,8 +59,10 @@ __all__ = [
     "StorageFailure",
     "StorageUnavailable",
     "StoreError",
+    "SubjectSuppressed",
     "Unauthenticated",
     "from_botocore",
+    "from_crypto",
 ]
 
 
@@ -98,6 +111,10 @@ class Conflict(StoreError):
     code = "conflict"
 
 
+class SubjectSuppressed(Conflict):
+    code = "subject_suppressed"
+
+
 class PreconditionFailed(StoreError):
     status = 412
     code = "version_mismatch"
@@ -123,6 +140,17 @@ class AuditUnavailable(StoreError):
     status = 503
     code = "audit_unavailable"
     headers = {"Retry-After": "1"}
+
+
+class KeyUnavailable(StoreError):
+    status = 503
+    code = "key_service_unavailable"
+    headers = {"Retry-After": "1"}
+
+
+class EncryptionFailure(StoreError):
+    status = 500
+    code = "encryption_error"
 
 
 class StorageFailure(StoreError):
@@ -202,3 +230,12 @@ def from_botocore(exc: BaseException, *, call: str) -> StoreError | ConditionFai
     ):
         return StorageUnavailable(f"DynamoDB is unreachable ({call})")
     return StorageFailure(f"unexpected DynamoDB client failure ({call}: {type(exc).__name__})")
+
+
+def from_crypto(exc: CryptoError) -> StoreError:
+    """Translate an envelope-encryption error; messages never say which key or item failed."""
+    if isinstance(exc, KeyServiceUnavailable):
+        return KeyUnavailable("the key service is unavailable; retry later")
+    if isinstance(exc, SubjectErased):
+        return NotFound("not found")
+    return EncryptionFailure("stored data could not be decrypted or encrypted")

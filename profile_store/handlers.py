@@ -8,6 +8,7 @@ Values that are parsed here: path ids, ``alternativeKey``, ``ttl``, ``reason``/`
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -60,9 +61,18 @@ async def read_json(request: web.Request) -> Any:
     if not raw:
         raise BadRequest("a JSON body is required", code="invalid_json")
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        body = json.loads(raw)
+        # A "\ud800" escape decodes to a lone surrogate that no UTF-8 encoder accepts later
+        # (a 500 at storage time): refuse it here. Only escaped input can produce one.
+        if b"\\u" in raw and _SURROGATE_ESCAPE.search(raw):
+            json.dumps(body, ensure_ascii=False).encode()
+        return body
+    except (ValueError, UnicodeError, RecursionError):
+        # RecursionError: deeply nested JSON (e.g. 10k "[") must be a 400, not a 500.
         raise BadRequest("the body is not valid JSON", code="invalid_json") from None
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _kind(request: web.Request) -> Kind | None:

@@ -12,12 +12,16 @@ Single-table design (other components depend on these exact keys)::
     A#{account}#K#document#{hex}          K
     A#{account}#R                         CUR#{id} | VER#{id}#{ver}   prospects
     A#{account}#SCHEMA                    CUSTOM                      custom profile fields
-    A#{account}#AUDIT                     {iso time}#{uuid}           unmask audit trail
+    A#{account}#DK#{subjectId}            DK                          wrapped data key (crypto.py)
+    A#{account}#AUDIT                     {iso time}#{uuid}           unmask/erasure audit trail
+    A#{account}#SUPPRESS#{emailHex}       S                           erased email: no new writes
+    A#{account}#ERASURE                   {requestUuid}               erasure request status
 
 Every key starts with the account taken from the verified edge assertion, so no request can
 name another tenant's item. All of one subject's data shares one partition, so erasure is a
-Query plus deletes. Documents (PII) are attributes produced by the codec, never top-level
-attributes; the TTL attribute is ``expiresAt`` (epoch seconds).
+Query plus deletes. Documents (PII) are attributes sealed by ``crypto.EnvelopeCodec`` under
+the subject's data key, never top-level attributes; the TTL attribute is ``expiresAt`` (epoch
+seconds).
 
 Every call goes through ``Repository.call``, which asks for ``ReturnConsumedCapacity=TOTAL`` on
 data calls, counts the call and its capacity in the metrics, and maps botocore/aiohttp failures
@@ -92,6 +96,14 @@ def schema_key(account: str) -> Key:
 
 def audit_pk(account: str) -> str:
     return f"A#{account}#AUDIT"
+
+
+def suppression_key(account: str, email_hex: str) -> Key:
+    return {"pk": {"S": f"A#{account}#SUPPRESS#{email_hex}"}, "sk": {"S": "S"}}
+
+
+def erasure_key(account: str, request_id: str) -> Key:
+    return {"pk": {"S": f"A#{account}#ERASURE"}, "sk": {"S": request_id}}
 
 
 def key(pk: str, sk: str) -> Key:

@@ -16,6 +16,16 @@ import pytest
 from profile_store import dynamodb_local
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    # Here, not in tests/reliability/conftest.py: options must be known before collection.
+    parser.addoption(
+        "--long",
+        action="store_true",
+        default=False,
+        help="reliability suite: run more load, more concurrent writes and more fuzzing",
+    )
+
+
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     # A developer's shell settings must never leak into a test.

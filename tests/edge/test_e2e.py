@@ -12,6 +12,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -184,9 +185,11 @@ async def test_two_regions_end_to_end(
     aiohttp_server: Any,
     aiohttp_client: Any,
     monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     from profile_store.app import create_app as create_store
     from profile_store.config import StoreSettings
+    from profile_store.keys import generate_local_master_key
     from profile_store.provisioning import create_table
 
     endpoints = {"eu-west-1": ddb_endpoint, "us-east-1": second_ddb.endpoint}
@@ -200,6 +203,8 @@ async def test_two_regions_end_to_end(
     stores: dict[str, list[Any]] = {}
     urls: dict[str, list[str]] = {}
     for region, endpoint in endpoints.items():
+        # One master key per region, shared by the region's instances (as KMS would be).
+        master_key = generate_local_master_key(tmp_path / f"master-{region}.key")
         for i in range(2):
             settings = StoreSettings(
                 region=region,
@@ -208,6 +213,7 @@ async def test_two_regions_end_to_end(
                 assertion_secret=SECRETS[region],
                 instance_id=f"{region}-{i}",
                 require_pitr=False,
+                local_master_key_file=str(master_key),
             )
             server = await aiohttp_server(create_store(settings))
             stores.setdefault(region, []).append(server)

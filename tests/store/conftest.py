@@ -2,6 +2,7 @@
 
 End-to-end tier: everything runs against Amazon's DynamoDB Local (session fixture in the root
 conftest). Requests are signed exactly as the edge does, over the raw target the client sends.
+The app seals every document with the envelope codec under a local master key made per test.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -20,12 +22,13 @@ from yarl import URL
 from profile_store.app import create_app
 from profile_store.assertion import ASSERTION_HEADER, sign
 from profile_store.config import StoreSettings
+from profile_store.keys import generate_local_master_key
 from profile_store.provisioning import create_table
 
 SECRET = b"test-secret-eu-west-1-0123456789"
 REGION = "eu-west-1"
 BASE = "/api/storage/profile-system"
-ALL_ROLES = frozenset({"read", "write", "delete", "unmask"})
+ALL_ROLES = frozenset({"read", "write", "delete", "unmask"})  # not erase: asked for explicitly
 
 PROFILE = {
     "firstName": "John",
@@ -84,7 +87,7 @@ PURCHASE_INFO = {
 }
 
 
-def make_settings(endpoint: str, table: str, **overrides: Any) -> StoreSettings:
+def make_settings(endpoint: str, table: str, key_file: Path, **overrides: Any) -> StoreSettings:
     values: dict[str, Any] = {
         "region": REGION,
         "table": table,
@@ -93,6 +96,8 @@ def make_settings(endpoint: str, table: str, **overrides: Any) -> StoreSettings:
         "instance_id": "store-test",
         "ddb_connect_timeout_s": 1.0,
         "ddb_read_timeout_s": 3.0,
+        "key_provider": "local",
+        "local_master_key_file": str(key_file),
         **overrides,
     }
     return StoreSettings(**values)
@@ -185,8 +190,13 @@ async def table(ddb: Any) -> str:
 
 
 @pytest.fixture
-def settings(ddb_endpoint: str, table: str) -> StoreSettings:
-    return make_settings(ddb_endpoint, table)
+def master_key_file(tmp_path: Path) -> Path:
+    return generate_local_master_key(tmp_path / "master.key")
+
+
+@pytest.fixture
+def settings(ddb_endpoint: str, table: str, master_key_file: Path) -> StoreSettings:
+    return make_settings(ddb_endpoint, table, master_key_file)
 
 
 @pytest.fixture

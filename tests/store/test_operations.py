@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -74,10 +75,13 @@ async def test_cost_get_is_one_read_and_writes_one_transaction(
     assert created["id"] != pid
 
 
-async def test_dynamodb_unreachable_is_a_quick_json_503(aiohttp_client: Any) -> None:
+async def test_dynamodb_unreachable_is_a_quick_json_503(
+    aiohttp_client: Any, master_key_file: Path
+) -> None:
     settings = make_settings(
         f"http://127.0.0.1:{free_port()}",
         "profiles-unreachable",
+        master_key_file,
         ddb_connect_timeout_s=0.5,
         ddb_max_attempts=1,
     )
@@ -161,8 +165,18 @@ def test_cli_create_table(ddb_endpoint: str, capsys: Any) -> None:
     assert main(["create-table", "--region", "nowhere"]) == 2
 
 
+def test_serve_refuses_to_start_without_a_master_key(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PROFILE_STORE_REGION", "eu-west-1")
+    monkeypatch.setenv("PROFILE_STORE_TABLE", "profiles")
+    monkeypatch.setenv("PROFILE_STORE_ASSERTION_SECRET", "a-long-enough-secret-value")
+    assert main(["serve"]) == 2
+    assert "PROFILE_STORE_LOCAL_MASTER_KEY_FILE" in capsys.readouterr().err
+
+
 def test_serve_command_starts_and_reports_readiness(
-    ddb_endpoint: str, table: str, tmp_path: Any
+    ddb_endpoint: str, table: str, tmp_path: Any, master_key_file: Path
 ) -> None:
     port = free_port()
     env = {
@@ -172,6 +186,7 @@ def test_serve_command_starts_and_reports_readiness(
         "PROFILE_STORE_DYNAMODB_ENDPOINT": ddb_endpoint,
         "PROFILE_STORE_ASSERTION_SECRET": "a-long-enough-secret-value",
         "PROFILE_STORE_PORT": str(port),
+        "PROFILE_STORE_LOCAL_MASTER_KEY_FILE": str(master_key_file),
     }
     log_path = tmp_path / "serve.log"
     with log_path.open("wb") as log:

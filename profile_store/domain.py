@@ -728,15 +728,42 @@ class ProfileService:
         validate_address(doc, partial=False)
         pid = await self.resolve(caller, ref, kind)
         doc["profileId"] = pid
-        aid, vid, stamp, now = str(uuid.uuid4()), str(uuid.uuid4()), now_iso(), time.time()
+        aid = str(uuid.uuid4())
+        current = await self._create_child(
+            caller,
+            pid,
+            doc,
+            kind="address",
+            child_id=aid,
+            current_sk=f"ADDR#{aid}",
+            version_prefix=f"ADDRV#{aid}#",
+            conflict=Conflict("address could not be created; retry", code="update_conflict"),
+        )
+        return Record(aid, doc, _meta(current, style="address"))
+
+    async def _create_child(
+        self,
+        caller: Caller,
+        pid: str,
+        doc: dict[str, Any],
+        *,
+        kind: str,
+        child_id: str,
+        current_sk: str,
+        version_prefix: str,
+        conflict: Conflict,
+    ) -> Item:
+        """Create a sub-resource (address, purchase info) under a live profile, as one
+        transaction: profile-alive check + current item + its first immutable version."""
+        vid, stamp, now = str(uuid.uuid4()), now_iso(), time.time()
         pk = profile_pk(caller.account, pid)
-        attrs = self._child_attrs("address", aid, pid, vid, caller.principal, stamp, stamp)
+        attrs = self._child_attrs(kind, child_id, pid, vid, caller.principal, stamp, stamp)
         current, version = await self._items(
             caller,
             pk=pk,
             subject=pid,
-            current_sk=f"ADDR#{aid}",
-            version_sk=f"ADDRV#{aid}#{vid}",
+            current_sk=current_sk,
+            version_sk=f"{version_prefix}{vid}",
             attrs=attrs,
             doc=doc,
         )
@@ -751,8 +778,8 @@ class ProfileService:
         except ConditionFailed as exc:
             if 0 in exc.indexes:
                 raise NotFound("profile not found") from None
-            raise Conflict("address could not be created; retry", code="update_conflict") from None
-        return Record(aid, doc, _meta(current, style="address"))
+            raise conflict from None
+        return current
 
     async def list_addresses(
         self, caller: Caller, ref: str, kind: Kind | None, reveal: Reveal | None
@@ -971,33 +998,19 @@ class ProfileService:
         doc = _require_object(body, "purchase information")
         validate_purchase_info(doc)
         pid = await self.resolve(caller, ref, kind)
-        vid, stamp, now = str(uuid.uuid4()), now_iso(), time.time()
-        pk = profile_pk(caller.account, pid)
-        attrs = self._child_attrs("purchaseInfo", pid, pid, vid, caller.principal, stamp, stamp)
-        current, version = await self._items(
+        current = await self._create_child(
             caller,
-            pk=pk,
-            subject=pid,
+            pid,
+            doc,
+            kind="purchaseInfo",
+            child_id=pid,
             current_sk="PI",
-            version_sk=f"PIV#{vid}",
-            attrs=attrs,
-            doc=doc,
-        )
-        try:
-            await self.repo.transact(
-                [
-                    self._alive_check(pk, now),
-                    {"Put": {"Item": current, "ConditionExpression": "attribute_not_exists(pk)"}},
-                    {"Put": {"Item": version, "ConditionExpression": "attribute_not_exists(pk)"}},
-                ]
-            )
-        except ConditionFailed as exc:
-            if 0 in exc.indexes:
-                raise NotFound("profile not found") from None
-            raise Conflict(
+            version_prefix="PIV#",
+            conflict=Conflict(
                 "purchase information already exists for this profile; use PATCH",
                 code="already_exists",
-            ) from None
+            ),
+        )
         return Record(pid, doc, _meta(current, style="expiring"))
 
     async def get_purchase_info(

@@ -122,6 +122,39 @@ async def test_twenty_concurrent_patches_lose_nothing(api: Api, ddb: Any, table:
     assert len(versions) == 21
 
 
+async def test_concurrent_patches_through_two_instances_lose_nothing(
+    aiohttp_client: Any, settings: Any, ddb: Any, table: str
+) -> None:
+    # Two store instances on one table: the in-process lock cannot serialise them, so this
+    # exercises the conditional write and the server-side retry of a lost race.
+    first = Api(await aiohttp_client(create_app(settings)))
+    second = Api(await aiohttp_client(create_app(settings)))
+    pid = (await first.create_profile())["id"]
+    results = await asyncio.wait_for(
+        asyncio.gather(
+            *(
+                (first if i % 2 else second).call(
+                    "PATCH", f"{BASE}/profiles/{pid}", json_body={f"field{i}": i}
+                )
+                for i in range(20)
+            )
+        ),
+        timeout=60,
+    )
+    assert [r[0] for r in results] == [200] * 20, [r[1] for r in results if r[0] != 200]
+    status, body, _ = await first.call("GET", f"{BASE}/profiles/{pid}")
+    assert status == 200
+    assert {k: v for k, v in body[0]["document"].items() if k.startswith("field")} == {
+        f"field{i}": i for i in range(20)
+    }
+    versions = [
+        i
+        for i in await scan_all(ddb, table)
+        if i["pk"]["S"] == f"A#acme#P#{pid}" and i["sk"]["S"].startswith("V#")
+    ]
+    assert len(versions) == 21
+
+
 class _FakeClient:
     def __init__(self, status: str | None) -> None:
         self.status = status

@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from . import masking
+from . import contract, masking
 from .altkeys import KINDS, Kind, digest
 from .audit import AuditEvent, record
 from .crypto import (
@@ -90,7 +90,6 @@ from .repository import (
 )
 from .schema import (
     MAX_TTL_DAYS,
-    PROFILE_REQUIRED,
     CustomSchema,
     SchemaError,
     check_profile_fields,
@@ -103,41 +102,6 @@ T = TypeVar("T")
 
 _ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 _ALIVE = "attribute_exists(pk) AND (attribute_not_exists(expiresAt) OR expiresAt > :now)"
-ADDRESS_REQUIRED = (
-    "postalCode",
-    "countryName",
-    "administrativeAreaLevel1",
-    "locality",
-    "localityAreaLevel1",
-    "route",
-    "streetNumber",
-)
-_PROSPECT_STRINGS = (
-    "email",
-    "firstName",
-    "lastName",
-    "document",
-    "documentType",
-    "cellPhone",
-    "phone",
-    "customerCode",
-    "corporateName",
-)
-_PI_TYPES: dict[str, tuple[type, ...]] = {
-    "paymentData": (dict,),
-    "clientPreferences": (dict,),
-    "isToSavePersonalData": (bool,),
-    "lastUserPurchases": (list,),
-    "lastPurchasesAddressId": (str,),
-}
-_PROSPECT_TYPES: dict[str, tuple[type, ...]] = {
-    **{name: (str,) for name in _PROSPECT_STRINGS},
-    "isPJ": (bool,),
-    "availableAddresses": (list,),
-    "contacts": (list,),
-    "invoiceSubject": (dict,),
-    "paymentData": (dict,),
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,60 +173,44 @@ def _invalid(message: str) -> BadRequest:
     return BadRequest(message, code="invalid_field")
 
 
-def validate_profile(doc: dict[str, Any], schema: CustomSchema) -> None:
-    """A complete profile: the spec's required fields as strings, email/document non-empty."""
-    for name in PROFILE_REQUIRED:
-        if not isinstance(doc.get(name), str):
-            raise _invalid(f"field {name!r} is required and must be a string")
-    for name in ("email", "document"):
-        if not doc[name].strip():
-            raise _invalid(f"field {name!r} must not be empty")
+def _conform(entity: str, doc: dict[str, Any], *, partial: bool = False) -> None:
+    try:
+        contract.check(entity, doc, partial=partial)
+    except contract.ContractViolation as exc:
+        raise _invalid(str(exc)) from None
+
+
+def _custom_fields(doc: dict[str, Any], schema: CustomSchema) -> None:
     try:
         check_profile_fields(doc, schema)
     except SchemaError as exc:
         raise _invalid(str(exc)) from None
 
 
+def validate_profile(doc: dict[str, Any], schema: CustomSchema) -> None:
+    """A complete profile per the spec's schema, email/document non-empty, custom fields typed."""
+    _conform("profile", doc)
+    for name in ("email", "document"):
+        if not doc[name].strip():
+            raise _invalid(f"field {name!r} must not be empty")
+    _custom_fields(doc, schema)
+
+
 def validate_profile_patch(patch: dict[str, Any], schema: CustomSchema) -> None:
-    for name in PROFILE_REQUIRED:
-        if name in patch and not isinstance(patch[name], str):
-            raise _invalid(f"field {name!r} must be a string")
-    try:
-        check_profile_fields(patch, schema)
-    except SchemaError as exc:
-        raise _invalid(str(exc)) from None
+    _conform("profile", patch, partial=True)
+    _custom_fields(patch, schema)
 
 
 def validate_address(doc: dict[str, Any], *, partial: bool) -> None:
-    if not partial:
-        for name in ADDRESS_REQUIRED:
-            if not isinstance(doc.get(name), str):
-                raise _invalid(f"field {name!r} is required and must be a string")
-    for name in (*ADDRESS_REQUIRED, "countryCode", "contactId"):
-        if name in doc and not isinstance(doc[name], str):
-            raise _invalid(f"field {name!r} must be a string")
-
-
-def _validate_types(doc: dict[str, Any], types: dict[str, tuple[type, ...]]) -> None:
-    for name, allowed in types.items():
-        value = doc.get(name)
-        if value is None:
-            continue
-        if not isinstance(value, allowed) or (bool not in allowed and isinstance(value, bool)):
-            raise _invalid(f"field {name!r} has the wrong type")
+    _conform("address", doc, partial=partial)
 
 
 def validate_prospect(doc: dict[str, Any]) -> None:
-    _validate_types(doc, _PROSPECT_TYPES)
-    for name in ("availableAddresses", "contacts"):
-        if any(not isinstance(v, dict) for v in doc.get(name) or []):
-            raise _invalid(f"field {name!r} must be an array of objects")
+    _conform("prospect", doc)
 
 
 def validate_purchase_info(doc: dict[str, Any]) -> None:
-    _validate_types(doc, _PI_TYPES)
-    if any(not isinstance(v, dict) for v in doc.get("lastUserPurchases") or []):
-        raise _invalid("field 'lastUserPurchases' must be an array of objects")
+    _conform("purchase_info", doc)
 
 
 def _alt_hash(salt: bytes, kind: Kind, doc: dict[str, Any]) -> str | None:

@@ -79,3 +79,37 @@ def test_dashboard_is_valid_json_with_prometheus_targets() -> None:
     dash = json.loads((DEPLOY / "grafana" / "edge-dashboard.json").read_text())
     exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
     assert exprs and all("edge_" in e for e in exprs)
+
+
+def test_compose_stack_is_consistent_with_its_edge_config(tmp_path: Path) -> None:
+    from edge_router.config import EdgeSettings
+
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    services = compose["services"]
+    edge_toml = DEPLOY / "local" / "compose-edge.toml"
+    settings = EdgeSettings.from_env({"EDGE_CONFIG": str(edge_toml)})
+    assert {r.name for r in settings.regions} == {"us-east-1", "eu-west-1"}
+    for region in settings.regions:
+        for instance in region.instances:
+            host = instance.url.split("//", 1)[1].split(":", 1)[0]
+            env = services[host]["environment"]
+            assert env["PROFILE_STORE_REGION"] == region.name
+            assert env["PROFILE_STORE_ASSERTION_SECRET"].encode() == region.assertion_secret
+            assert env["PROFILE_STORE_LOCAL_MASTER_KEY_FILE"].endswith(f"{region.name}.key")
+            assert env["PROFILE_STORE_DYNAMODB_ENDPOINT"] == region.dynamodb_endpoint
+    named = {v.split(":", 1)[0] for s in services.values() for v in s.get("volumes", [])}
+    assert {n for n in named if not n.startswith(".")} <= set(compose["volumes"])
+
+
+def test_kubernetes_edge_config_is_a_valid_edge_config(tmp_path: Path) -> None:
+    from edge_router.config import EdgeSettings
+
+    docs = yaml.safe_load_all((DEPLOY / "k8s" / "edge" / "edge.yaml").read_text())
+    config_map = next(d for d in docs if d["kind"] == "ConfigMap")
+    (tmp_path / "edge.toml").write_text(config_map["data"]["edge.toml"])
+    secrets = {  # what the Deployment injects from Secrets
+        "EDGE_REGION_SECRET_US_EAST_1": "s" * 32,
+        "EDGE_REGION_SECRET_EU_WEST_1": "t" * 32,
+    }
+    settings = EdgeSettings.from_env({"EDGE_CONFIG": str(tmp_path / "edge.toml"), **secrets})
+    assert {r.name for r in settings.regions} == {"us-east-1", "eu-west-1"}

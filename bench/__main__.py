@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import resource
 import signal
 import sys
@@ -27,14 +28,16 @@ from bench.core import (
     CaseResult,
     LoadSpec,
     Probe,
+    PrometheusDeltaProbe,
     Target,
     TargetUnavailable,
     evaluate,
     run_case,
 )
 from bench.core import skipped as skipped_row
-from bench.goals import edge_goals, harness_goals
-from bench.report import machine_info, write_outputs
+from bench.e2e import E2E, OPERATIONS, e2e_stack
+from bench.goals import e2e_goals, edge_goals, harness_goals
+from bench.report import before_after, machine_info, write_outputs
 from bench.targets import (
     DEFAULT_ACCOUNTS,
     EDGE_BENCH_SETTINGS,
@@ -52,7 +55,7 @@ from bench.wrk import wrk_binary
 REPO_ROOT = Path(__file__).resolve().parent.parent
 APT_PACKAGES = "wrk nginx-light"
 GROUP = "Proxy overhead on a static upstream"
-ALL_TARGETS = ("direct", "nginx", "naive", "edge")
+ALL_TARGETS = ("direct", "nginx", "naive", "edge", "e2e")
 
 
 def _ints(raw: str) -> list[int]:
@@ -73,7 +76,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="JSON results (default bench/results/latest.json;"
         " with --smoke bench/results/smoke.json)",
     )
-    ap.add_argument("--connections", type=_ints, help="default 1,64,256 (smoke: 1,8)")
+    ap.add_argument("--connections", type=_ints, help="default 1,64,256,1000 (smoke: 1,8)")
     ap.add_argument(
         "--workers",
         type=_ints,
@@ -90,17 +93,41 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--targets", default=",".join(ALL_TARGETS), help=f"comma list of {','.join(ALL_TARGETS)}"
     )
     ap.add_argument("--work-dir", type=Path, help="keep configs/logs here (default: a temp dir)")
+    ap.add_argument(
+        "--rerender",
+        type=Path,
+        help="no measuring: re-evaluate the targets on an earlier JSON and rewrite --out",
+    )
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        default=REPO_ROOT / "bench/results/before.json",
+        help="earlier results to compare the edge rows with (a 'Before / after' section; "
+        "default bench/results/before.json when present)",
+    )
+    ap.add_argument(
+        "--e2e-concurrency",
+        type=_ints,
+        help="end-to-end cases: concurrent requests (default 1,16; smoke 1)",
+    )
+    ap.add_argument(
+        "--e2e-duration", type=float, help="end-to-end cases: seconds per case (default 5)"
+    )
     args = ap.parse_args(argv)
     smoke = args.smoke
     args.out = args.out or REPO_ROOT / ("bench/results/smoke.md" if smoke else "docs/benchmarks.md")
     args.json = args.json or REPO_ROOT / (
         "bench/results/smoke.json" if smoke else "bench/results/latest.json"
     )
-    args.connections = args.connections or ([1, 8] if smoke else [1, 64, 256])
+    args.connections = args.connections or ([1, 8] if smoke else [1, 64, 256, 1000])
+    args.e2e_concurrency = args.e2e_concurrency or ([1] if smoke else [1, 16])
+    args.e2e_duration = args.e2e_duration or (1.0 if smoke else 5.0)
     args.workers = args.workers or ([1] if smoke else [1, 2])
     args.duration = args.duration if args.duration is not None else (1.0 if smoke else 10.0)
     args.warmup = args.warmup if args.warmup is not None else (0.0 if smoke else 2.0)
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if smoke and "e2e" in args.targets and args.targets == list(ALL_TARGETS):
+        args.targets.remove("e2e")  # the smoke run stays a few seconds: no DynamoDB stack
     unknown = set(args.targets) - set(ALL_TARGETS)
     if unknown:
         ap.error(f"unknown targets: {', '.join(sorted(unknown))}")
@@ -222,6 +249,41 @@ class Bench:
                 raise TargetUnavailable(self._edge_unavailable) from exc
         return self._edge_env.serve(workers)
 
+    def edge_probes(self) -> list[Probe]:
+        return [_EdgeRegistryProbe(self)]
+
+    def e2e(self) -> None:
+        """Edge -> Profile System -> DynamoDB Local vs direct store calls (``bench.e2e``)."""
+        from bench.e2e import GROUP as E2E_GROUP
+
+        a = self.args
+        t0 = time.monotonic()
+        try:
+            with e2e_stack(self.work_dir, EDGE_BENCH_SETTINGS) as stack:
+                runner = E2E(stack, self.work_dir)
+                runner.seed()
+                for op in OPERATIONS:
+                    for conc in a.e2e_concurrency:
+                        for target in ("direct", "edge"):
+                            row = runner.run(target, op, conc, a.e2e_duration, min(1.0, a.warmup))
+                            self.rows.append(row)
+                            print(f"  {row.case:<22} {_summary(row)}", flush=True)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            status = "skipped" if isinstance(exc, TargetUnavailable) else "error"
+            for op in OPERATIONS:
+                for conc in a.e2e_concurrency:
+                    for target in ("direct", "edge"):
+                        case = f"e2e-{target}/{op}/c{conc}"
+                        if not any(r.case == case for r in self.rows):
+                            self.rows.append(
+                                skipped_row(
+                                    case, E2E_GROUP, f"e2e-{target}", 1, conc, reason, status
+                                )
+                            )
+            print(f"  e2e {status}: {reason}", flush=True)
+        print(f"  (e2e: {time.monotonic() - t0:.1f}s)", flush=True)
+
     def run(self) -> None:
         a = self.args
         with self.stack, static_upstreams(["us-east-1", "eu-west-1"], self.work_dir) as ups:
@@ -234,7 +296,38 @@ class Bench:
                     elif name == "naive":
                         self.measure(name, w, lambda w=w: naive(ups, w, self.work_dir))
                     elif name == "edge":
-                        self.measure(name, w, lambda w=w: self.edge(ups, w))
+                        self.measure(
+                            name, w, lambda w=w: self.edge(ups, w), probes=self.edge_probes()
+                        )
+        if "e2e" in a.targets:
+            self.e2e()
+
+
+class _EdgeRegistryProbe:
+    """``edge_registry_lookups_total`` by result on the edge's admin /metrics (cache hits)."""
+
+    name = "registry"
+
+    def __init__(self, bench: Bench) -> None:
+        self._bench = bench
+        self._probe: PrometheusDeltaProbe | None = None
+
+    def before(self) -> None:
+        env = self._bench._edge_env
+        if env is None:
+            return
+        self._probe = PrometheusDeltaProbe(
+            "registry",
+            urls=[f"http://127.0.0.1:{env.admin_port}/metrics"],
+            metrics=["edge_registry_lookups_total"],
+            group_by=("result",),
+        )
+        self._probe.before()
+
+    def after(self, requests: int) -> dict[str, object]:
+        if self._probe is None:
+            return {"error": "edge environment not started"}
+        return self._probe.after(requests)
 
 
 def _summary(r: CaseResult) -> str:
@@ -248,8 +341,36 @@ def _summary(r: CaseResult) -> str:
     )
 
 
+def rerender(args: argparse.Namespace) -> int:
+    """Rewrite the Markdown (targets, before/after) from an earlier run's JSON."""
+    doc = json.loads(args.rerender.read_text())
+    fields = set(CaseResult.__dataclass_fields__)
+    rows = [CaseResult(**{k: v for k, v in c.items() if k in fields}) for c in doc["cases"]]
+    sections = []
+    if args.baseline and args.baseline.is_file():
+        sections.append(
+            ("Before / after (edge)", before_after(json.loads(args.baseline.read_text()), rows))
+        )
+    notes = [*doc.get("notes", []), f"Report re-rendered from {args.rerender.name}."]
+    write_outputs(
+        sections=sections,
+        md_path=args.out,
+        json_path=args.json,
+        machine=doc["machine"],
+        settings=doc["settings"],
+        rows=rows,
+        goals=evaluate([*harness_goals(), *edge_goals(), *e2e_goals()], rows),
+        notes=notes,
+        title="Benchmarks",
+    )
+    print(f"bench: re-rendered {args.out} and {args.json} from {args.rerender}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.rerender:
+        return rerender(args)
     missing = missing_tools()
     if missing:
         print(
@@ -273,6 +394,14 @@ def main(argv: list[str] | None = None) -> int:
         + " / ".join(f"{a.host} ({a.region})" for a in DEFAULT_ACCOUNTS)
         + ", with X-VTEX-API-AppKey/AppToken headers",
         "edge settings overridden for the bench": EDGE_BENCH_SETTINGS,
+        "end-to-end cases": (
+            f"demo-us account, GET masked profile / PATCH firstName / POST unique profile, "
+            f"concurrency {args.e2e_concurrency}, {args.e2e_duration:g}s each, async Python "
+            "load generator (aiohttp) in the bench process; direct = one us-east-1 store "
+            "instance with a generator-signed assertion"
+            if "e2e" in args.targets
+            else "not run"
+        ),
     }
     print(
         f"bench: {machine['cpu_model']} x{machine['nproc']}, nginx {machine['nginx']}, "
@@ -291,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
             bench.run()
         finally:
             rows = bench.rows
-            goals = evaluate([*harness_goals(), *edge_goals()], rows)
+            goals = evaluate([*harness_goals(), *edge_goals(), *e2e_goals()], rows)
             machine["loadavg_at_end"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
             notes = [
                 "Everything runs on this one machine over loopback: wrk, the static upstreams "
@@ -307,7 +436,12 @@ def main(argv: list[str] | None = None) -> int:
                 "those processes, reset (clear_refs) before the measured run.",
                 f"Total wall time {time.monotonic() - started:.0f}s.",
             ]
+            sections = []
+            if not args.smoke and args.baseline and args.baseline.is_file():
+                baseline = json.loads(args.baseline.read_text())
+                sections.append(("Before / after (edge)", before_after(baseline, rows)))
             write_outputs(
+                sections=sections,
                 md_path=args.out,
                 json_path=args.json,
                 machine=machine,

@@ -111,6 +111,7 @@ def markdown(
     rows: list[CaseResult],
     goals: list[GoalOutcome],
     notes: list[str],
+    sections: Sequence[tuple[str, list[str]]] = (),
 ) -> str:
     out = [
         f"# {title}",
@@ -140,6 +141,8 @@ def markdown(
                 json.dumps(r.extra, indent=2, sort_keys=True),
                 "```",
             ]
+    for heading, lines in sections:
+        out += ["", f"## {heading}", "", *lines]
     if goals:
         out += ["", "## Targets", ""]
         out += _table(
@@ -161,12 +164,19 @@ def write_outputs(
     goals: list[GoalOutcome],
     notes: list[str],
     title: str,
+    sections: Sequence[tuple[str, list[str]]] = (),
 ) -> None:
     md_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     md_path.write_text(
         markdown(
-            title=title, machine=machine, settings=settings, rows=rows, goals=goals, notes=notes
+            title=title,
+            machine=machine,
+            settings=settings,
+            rows=rows,
+            goals=goals,
+            notes=notes,
+            sections=sections,
         )
     )
     doc = {
@@ -178,3 +188,50 @@ def write_outputs(
         "notes": notes,
     }
     json_path.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
+
+
+def before_after(
+    baseline: dict[str, Any], rows: list[CaseResult], target: str = "edge"
+) -> list[str]:
+    """Lines of a "before / after" section: what the baseline was, then its ``target`` rows
+    next to this run's at the same workers and connections."""
+    lines = [*baseline.get("about", []), ""]
+    before = {
+        (c["workers"], c["connections"]): c
+        for c in baseline.get("cases", [])
+        if c.get("target") == target and c.get("status") == "ok"
+    }
+    table = []
+    for r in rows:
+        if r.target != target or r.status != "ok":
+            continue
+        b = before.get((r.workers, r.connections))
+        if b is None:
+            continue
+        table.append(
+            [
+                f"w{r.workers}/c{r.connections}",
+                f"{_f(b['rps'], ',.0f')} → {_f(r.rps, ',.0f')}",
+                f"{_f(b['cpu_us_per_req'], '.0f')} → {_f(r.cpu_us_per_req, '.0f')}",
+                f"{_f(b['p50_ms'], '.3f')} → {_f(r.p50_ms, '.3f')}",
+                f"{_f(b['p99_ms'], '.1f')} → {_f(r.p99_ms, '.1f')}",
+                f"{_f(b['max_ms'], '.0f')} → {_f(r.max_ms, '.0f')}",
+                f"{_f(b['rss_peak_mib'], '.0f')} → {_f(r.rss_peak_mib, '.0f')}",
+            ]
+        )
+    if table:
+        lines += _table(
+            [
+                f"{target} case",
+                "req/s",
+                "CPU µs/req",
+                "p50 ms",
+                "p99 ms",
+                "max ms",
+                "peak RSS MiB",
+            ],
+            table,
+        )
+    else:
+        lines.append(f"(no {target} rows in common with the baseline)")
+    return lines

@@ -1,24 +1,32 @@
 """The edge as aiohttp applications: the public proxy app and the admin app.
 
-The handler is a list of small named policy steps, run in order; each may raise an
-``EdgeError`` and only ``handle`` turns one into JSON (``errors.error_response``), and only if
-no response byte was sent yet::
+``serve_exchange`` is a list of small named policy steps, run in order on an ``Exchange``; each
+may raise an ``EdgeError`` and only ``serve_exchange`` turns one into JSON
+(``errors.error_parts``), and only if no response byte was sent yet::
 
     admit          bound on concurrent requests                      503 overloaded
     check_path     raw target policy + route template                400 / 404
     find_account   Host / ?an= -> account name                       400
     load_account   registry (cached, single flight, stale-if-error)  404 / 503
+                   (``cached_account``: the same without awaiting, on a fresh hit)
     authenticate   app key + token, then account status              401 / 403
+                   (``authenticated``: the success path, pure)
     rate_limit     per-account token bucket                          429
     check_length   declared Content-Length                           413
     forward        home-region instance, streamed                    502 / 503 / 504
 
+Two front ends feed it: the production listener (``http_server``: aiohttp's C request parser
+on a bare asyncio protocol, no per-request ``web.Request``) and ``handle`` below, which adapts
+an ``aiohttp.web`` request so ``create_app`` works anywhere an ``Application`` does (tests,
+embedding). Both run exactly the same steps and the same forwarder.
+
 Shared state lives under typed ``web.AppKey``s and is created and closed in ``cleanup_ctx``:
-the registry client, the cache, the per-instance client sessions and the health checker.
+the registry client, the cache, the per-instance connection pools and the health checker.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -27,14 +35,16 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 from aiohttp import web
+from multidict import CIMultiDict
 
-from .auth import APP_KEY_HEADER, APP_TOKEN_HEADER, authenticate
-from .cache import CachedLookup
+from . import logfilter
+from .auth import APP_KEY_HEADER, APP_TOKEN_HEADER, authenticate, check_key
+from .cache import MISSING, CachedLookup
 from .config import EdgeSettings
-from .errors import EdgeError, NotFound, RateLimited, Unavailable, error_response
-from .headers import DATA_REGION, REQUEST_ID, request_id
+from .errors import EdgeError, NotFound, RateLimited, Unavailable, error_parts
+from .headers import DATA_REGION, REQUEST_ID, Items, request_id
 from .metrics import CONTENT_TYPE, EdgeMetrics
-from .proxy import Exchange, Forwarder
+from .proxy import Exchange, Forwarder, Sink
 from .ratelimit import RateLimiter
 from .registry import AccountRecord, DynamoRegistry, KeyOwner, RegistryReader
 from .resolve import AccountResolver
@@ -58,6 +68,7 @@ class EdgeState:
     limiter: RateLimiter
     pools: Pools
     forwarder: Forwarder
+    access_log: bool = False  # settings.access_log, read once
     in_flight: int = 0
 
 
@@ -110,9 +121,14 @@ def _state_ctx(
                     limiter=RateLimiter(s.rate_limit_rps, s.rate_limit_burst, s.cache_size * 10),
                     pools=pools,
                     forwarder=Forwarder(s, pools, metrics),
+                    access_log=s.access_log,
                 )
+                state = app[STATE]
+                metrics.in_flight_source = lambda: state.in_flight
+                metrics.start_flusher(asyncio.get_running_loop())
                 yield
             finally:
+                metrics.stop_flusher()
                 await pools.close()
 
     return ctx
@@ -130,24 +146,45 @@ def check_path(st: EdgeState, ex: Exchange) -> None:
     ex.route = st.routes.match(split_target(ex.target))
 
 
-def find_account(st: EdgeState, request: web.Request, ex: Exchange) -> None:
-    an = request.query.getall("an", ()) if "an=" in ex.target else ()
-    ex.account = st.resolver.resolve(request.headers.get("Host"), an)
+def find_account(st: EdgeState, ex: Exchange) -> None:
+    an = ex.url.query.getall("an", ()) if ex.url is not None and "an=" in ex.target else ()
+    ex.account = st.resolver.resolve(ex.headers.get("Host"), an)
+
+
+def cached_account(st: EdgeState, ex: Exchange) -> AccountRecord | None:
+    """``load_account`` without awaiting when the cache has a fresh answer; None otherwise."""
+    assert ex.account is not None
+    found = st.accounts.peek(ex.account)
+    if found is MISSING:
+        return None
+    return _found(ex, found)  # type: ignore[arg-type]
 
 
 async def load_account(st: EdgeState, ex: Exchange) -> AccountRecord:
     assert ex.account is not None
-    record = await st.accounts.get(ex.account)
+    return _found(ex, await st.accounts.get(ex.account))
+
+
+def _found(ex: Exchange, record: AccountRecord | None) -> AccountRecord:
     if record is None:
         raise NotFound("unknown_account", "no such account")
     ex.region = record.region
     return record
 
 
-async def authenticate_step(
-    st: EdgeState, request: web.Request, ex: Exchange, record: AccountRecord
-) -> None:
-    h = request.headers
+def authenticated(ex: Exchange, record: AccountRecord) -> bool:
+    """The success path of ``authenticate_step``, pure and without awaiting."""
+    h = ex.headers
+    principal, _reason, _digest = check_key(record, h.get(APP_KEY_HEADER), h.get(APP_TOKEN_HEADER))
+    if principal is None or not record.active:
+        return False
+    ex.principal = principal.app_key
+    ex.roles = principal.roles
+    return True
+
+
+async def authenticate_step(st: EdgeState, ex: Exchange, record: AccountRecord) -> None:
+    h = ex.headers
     try:
         principal = await authenticate(
             record, h.get(APP_KEY_HEADER), h.get(APP_TOKEN_HEADER), st.key_owners.get
@@ -167,26 +204,37 @@ def rate_limit(st: EdgeState, ex: Exchange) -> None:
         raise RateLimited("rate_limited", "too many requests for this account", retry_after=wait)
 
 
-# -- the handler ---------------------------------------------------------------------------
+# -- the pipeline ----------------------------------------------------------------------------
 
 
-async def handle(request: web.Request) -> web.StreamResponse:
-    st = request.app[STATE]
+class ErrorAnswer:
+    """A JSON refusal for the front end to render (never after streaming)."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: Items, body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+
+async def serve_exchange(st: EdgeState, ex: Exchange, sink: Sink) -> ErrorAnswer | None:
+    """Run the steps and forward. Returns the refusal to render, or None once answered."""
     t0 = time.perf_counter()
-    ex = Exchange(request.method, request.raw_path, request_id(request.headers.get(REQUEST_ID)))
     counted = False
+    refused: ErrorAnswer | None = None
     try:
         admit(st)
         st.in_flight += 1
         counted = True
-        st.metrics.in_flight.inc()
         check_path(st, ex)
-        find_account(st, request, ex)
-        record = await load_account(st, ex)
-        await authenticate_step(st, request, ex, record)
+        find_account(st, ex)
+        record = cached_account(st, ex) or await load_account(st, ex)
+        if not authenticated(ex, record):
+            await authenticate_step(st, ex, record)  # failures: 401/403 and their reasons
         rate_limit(st, ex)
-        st.forwarder.check_declared_length(request)
-        response = await st.forwarder.forward(request, ex)
+        st.forwarder.check_declared_length(ex)
+        await st.forwarder.forward(ex, sink)
     except EdgeError as exc:
         if ex.started:  # cannot happen by construction; never write JSON after streaming
             raise
@@ -195,23 +243,88 @@ async def handle(request: web.Request) -> web.StreamResponse:
         headers = {REQUEST_ID: ex.request_id}
         if ex.region != "none":
             headers[DATA_REGION] = ex.region
-        response = error_response(exc, headers)
+        refused = ErrorAnswer(*error_parts(exc, headers))
     except Exception as exc:
         if ex.started:
             raise
         log.exception("unexpected error while handling a request")
         ex.error = f"internal:{type(exc).__name__}"
         ex.status = 500
-        response = error_response(EdgeError(), {REQUEST_ID: ex.request_id})
+        refused = ErrorAnswer(*error_parts(EdgeError(), {REQUEST_ID: ex.request_id}))
     finally:
         if counted:
             st.in_flight -= 1
-            st.metrics.in_flight.dec()
         elapsed = time.perf_counter() - t0
         st.metrics.observe_request(ex.region, ex.method, ex.route, ex.status or 500, elapsed)
-        if st.settings.access_log and access_log.isEnabledFor(logging.INFO):
+        if st.access_log and access_log.isEnabledFor(logging.INFO):
             _log_access(ex, elapsed)
-    return response
+    return refused
+
+
+# -- the aiohttp.web front end ---------------------------------------------------------------
+
+
+class _WebSink:
+    """``Sink`` over an ``aiohttp.web`` request (``StreamResponse``)."""
+
+    __slots__ = ("request", "response")
+
+    def __init__(self, request: web.Request) -> None:
+        self.request = request
+        self.response: web.StreamResponse | None = None
+
+    def send_continue(self) -> None:
+        pass  # aiohttp's expect handler answered "100 Continue" already
+
+    async def respond(self, status: int, reason: str, headers: Items, body: bytes) -> None:
+        await self.start(status, reason, headers)
+        if body:
+            await self.write(body)
+        await self.end()
+
+    async def start(self, status: int, reason: str, headers: Items) -> None:
+        self.response = web.StreamResponse(
+            status=status, reason=reason, headers=CIMultiDict(headers)
+        )
+        await self.response.prepare(self.request)
+
+    async def write(self, chunk: bytes) -> None:
+        assert self.response is not None
+        await self.response.write(chunk)
+
+    async def end(self) -> None:
+        assert self.response is not None
+        await self.response.write_eof()
+
+    def abort(self) -> None:
+        transport = self.request.transport
+        if transport is not None:
+            transport.abort()
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    st = request.app[STATE]
+    headers = request.headers
+    ex = Exchange(
+        request.method,
+        request.raw_path,
+        request_id(headers.get(REQUEST_ID)),
+        headers,
+        url=request.rel_url,
+        body=request.content,
+        body_exists=request.body_exists,
+        content_length=request.content_length,
+        peer=request.remote,
+        scheme=request.scheme,
+    )
+    sink = _WebSink(request)
+    refused = await serve_exchange(st, ex, sink)
+    if refused is not None:
+        return web.Response(
+            status=refused.status, body=refused.body, headers=CIMultiDict(refused.headers)
+        )
+    assert sink.response is not None
+    return sink.response
 
 
 def _log_access(ex: Exchange, elapsed: float) -> None:
@@ -244,6 +357,8 @@ def create_app(
     metrics: EdgeMetrics | None = None,
 ) -> web.Application:
     settings.validate()
+    # aiohttp logs a malformed request with the offending bytes quoted: keep PII out of logs.
+    logfilter.install()
     # Bodies are streamed by the proxy; this bound only guards any full read by aiohttp itself.
     # auto_decompress=False: a gzip request body must reach the store exactly as sent.
     app = web.Application(

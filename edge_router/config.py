@@ -182,7 +182,7 @@ class EdgeSettings:
     retry_after_s: int = 1
     shutdown_timeout_s: float = 10.0
     workers: int = 1
-    backlog: int = 1024
+    backlog: int = 2048  # capped by the kernel at net.core.somaxconn (server.py warns)
     access_log: bool = True
     log_level: str = "INFO"
     via: str = "edge-router"
@@ -234,7 +234,7 @@ class EdgeSettings:
             retry_after_s=src.get("retry_after_s", pos_i, 1),
             shutdown_timeout_s=src.get("shutdown_timeout_s", pos_f, 10.0),
             workers=src.get("workers", pos_i, 1),
-            backlog=src.get("backlog", pos_i, 1024),
+            backlog=src.get("backlog", pos_i, d["backlog"].default),
             access_log=src.get("access_log", bool, True),
             log_level=src.get("log_level", str, "INFO").upper(),
             via=src.get("via", str, "edge-router"),

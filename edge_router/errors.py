@@ -102,13 +102,25 @@ class RegistryError(Exception):
     """The account registry could not be read (network, throttling, missing table...)."""
 
 
-_JSON = "application/json"
+JSON_CONTENT_TYPE = "application/json; charset=utf-8"
+
+
+def error_parts(
+    exc: EdgeError, extra_headers: dict[str, str] | None = None
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    """The single place where an error becomes an HTTP answer: status, headers, JSON body.
+
+    Both front ends render these parts (``error_response`` for aiohttp.web, the raw listener
+    writes them itself), so every refusal is the same on the wire."""
+    body = json.dumps({"error": exc.code, "message": exc.message}, separators=(",", ":"))
+    headers = [("Content-Type", JSON_CONTENT_TYPE)]
+    if extra_headers:
+        headers.extend(extra_headers.items())
+    if exc.retry_after is not None:
+        headers.append(("Retry-After", str(exc.retry_after)))
+    return exc.status, headers, body.encode()
 
 
 def error_response(exc: EdgeError, extra_headers: dict[str, str] | None = None) -> web.Response:
-    """The single place where an error becomes an HTTP answer."""
-    body = json.dumps({"error": exc.code, "message": exc.message}, separators=(",", ":"))
-    headers = dict(extra_headers) if extra_headers else {}
-    if exc.retry_after is not None:
-        headers["Retry-After"] = str(exc.retry_after)
-    return web.Response(status=exc.status, text=body, content_type=_JSON, headers=headers)
+    status, headers, body = error_parts(exc, extra_headers)
+    return web.Response(status=status, body=body, headers=dict(headers))

@@ -9,6 +9,7 @@ stores. Everything else, ``Content-Encoding`` and ``traceparent`` included, pass
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 
@@ -50,15 +51,89 @@ def is_hop_by_hop(lname: str, named: frozenset[str]) -> bool:
     return lname in HOP_BY_HOP or lname.startswith("proxy-") or lname in named
 
 
+# Minted ids: a random per-process prefix and a counter -- unique without a getrandom()
+# syscall per request (ids need to be unique, not secret).
+_ID_PREFIX = os.urandom(8).hex()
+_id_counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
+
+
 def request_id(incoming: str | None) -> str:
-    """Propagate a well-formed client request id; otherwise mint one."""
+    """Propagate a well-formed client request id; otherwise mint one (32 hex characters)."""
     if incoming and _REQUEST_ID_OK.match(incoming):
         return incoming
-    return os.urandom(16).hex()
+    return f"{_ID_PREFIX}{next(_id_counter) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+Items = list[tuple[str, str]]
+_SKIP_PREFIXES = ("proxy-", INTERNAL_HEADER_PREFIX)
+
+
+def upstream_request_items(
+    incoming: CIMultiDictProxy[str] | CIMultiDict[str],
+    *,
+    request_id: str,
+    peer: str | None,
+    scheme: str,
+    via: str,
+    assertion: str,
+) -> Items:
+    """Headers for the store, as (name, value) pairs in arrival order (the hot path)."""
+    named = connection_tokens(incoming)
+    out: Items = []
+    xff = None
+    vias = []
+    for name, value in incoming.items():
+        lname = name.lower()
+        if lname in _REQUEST_DROP or lname in named or lname.startswith(_SKIP_PREFIXES):
+            if lname == "x-forwarded-for":
+                xff = value if xff is None else f"{xff}, {value}"
+            elif lname == "via":
+                vias.append(value)
+            continue
+        out.append((name, value))
+    if peer:
+        xff = peer if xff is None else f"{xff}, {peer}"
+    if xff is not None:
+        out.append(("X-Forwarded-For", xff))
+    out.append(("X-Forwarded-Proto", scheme))
+    host = incoming.get("Host")
+    if host is not None:
+        out.append(("X-Forwarded-Host", host))
+    vias.append(f"1.1 {via}")
+    out.append(("Via", ", ".join(vias)))
+    out.append((REQUEST_ID, request_id))
+    out.append((ASSERTION_HEADER, assertion))
+    return out
+
+
+def downstream_response_items(
+    upstream: CIMultiDictProxy[str] | CIMultiDict[str], *, request_id: str, region: str, via: str
+) -> Items:
+    """Headers for the client, as (name, value) pairs (the hot path)."""
+    named = connection_tokens(upstream)
+    out: Items = []
+    vias = []
+    for name, value in upstream.items():
+        lname = name.lower()
+        if lname in _RESPONSE_DROP or lname in named or lname.startswith("proxy-"):
+            if lname == "via":
+                vias.append(value)
+            continue
+        out.append((name, value))
+    vias.append(f"1.1 {via}")
+    out.append(("Via", ", ".join(vias)))
+    out.append((REQUEST_ID, request_id))
+    out.append((DATA_REGION, region))
+    return out
+
+
+# Names handled apart from plain copying: dropped, or merged into what the edge sets.
+_REQUEST_DROP = HOP_BY_HOP | _EDGE_SET | {"x-forwarded-for", "via"}
+_RESPONSE_DROP = HOP_BY_HOP | {"via", "x-request-id", "x-data-region"}
 
 
 def upstream_request_headers(
-    incoming: CIMultiDictProxy[str],
+    incoming: CIMultiDictProxy[str] | CIMultiDict[str],
     *,
     request_id: str,
     peer: str | None,
@@ -66,54 +141,28 @@ def upstream_request_headers(
     via: str,
     assertion: str,
 ) -> CIMultiDict[str]:
-    named = connection_tokens(incoming)
-    out: CIMultiDict[str] = CIMultiDict()
-    xff = None
-    vias = []
-    for name, value in incoming.items():
-        lname = name.lower()
-        if is_hop_by_hop(lname, named) or lname in _EDGE_SET:
-            continue
-        if lname.startswith(INTERNAL_HEADER_PREFIX):
-            continue
-        if lname == "x-forwarded-for":
-            xff = value if xff is None else f"{xff}, {value}"
-            continue
-        if lname == "via":
-            vias.append(value)
-            continue
-        out.add(name, value)
-    if peer:
-        xff = peer if xff is None else f"{xff}, {peer}"
-    if xff is not None:
-        out["X-Forwarded-For"] = xff
-    out["X-Forwarded-Proto"] = scheme
-    host = incoming.get("Host")
-    if host is not None:
-        out["X-Forwarded-Host"] = host
-    vias.append(f"1.1 {via}")
-    out["Via"] = ", ".join(vias)
-    out[REQUEST_ID] = request_id
-    out[ASSERTION_HEADER] = assertion
-    return out
+    return CIMultiDict(
+        upstream_request_items(
+            incoming,
+            request_id=request_id,
+            peer=peer,
+            scheme=scheme,
+            via=via,
+            assertion=assertion,
+        )
+    )
 
 
 def downstream_response_headers(
-    upstream: CIMultiDictProxy[str], *, request_id: str, region: str, via: str
+    upstream: CIMultiDictProxy[str] | CIMultiDict[str], *, request_id: str, region: str, via: str
 ) -> CIMultiDict[str]:
-    named = connection_tokens(upstream)
-    out: CIMultiDict[str] = CIMultiDict()
-    vias = []
-    for name, value in upstream.items():
-        lname = name.lower()
-        if is_hop_by_hop(lname, named):
-            continue
-        if lname == "via":
-            vias.append(value)
-            continue
-        out.add(name, value)
-    vias.append(f"1.1 {via}")
-    out["Via"] = ", ".join(vias)
-    out[REQUEST_ID] = request_id
-    out[DATA_REGION] = region
-    return out
+    return CIMultiDict(
+        downstream_response_items(upstream, request_id=request_id, region=region, via=via)
+    )
+
+
+def encode_head(first_line: str, items: Items) -> bytes:
+    """A message head on the wire. Values came from the C parser (or are the edge's own, which
+    carry no CR/LF), so no re-validation; ``surrogateescape`` gives back the original bytes."""
+    lines = "".join([f"{name}: {value}\r\n" for name, value in items])
+    return f"{first_line}{lines}\r\n".encode("utf-8", "surrogateescape")

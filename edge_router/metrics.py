@@ -5,14 +5,25 @@ become ``other``), route templates from ``routes.TEMPLATES`` (or ``other``), sta
 configured instance names and small fixed reason sets. Never a raw path, an account name
 (tenants are unbounded) or anything personal.
 
-Label children are bound once per label tuple and kept in dicts, so the hot path is a dict
-lookup and an ``inc``. With several worker processes (``serve --workers N``) the values live
-in prometheus_client's multiprocess files and any worker's ``/metrics`` reports all of them.
+The per-request figures (request count and duration, upstream duration, registry lookups,
+in-flight) are not written to prometheus_client on the request path: each ``inc``/``observe``
+there takes a lock (and, with several workers, writes an mmap'd file), and a histogram
+``observe`` walks its buckets in Python -- together a sizeable share of the edge's per-request
+CPU. The hot path instead adds to plain ints in dicts (bucket index by ``bisect``), and
+``flush`` moves the totals into the prometheus children: before every exposition and once a
+second (``start_flusher``), so another worker's figures in ``/metrics`` lag by at most that.
+Rare events (auth failures, refusals, retries, rate limiting) go to prometheus directly.
+
+With several worker processes (``serve --workers N``) the values live in prometheus_client's
+multiprocess files and any worker's ``/metrics`` reports all of them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+from bisect import bisect_left
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -22,6 +33,36 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "POST", "PATCH"})
 _STATUS_CLASS = ("1xx", "2xx", "3xx", "4xx", "5xx")
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+FLUSH_INTERVAL_S = 1.0
+
+
+class _HistogramTally:
+    """Observations not yet in a prometheus histogram child: counts per bucket, and the sum."""
+
+    __slots__ = ("child", "counts", "total")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.counts = [0] * (len(_BUCKETS) + 1)  # the last one is +Inf
+        self.total = 0.0
+
+    def add(self, seconds: float) -> None:
+        # bisect_left: the first bound >= value, i.e. Prometheus' "le" bucket
+        self.counts[bisect_left(_BUCKETS, seconds)] += 1
+        self.total += seconds
+
+    def flush(self) -> None:
+        counts = self.counts
+        if not any(counts):
+            return
+        child = self.child
+        # prometheus_client keeps per-bucket (non-cumulative) values; add ours the same way.
+        for i, n in enumerate(counts):
+            if n:
+                child._buckets[i].inc(n)
+                counts[i] = 0
+        child._sum.inc(self.total)
+        self.total = 0.0
 
 
 def status_class(status: int) -> str:
@@ -94,13 +135,16 @@ class EdgeMetrics:
             registry=r,
             multiprocess_mode="livesum",
         )
-        self._req: dict[tuple[str, str, str, int], Any] = {}
-        self._dur: dict[tuple[str, str], Any] = {}
-        self._up: dict[str, Any] = {}
-        self._lookup = {
-            k: self.registry_lookups.labels(k)
+        # Pending per-request tallies, moved into the children above by flush().
+        self._req: dict[tuple[str, str, str, int], list[Any]] = {}  # key -> [child, count]
+        self._dur: dict[tuple[str, str], _HistogramTally] = {}
+        self._up: dict[str, _HistogramTally] = {}
+        self._lookup: dict[str, list[Any]] = {
+            k: [self.registry_lookups.labels(k), 0]
             for k in ("hit", "miss", "negative_hit", "stale", "error")
         }
+        self.in_flight_source: Callable[[], int] | None = None
+        self._flusher: asyncio.TimerHandle | None = None
         self._exposition_registry = r
         if self.multiprocess_dir:
             self._exposition_registry = CollectorRegistry()
@@ -116,26 +160,55 @@ class EdgeMetrics:
     def observe_request(
         self, region: str, method: str, route: str, status: int, seconds: float
     ) -> None:
-        m = method if method in METHODS else "other"
-        key = (region, m, route, status // 100)
-        child = self._req.get(key)
-        if child is None:
-            child = self._req[key] = self.requests.labels(region, m, route, status_class(status))
-        child.inc()
+        key = (region, method, route, status // 100)
+        entry = self._req.get(key)
+        if entry is None:  # methods are the parser's fixed set, so the keys stay bounded
+            m = method if method in METHODS else "other"
+            child = self.requests.labels(region, m, route, status_class(status))
+            entry = self._req[key] = [child, 0]
+        entry[1] += 1
         dkey = (region, route)
-        dur = self._dur.get(dkey)
-        if dur is None:
-            dur = self._dur[dkey] = self.request_duration.labels(region, route)
-        dur.observe(seconds)
+        tally = self._dur.get(dkey)
+        if tally is None:
+            tally = self._dur[dkey] = _HistogramTally(self.request_duration.labels(region, route))
+        tally.add(seconds)
 
     def observe_upstream(self, region: str, seconds: float) -> None:
-        child = self._up.get(region)
-        if child is None:
-            child = self._up[region] = self.upstream_duration.labels(region)
-        child.observe(seconds)
+        tally = self._up.get(region)
+        if tally is None:
+            tally = self._up[region] = _HistogramTally(self.upstream_duration.labels(region))
+        tally.add(seconds)
 
     def lookup(self, result: str) -> None:
-        self._lookup[result].inc()
+        self._lookup[result][1] += 1
+
+    def flush(self) -> None:
+        """Move the pending tallies into prometheus_client (and the in-flight gauge)."""
+        for entries in (self._req.values(), self._lookup.values()):
+            for entry in entries:
+                if entry[1]:
+                    entry[0].inc(entry[1])
+                    entry[1] = 0
+        for tallies in (self._dur.values(), self._up.values()):
+            for tally in tallies:
+                tally.flush()
+        if self.in_flight_source is not None:
+            self.in_flight.set(self.in_flight_source())
+
+    def start_flusher(self, loop: asyncio.AbstractEventLoop) -> None:
+        def tick() -> None:
+            self.flush()
+            self._flusher = loop.call_later(FLUSH_INTERVAL_S, tick)
+
+        self.stop_flusher()
+        self._flusher = loop.call_later(FLUSH_INTERVAL_S, tick)
+
+    def stop_flusher(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
+        self.flush()
 
     def exposition(self) -> bytes:
+        self.flush()
         return generate_latest(self._exposition_registry)

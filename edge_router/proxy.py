@@ -1,40 +1,47 @@
 """Forwarding: one request to one instance of the home region, bodies streamed both ways.
 
-This is the only module that speaks HTTP to the stores, so it can later be swapped for a
-lower-level implementation without touching policy. It:
+This is the only module that speaks HTTP to the stores. It works on an ``Exchange`` (what the
+front end parsed) and answers through a ``Sink`` (how the front end writes), so the same code
+serves behind the production listener (``http_server``) and behind ``aiohttp.web``
+(``app.handle``). It:
 
-* forwards the raw request target byte for byte (``yarl.URL(..., encoded=True)``: nothing is
-  re-quoted or normalised) -- the signed assertion covers exactly that target;
+* forwards the raw request target byte for byte -- the signed assertion covers exactly it;
 * streams the request body, counting bytes against ``max_body_bytes`` (413), except that a
-  small body with a known length is read first so it can be replayed on a retry;
+  small body with a known length is read first so it can be replayed on a retry (and sent in
+  the same write as the head);
 * asks ``routing.decide`` for an instance and ``routing.may_retry`` whether a failure may be
   retried on another instance of the SAME region;
-* converts aiohttp client errors at this boundary: connect refused/timed out -> eject, retry
-  or 503/502; read/total timeout -> 504; broken connection -> 502;
-* streams the response back; once its headers are sent no JSON error can follow, so a
-  failure mid-body aborts the client connection (the client sees a truncated message).
+* talks to the instance over ``upstream_conn`` (pooled keep-alive sockets, aiohttp's C response
+  parser) and converts its errors at this boundary: connect failed -> eject, retry or 503/502;
+  read gap / deadline / no free socket -> 504; broken connection -> 502. A reused keep-alive
+  socket that the store had already closed is retried once on a fresh socket when the request
+  is idempotent and replayable (that is not a routing retry: nothing reached the store);
+* streams the response back; once its head is out no JSON error can follow, so a failure
+  mid-body aborts the client connection (the client sees a truncated message). A response
+  that arrived whole (the common case) goes out in one write.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Protocol
 
-import aiohttp
-from aiohttp import web
-from multidict import CIMultiDict
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.streams import StreamReader
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
-
-from profile_store.assertion import sign
 
 from .config import EdgeSettings
 from .errors import PayloadTooLarge, Unavailable, UpstreamFailed, UpstreamTimeout
-from .headers import downstream_response_headers, upstream_request_headers
+from .headers import Items, downstream_response_items, encode_head, upstream_request_items
 from .metrics import EdgeMetrics
 from .routing import (
     CONNECT_FAILED,
+    IDEMPOTENT,
     SEND_FAILED,
     TIMED_OUT,
     UPSTREAM_5XX,
@@ -43,39 +50,72 @@ from .routing import (
     decide,
     may_retry,
 )
+from .signer import Signer
 from .upstream import Instance, Pools
+from .upstream_conn import ConnectFailed, ConnectionBroken, PoolTimeout
 
 log = logging.getLogger("edge_router.proxy")
 
 _RETRY_STATUSES = frozenset({502, 503, 504})
-_CONNECT_ERRORS = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
-_TIMEOUTS = (aiohttp.ServerTimeoutError, TimeoutError)
+_EMPTY: CIMultiDict[str] = CIMultiDict()
+_BROKEN = (ConnectionError, OSError, HttpProcessingError)
 _CHUNK = 64 * 1024
 
 
 class Exchange:
-    """What one request carried through the pipeline (also the access-log record)."""
+    """One request through the pipeline: what the front end parsed, what the steps decided
+    (also the access-log record)."""
 
     __slots__ = (
         "account",
         "attempts",
+        "body",
+        "body_exists",
+        "content_length",
         "error",
+        "expect_continue",
+        "headers",
         "method",
+        "peer",
         "principal",
         "region",
         "request_id",
         "roles",
         "route",
+        "scheme",
         "started",
         "status",
         "target",
         "upstream",
+        "url",
     )
 
-    def __init__(self, method: str, target: str, request_id: str) -> None:
+    def __init__(
+        self,
+        method: str,
+        target: str,
+        request_id: str,
+        headers: CIMultiDictProxy[str] | None = None,
+        *,
+        url: URL | None = None,
+        body: StreamReader | None = None,
+        body_exists: bool = False,
+        content_length: int | None = None,
+        peer: str | None = None,
+        scheme: str = "http",
+        expect_continue: bool = False,
+    ) -> None:
         self.method = method
-        self.target = target
+        self.target = target  # the raw request target, byte for byte as received
         self.request_id = request_id
+        self.headers = headers if headers is not None else CIMultiDictProxy(_EMPTY)
+        self.url = url  # the target as a yarl URL (its query is parsed only when asked for)
+        self.body = body
+        self.body_exists = body_exists
+        self.content_length = content_length
+        self.peer = peer
+        self.scheme = scheme
+        self.expect_continue = expect_continue
         self.account: str | None = None
         self.region = "none"
         self.route = "other"
@@ -85,7 +125,24 @@ class Exchange:
         self.attempts = 0
         self.status = 0
         self.error: str | None = None
-        self.started = False  # response headers sent: no JSON error possible any more
+        self.started = False  # response head sent: no JSON error possible any more
+
+
+class Sink(Protocol):
+    """How a front end writes the answer. ``respond`` is a whole answer in one go; ``start`` /
+    ``write`` / ``end`` stream one; ``abort`` cuts the client connection (mid-body failure)."""
+
+    def send_continue(self) -> None: ...
+
+    async def respond(self, status: int, reason: str, headers: Items, body: bytes) -> None: ...
+
+    async def start(self, status: int, reason: str, headers: Items) -> None: ...
+
+    async def write(self, chunk: bytes) -> None: ...
+
+    async def end(self) -> None: ...
+
+    def abort(self) -> None: ...
 
 
 class _StreamedBody:
@@ -93,7 +150,7 @@ class _StreamedBody:
 
     __slots__ = ("_content", "_limit", "started", "too_large")
 
-    def __init__(self, content: aiohttp.StreamReader, limit: int) -> None:
+    def __init__(self, content: StreamReader, limit: int) -> None:
         self._content = content
         self._limit = limit
         self.started = False
@@ -119,15 +176,17 @@ class Forwarder:
         self.settings = settings
         self.pools = pools
         self.metrics = metrics
-        self.keys = {r.name: r.assertion_secret for r in settings.regions}
+        self.signer = Signer({r.name: r.assertion_secret for r in settings.regions})
         self._tick = itertools.count()
+        # The loop's clock, looked up once (get_running_loop() costs a getpid() per call).
+        self._loop_time = asyncio.get_running_loop().time
         self._retry_children = {r.name: metrics.retries.labels(r.name) for r in settings.regions}
         self._refusal_children = {
             r.name: metrics.cross_region_refusals.labels(r.name) for r in settings.regions
         }
 
-    def check_declared_length(self, request: web.Request) -> None:
-        length = request.content_length
+    def check_declared_length(self, ex: Exchange) -> None:
+        length = ex.content_length
         if length is not None and length > self.settings.max_body_bytes:
             raise _too_large(self.settings.max_body_bytes)
 
@@ -149,21 +208,22 @@ class Forwarder:
             retry_after=self.settings.retry_after_s,
         )
 
-    async def forward(self, request: web.Request, ex: Exchange) -> web.StreamResponse:
+    async def forward(self, ex: Exchange, sink: Sink) -> None:
         s = self.settings
         method = ex.method
         # Body: nothing, a small buffered (replayable) body, or a stream read at most once.
         body: bytes | None = None
         streamed: _StreamedBody | None = None
-        if request.body_exists:
-            length = request.content_length
+        if ex.body_exists and ex.body is not None:
+            if ex.expect_continue:
+                sink.send_continue()  # only now: refusals above never invited the body
+            length = ex.content_length
             if length is not None and length <= s.buffer_body_bytes:
-                body = await request.content.readexactly(length) if length else b""
+                body = await ex.body.readexactly(length) if length else b""
             else:
-                streamed = _StreamedBody(request.content, s.max_body_bytes)
+                streamed = _StreamedBody(ex.body, s.max_body_bytes)
 
-        assertion = sign(
-            self.keys[ex.region],
+        assertion = self.signer.sign(
             account=ex.account or "",
             region=ex.region,
             principal=ex.principal or "",
@@ -171,14 +231,20 @@ class Forwarder:
             method=method,
             target=ex.target,
         )
-        headers = upstream_request_headers(
-            request.headers,
+        items = upstream_request_items(
+            ex.headers,
             request_id=ex.request_id,
-            peer=request.remote,
-            scheme=request.scheme,
+            peer=ex.peer,
+            scheme=ex.scheme,
             via=s.via,
             assertion=assertion,
         )
+        chunked = streamed is not None and ex.content_length is None
+        if chunked:
+            items.append(("Transfer-Encoding", "chunked"))
+        # Everything after "Host: ...\r\n"; the request line and Host depend on the instance.
+        rest = encode_head("", items)
+        line = f"{method} {ex.target} HTTP/1.1\r\n".encode("utf-8", "surrogateescape")
         pools = self.pools.by_region
         tried: set[int] = set()
         failure = ""
@@ -195,10 +261,10 @@ class Forwarder:
             ex.upstream = inst.name
             if ex.attempts > 1:
                 self._retry_children[ex.region].inc()
-            data = body if streamed is None else streamed.chunks()
-            outcome = await self._attempt(request, ex, inst, headers, data, streamed, tried)
-            if not isinstance(outcome, str):
-                return outcome
+            head = line + inst.host_line + rest
+            outcome = await self._attempt(ex, inst, head, body, streamed, chunked, tried, sink)
+            if outcome is None:
+                return
             failure = outcome
             replayable = streamed is None or not streamed.started
             if not may_retry(
@@ -222,51 +288,117 @@ class Forwarder:
 
     async def _attempt(
         self,
-        request: web.Request,
         ex: Exchange,
         inst: Instance,
-        headers: CIMultiDict[str],
-        data: bytes | AsyncIterator[bytes] | None,
+        head: bytes,
+        body: bytes | None,
         streamed: _StreamedBody | None,
+        chunked: bool,
         tried: set[int],
-    ) -> web.StreamResponse | str:
-        """One try: the relayed response, or the kind of failure (see ``routing``)."""
-        assert inst.session is not None
-        url = URL(inst.base + ex.target, encoded=True)
+        sink: Sink,
+    ) -> str | None:
+        """One try: None once the answer was relayed, else the kind of failure (``routing``)."""
+        s = self.settings
+        pool = inst.pool
+        deadline = self._loop_time() + s.total_timeout_s
         inst.outstanding += 1
         t0 = time.perf_counter()
         try:
-            try:
-                resp = await inst.session.request(
-                    ex.method, url, headers=headers, data=data, allow_redirects=False
-                )
-            except _CONNECT_ERRORS:
-                self.pools.connect_failed(inst)
-                return CONNECT_FAILED
-            except PayloadTooLarge:
-                raise
-            except _TIMEOUTS:
-                self._check_body(streamed)
-                return TIMED_OUT
-            except (aiohttp.ClientError, OSError):
-                self._check_body(streamed)
-                return SEND_FAILED
-            self._check_body(streamed)
+            fresh = False
+            head_only = ex.method == "HEAD"
+            while True:
+                conn = None if fresh else pool.take_idle()
+                if conn is None:
+                    try:
+                        conn = await pool.acquire(deadline, fresh=fresh)
+                    except ConnectFailed:
+                        self.pools.connect_failed(inst)
+                        return CONNECT_FAILED
+                    except PoolTimeout:
+                        return TIMED_OUT
+                reused = conn.served > 0
+                try:
+                    if streamed is None:
+                        msg, payload = await conn.send(
+                            head,
+                            body,
+                            head_only=head_only,
+                            deadline=deadline,
+                            read_timeout=s.read_timeout_s,
+                        )
+                    else:
+                        msg, payload = await conn.send_stream(
+                            head,
+                            streamed.chunks(),
+                            chunked=chunked,
+                            head_only=head_only,
+                            deadline=deadline,
+                            read_timeout=s.read_timeout_s,
+                        )
+                    break
+                except PayloadTooLarge:
+                    pool.release(conn, False)
+                    raise
+                except TimeoutError:
+                    pool.release(conn, False)
+                    self._check_body(streamed)
+                    return TIMED_OUT
+                except _BROKEN as exc:
+                    pool.release(conn, False)
+                    self._check_body(streamed)
+                    if conn.timed_out:
+                        return TIMED_OUT
+                    stale = (
+                        reused
+                        and not fresh
+                        and isinstance(exc, ConnectionBroken)
+                        and not exc.answered
+                        and ex.method in IDEMPOTENT
+                        and streamed is None
+                    )
+                    if stale:  # the store had closed this idle socket: nothing reached it
+                        fresh = True
+                        continue
+                    return SEND_FAILED
             self.metrics.observe_upstream(ex.region, time.perf_counter() - t0)
-            status = resp.status
+            status = msg.code
             self.pools.answered(inst, status)
             if status in _RETRY_STATUSES and self._can_retry_status(ex, streamed, tried):
-                resp.release()
+                pool.release(conn, False)
                 return UPSTREAM_5XX
+            headers = downstream_response_items(
+                msg.headers, request_id=ex.request_id, region=ex.region, via=s.via
+            )
+            ex.status = status
+            if payload.is_eof() and payload.exception() is None:
+                # The whole answer is here: give the socket back, then one write to the client.
+                data = payload.read_nowait(-1)
+                pool.release(conn, conn.finish() and not msg.should_close)
+                ex.started = True
+                await sink.respond(status, msg.reason, headers, data)
+                return None
+            ex.started = True
             try:
-                return await self._relay(request, ex, resp)
-            finally:
-                resp.release()
+                await sink.start(status, msg.reason, headers)
+                while True:
+                    chunk = await payload.readany()
+                    if not chunk:
+                        break
+                    await sink.write(chunk)
+                await sink.end()
+            except (*_BROKEN, TimeoutError) as exc:
+                # Head is out: the only honest signal left is to cut the connection.
+                ex.error = f"aborted:{type(exc).__name__}"
+                pool.release(conn, False)
+                sink.abort()
+                return None
+            pool.release(conn, conn.finish() and not msg.should_close)
+            return None
         finally:
             inst.outstanding -= 1
 
     def _check_body(self, streamed: _StreamedBody | None) -> None:
-        # A size overrun inside the body stream surfaces as some client error; say what it was.
+        # A size overrun inside the body stream surfaces as some send error; say what it was.
         if streamed is not None and streamed.too_large:
             raise _too_large(self.settings.max_body_bytes)
 
@@ -284,29 +416,3 @@ class Forwarder:
         # Only give up this answer if another instance could actually take the retry.
         nxt = decide(ex.region, self.pools.by_region, self.pools.clock(), tried=tried)
         return isinstance(nxt, RouteDecision)
-
-    async def _relay(
-        self, request: web.Request, ex: Exchange, resp: aiohttp.ClientResponse
-    ) -> web.StreamResponse:
-        out = web.StreamResponse(
-            status=resp.status,
-            reason=resp.reason,
-            headers=downstream_response_headers(
-                resp.headers, request_id=ex.request_id, region=ex.region, via=self.settings.via
-            ),
-        )
-        ex.status = resp.status
-        await out.prepare(request)
-        ex.started = True
-        try:
-            async for chunk in resp.content.iter_any():
-                await out.write(chunk)
-            await out.write_eof()
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            # Headers are out: the only honest signal left is to cut the connection.
-            ex.error = f"aborted:{type(exc).__name__}"
-            resp.close()
-            transport = request.transport
-            if transport is not None:
-                transport.abort()
-        return out

@@ -68,6 +68,20 @@ class RouteTable:
     def match(self, path: str) -> str:
         """Template for a path (without query), or ``other``."""
         segments = path.strip("/").split("/")
+        # Fast path, no recursion: literal child first, else the param child. When it reaches
+        # a template it is the one the depth-first walk below would find first.
+        node = self._root
+        for seg in segments:
+            nxt = node.get(seg) if seg else None
+            if nxt is None:
+                nxt = node.get(_PARAM) if seg else None
+                if nxt is None:
+                    break
+            node = nxt
+        else:
+            template = node.get(None)
+            if template is not None:
+                return template
         found = self._walk(self._root, segments, 0)
         return found if found is not None else OTHER
 
@@ -100,7 +114,7 @@ def split_target(raw_target: str) -> str:
     if "#" in path:
         raise BadRequest("invalid_path", "the request target must not carry a fragment")
     # Fast path: plain paths (the common case) cannot hide a dot segment.
-    if any(s in path for s in _SUSPICIOUS):
+    if "%" in path or "/." in path or "\\" in path:  # = any of _SUSPICIOUS, without a generator
         for seg in path.split("/"):
             low = seg.lower()
             if "\\" in low or "%2f" in low or "%5c" in low or "%00" in low:

@@ -1,14 +1,15 @@
-"""Region pools: the instances of each region, their health, and one client session each.
+"""Region pools: the instances of each region, their health, and one connection pool each.
 
 An instance is *available* when its last active health check (``GET /readyz``) passed and it
 is not in a passive-ejection cool-down. Passive ejection happens at once on a connect failure
 and after ``eject_consecutive_5xx`` 5xx answers in a row; a cool-down ends by time alone, so a
 flapping instance is not put back by one lucky probe.
 
-Each instance owns one ``ClientSession`` over its own ``TCPConnector(limit=...)``: the
-connection cap is per upstream, a slow instance cannot starve the others of sockets, and
-connections are reused across requests. ``auto_decompress=False`` keeps bodies byte-exact
-(Content-Encoding passes through), and the session adds no default headers of its own.
+Each instance owns one ``upstream_conn.ConnectionPool`` capped at ``upstream_pool_limit``
+sockets: the cap is per upstream, a slow instance cannot starve the others of sockets, and
+connections are reused across requests. Health probes are off the hot path and use one small
+``aiohttp.ClientSession`` for all instances; the same loop closes pooled sockets idle for
+longer than ``IDLE_TIMEOUT_S``.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from yarl import URL
 
 from .config import EdgeSettings, InstanceSettings
 from .metrics import EdgeMetrics
+from .upstream_conn import ConnectionPool
 
 log = logging.getLogger("edge_router.upstream")
 
-# Headers aiohttp would otherwise invent; the client's own (if any) are forwarded as sent.
-_SKIP_AUTO = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+# Idle keep-alive sockets are closed after this; well under aiohttp's server default (75 s), so
+# the store rarely closes a socket we are about to reuse.
+IDLE_TIMEOUT_S = 30.0
 
 
 class Instance:
@@ -38,11 +41,12 @@ class Instance:
         "consecutive_5xx",
         "ejected_until",
         "healthy",
+        "host_line",
         "name",
         "outstanding",
+        "pool",
         "readyz",
         "region",
-        "session",
     )
 
     def __init__(self, region: str, spec: InstanceSettings) -> None:
@@ -50,7 +54,11 @@ class Instance:
         self.name = spec.name
         self.base = spec.url  # "http://host:port"; the raw target is appended verbatim
         self.readyz = URL(spec.url + "/readyz", encoded=True)
-        self.session: aiohttp.ClientSession | None = None
+        url = URL(spec.url)
+        host = url.raw_host or "127.0.0.1"
+        authority = host if url.port == 80 else f"{host}:{url.port}"
+        self.host_line = f"Host: {authority}\r\n".encode("ascii")  # what aiohttp would send
+        self.pool: ConnectionPool | None = None
         self.outstanding = 0
         self.healthy = True
         self.ejected_until = 0.0
@@ -77,6 +85,7 @@ class Pools:
             r.name: [Instance(r.name, spec) for spec in r.instances] for r in settings.regions
         }
         self._task: asyncio.Task[None] | None = None
+        self._probe_session: aiohttp.ClientSession | None = None
         self._health_timeout = aiohttp.ClientTimeout(
             total=settings.health_timeout_s, sock_connect=settings.health_timeout_s
         )
@@ -86,26 +95,22 @@ class Pools:
 
     async def start(self) -> None:
         s = self.settings
-        timeout = aiohttp.ClientTimeout(
-            total=s.total_timeout_s, sock_connect=s.connect_timeout_s, sock_read=s.read_timeout_s
-        )
         for inst in self.instances():
-            connector = aiohttp.TCPConnector(
+            url = URL(inst.base)
+            inst.pool = ConnectionPool(
+                url.raw_host or "127.0.0.1",
+                url.port or 80,
                 limit=s.upstream_pool_limit,
-                limit_per_host=s.upstream_pool_limit,
-                keepalive_timeout=30.0,
-                enable_cleanup_closed=False,
-                ttl_dns_cache=60,
-            )
-            inst.session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=timeout,
-                auto_decompress=False,
-                skip_auto_headers=_SKIP_AUTO,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                raise_for_status=False,
+                connect_timeout_s=s.connect_timeout_s,
+                idle_timeout_s=IDLE_TIMEOUT_S,
             )
             inst._gauge = self.metrics.upstream_healthy.labels(inst.region, inst.name)
+        self._probe_session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=IDLE_TIMEOUT_S),
+            timeout=self._health_timeout,
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
         # One probe round before serving, so the first requests see real health.
         await self.check_all()
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -117,15 +122,21 @@ class Pools:
                 await self._task
             self._task = None
         for inst in self.instances():
-            if inst.session is not None:
-                await inst.session.close()
-                inst.session = None
+            if inst.pool is not None:
+                inst.pool.close()
+        if self._probe_session is not None:
+            await self._probe_session.close()
+            self._probe_session = None
 
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.settings.health_interval_s)
             try:
                 await self.check_all()
+                now = asyncio.get_running_loop().time()
+                for inst in self.instances():
+                    if inst.pool is not None:
+                        inst.pool.close_idle(now)
             except asyncio.CancelledError:
                 raise
             except Exception:  # the checker must never die
@@ -136,10 +147,10 @@ class Pools:
         self.publish()
 
     async def _probe(self, inst: Instance) -> None:
-        assert inst.session is not None
+        assert self._probe_session is not None
         ok = False
         try:
-            async with inst.session.get(
+            async with self._probe_session.get(
                 inst.readyz, timeout=self._health_timeout, allow_redirects=False
             ) as resp:
                 ok = resp.status == 200

@@ -1,0 +1,352 @@
+"""The public listener: aiohttp's C request parser on a bare asyncio protocol.
+
+Why not ``aiohttp.web``: its request/response objects, router, middleware chain and per-request
+task machinery cost more CPU per request than the whole proxy budget (a hello-world
+``web.Application`` measured ~115 µs/request on the bench machine, the same parser on a plain
+protocol ~35 µs). The edge has one route and a fixed pipeline, so it needs none of that:
+
+* ``EdgeProtocol`` feeds bytes to ``aiohttp._http_parser.HttpRequestParser`` (llhttp), gets
+  ``RawRequestMessage`` + payload ``StreamReader`` pairs and runs ``app.serve_exchange`` on
+  each, one at a time per connection (pipelined requests are answered in order). It is its
+  own ``proxy.Sink``: a whole answer goes out in ONE ``transport.write``; a streamed one is
+  framed as the store framed it (Content-Length) or chunked, with ``drain`` backpressure.
+* flow control is aiohttp's ``BaseProtocol``: a request body the store does not take fast
+  enough pauses the client socket; a queue of pipelined requests is bounded the same way.
+* connections idle (or trickling a request head) for ``KEEPALIVE_TIMEOUT_S`` are closed by one
+  sweeper per server, not one timer per request.
+* ``EdgeRunner`` is a ``web.BaseRunner``: ``web.TCPSite`` (backlog, SO_REUSEPORT) serves it,
+  the ``Application``'s ``cleanup_ctx`` creates and closes the shared state as usual, and
+  graceful shutdown drains in-flight requests within ``shutdown_timeout``.
+
+The same pipeline also runs behind ``aiohttp.web`` (``app.handle``); ``tests/edge`` runs the
+component tests against both front ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp.http import HttpVersion11
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_parser import HttpRequestParser, RawRequestMessage
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
+
+from .app import STATE, EdgeState, serve_exchange
+from .errors import BadRequest, error_parts
+from .headers import REQUEST_ID, Items, encode_head, request_id
+from .proxy import Exchange
+
+log = logging.getLogger("edge_router.http_server")
+
+KEEPALIVE_TIMEOUT_S = 75.0  # aiohttp's server default
+_SWEEP_S = 1.0
+_READ_LIMIT = 2**16
+_MAX_PIPELINED = 16  # queued requests per connection before the socket is paused
+_NO_BODY_STATUS = frozenset({204, 304})
+_PHRASES = {s.value: s.phrase for s in HTTPStatus}
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def _status_line(status: int, reason: str | None) -> str:
+    return f"HTTP/1.1 {status} {reason or _PHRASES.get(status, '')}\r\n"
+
+
+class EdgeProtocol(BaseProtocol):
+    """One client connection. Also the ``Sink`` of the request being answered."""
+
+    __slots__ = (
+        "_chunked",
+        "_close",
+        "_head_only",
+        "_idle_waiter",
+        "_payload",
+        "_queue",
+        "_server",
+        "_task",
+        "busy",
+        "idle_since",
+        "peer",
+    )
+
+    def __init__(self, server: EdgeServer) -> None:
+        super().__init__(server.loop)
+        self._server = server
+        self._parser = HttpRequestParser(self, server.loop, _READ_LIMIT, auto_decompress=False)
+        self._queue: collections.deque[tuple[RawRequestMessage, StreamReader]] = collections.deque()
+        self._task: asyncio.Task[None] | None = None  # created on the first request
+        self._idle_waiter: asyncio.Future[None] | None = None
+        self.busy = False  # answering a request (not idle between requests)
+        self._close = False  # close once the current answer is out
+        self._chunked = False
+        self._head_only = False
+        self._payload: StreamReader = EMPTY_PAYLOAD
+        self.peer: str | None = None
+        self.idle_since = 0.0
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if isinstance(peer, tuple) else None
+        self.idle_since = self._loop.time()
+        self._server.connections.add(self)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        super().connection_lost(exc)
+        self._server.connections.discard(self)
+        self._close = True
+        self._wake()  # the connection's task ends
+        if self._payload is not EMPTY_PAYLOAD and not self._payload.is_eof():
+            self._payload.set_exception(ConnectionResetError("client went away"))
+        self._queue.clear()
+
+    def data_received(self, data: bytes) -> None:
+        if self._close:
+            return
+        try:
+            messages, upgraded, _tail = self._parser.feed_data(data)
+        except HttpProcessingError as exc:
+            self._bad_request(exc)
+            return
+        if upgraded:  # no protocol switch through the edge: answer the request, then close
+            self._pause_reading_for_buffer()
+        if messages:
+            self._queue.extend(messages)
+            if len(self._queue) > _MAX_PIPELINED:
+                self._pause_reading_for_buffer()
+            if self._task is None:
+                self._task = self._loop.create_task(self._run())
+            else:
+                self._wake()
+
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        # Called by the body StreamReader after every read, paused or not (see upstream_conn).
+        if self._reading_paused:
+            super().resume_reading(resume_parser)
+
+    # -- requests -----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        """The connection's one task: answers queued requests in order, sleeps when idle.
+
+        One long-lived task per connection rather than one per request: a ``Task`` costs more
+        than a future to wake it (creation, registration in asyncio's task set, teardown)."""
+        queue = self._queue
+        loop = self._loop
+        try:
+            while not self._close:
+                if not queue:
+                    self.busy = False
+                    self.idle_since = loop.time()
+                    self._idle_waiter = loop.create_future()
+                    await self._idle_waiter
+                    continue
+                self.busy = True
+                msg, payload = queue.popleft()
+                if self._buffer_paused and len(queue) <= _MAX_PIPELINED // 2:
+                    self._resume_reading_for_buffer()
+                await self._serve(msg, payload)
+        finally:
+            self.busy = False
+            self._idle_waiter = None
+            self.idle_since = loop.time()
+            if self.transport is not None:
+                self.transport.close()
+
+    def _wake(self) -> None:
+        waiter = self._idle_waiter
+        if waiter is not None:
+            self._idle_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _serve(self, msg: RawRequestMessage, payload: StreamReader) -> None:
+        headers = msg.headers
+        length = headers.get("Content-Length")
+        expect = headers.get("Expect")
+        ex = Exchange(
+            msg.method,
+            msg.path,
+            request_id(headers.get(REQUEST_ID)),
+            headers,
+            url=msg.url,
+            body=payload,
+            body_exists=payload is not EMPTY_PAYLOAD,
+            content_length=int(length) if length is not None and length.isdigit() else None,
+            peer=self.peer,
+            scheme="http",
+            expect_continue=expect is not None
+            and msg.version == HttpVersion11
+            and expect.lower() == "100-continue",
+        )
+        self._payload = payload
+        self._head_only = msg.method == "HEAD"
+        if msg.should_close or msg.version != HttpVersion11 or msg.upgrade:
+            self._close = True  # HTTP/1.0, "Connection: close", Upgrade: one answer, then close
+        try:
+            answer = await serve_exchange(self._server.state, ex, self)
+        except Exception:
+            log.exception("request failed after its answer started; connection cut")
+            self.abort()
+            return
+        if answer is not None:
+            self._write_answer(answer.status, None, answer.headers, answer.body)
+        self._payload = EMPTY_PAYLOAD
+
+    def _bad_request(self, exc: HttpProcessingError) -> None:
+        """Unparseable bytes: nothing after them can be trusted. A JSON 400 when no request is
+        being answered; otherwise the answer in progress is the last one. Then close."""
+        self._close = True
+        self._queue.clear()
+        self._pause_reading_for_buffer()
+        if self.busy:
+            return  # the answer in progress is the last one; the task closes after it
+        self._wake()
+        err = BadRequest("bad_request", "the request could not be parsed")
+        if 400 <= exc.code < 500:
+            err.status = exc.code
+        status, headers, body = error_parts(err, {REQUEST_ID: request_id(None)})
+        self._payload = EMPTY_PAYLOAD
+        self._head_only = False
+        self._write_answer(status, None, headers, body)
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- proxy.Sink ---------------------------------------------------------------------------
+
+    def send_continue(self) -> None:
+        if self.transport is not None:
+            self.transport.write(_CONTINUE)
+
+    async def respond(self, status: int, reason: str, headers: Items, body: bytes) -> None:
+        self._write_answer(status, reason, headers, body)
+
+    def _write_answer(self, status: int, reason: str | None, headers: Items, body: bytes) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        if not self._payload.is_eof():
+            self._close = True  # the body was not read: the stream cannot be resynced
+        no_body = self._head_only or status in _NO_BODY_STATUS or status < 200
+        if not no_body and not _has_length(headers):
+            headers.append(("Content-Length", str(len(body))))
+        if self._close:
+            headers.append(("Connection", "close"))
+        head = encode_head(_status_line(status, reason), headers)
+        transport.write(head if no_body or not body else head + body)
+
+    async def start(self, status: int, reason: str, headers: Items) -> None:
+        transport = self.transport
+        if transport is None:
+            raise ConnectionResetError("client went away")
+        no_body = self._head_only or status in _NO_BODY_STATUS or status < 200
+        self._chunked = False
+        if not no_body and not _has_length(headers):
+            self._chunked = True
+            headers.append(("Transfer-Encoding", "chunked"))
+        if not self._payload.is_eof():
+            self._close = True
+        if self._close:
+            headers.append(("Connection", "close"))
+        transport.write(encode_head(_status_line(status, reason), headers))
+
+    async def write(self, chunk: bytes) -> None:
+        transport = self.transport
+        if transport is None:
+            raise ConnectionResetError("client went away")
+        transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self._chunked else chunk)
+        if self._paused:
+            await self._drain_helper()
+
+    async def end(self) -> None:
+        if self._chunked and self.transport is not None:
+            self.transport.write(b"0\r\n\r\n")
+        self._chunked = False
+
+    def abort(self) -> None:
+        self._close = True
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def _has_length(headers: Items) -> bool:
+    for name, _ in headers:
+        if len(name) == 14 and name.lower() == "content-length":
+            return True
+    return False
+
+
+class EdgeServer:
+    """Protocol factory for ``loop.create_server``, with graceful shutdown (``BaseRunner``)."""
+
+    def __init__(self, state: EdgeState, loop: asyncio.AbstractEventLoop) -> None:
+        self.state = state
+        self.loop = loop
+        self.connections: set[EdgeProtocol] = set()
+        self._sweeper = loop.call_later(_SWEEP_S, self._sweep)
+
+    def __call__(self) -> EdgeProtocol:
+        return EdgeProtocol(self)
+
+    def _sweep(self) -> None:
+        """Close connections idle (or stuck in a request head) past the keep-alive timeout."""
+        now = self.loop.time()
+        for conn in list(self.connections):
+            if not conn.busy and now - conn.idle_since > KEEPALIVE_TIMEOUT_S:
+                if conn.transport is not None:
+                    conn.transport.close()
+        self._sweeper = self.loop.call_later(_SWEEP_S, self._sweep)
+
+    def pre_shutdown(self) -> None:
+        """Stop keep-alive: idle connections close now, busy ones after their answer."""
+        for conn in list(self.connections):
+            conn._close = True
+            if not conn.busy and conn.transport is not None:
+                conn.transport.close()
+            conn._wake()
+
+    async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 (BaseRunner's signature)
+        self._sweeper.cancel()
+        busy = [c._task for c in self.connections if c.busy and c._task is not None]
+        if busy:
+            await asyncio.wait(busy, timeout=timeout)
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+
+
+class EdgeRunner(web.BaseRunner):
+    """Runs an edge ``web.Application`` (startup/cleanup) behind ``EdgeServer``."""
+
+    __slots__ = ("_app",)
+
+    def __init__(self, app: web.Application, **kwargs: Any) -> None:
+        kwargs.pop("handler_cancellation", None)  # aiohttp.test_utils passes it; not ours
+        kwargs.pop("access_log", None)
+        super().__init__(**kwargs)
+        self._app = app
+
+    @property
+    def app(self) -> web.Application:
+        return self._app
+
+    async def shutdown(self) -> None:
+        await self._app.shutdown()
+
+    async def _make_server(self) -> Any:
+        loop = asyncio.get_running_loop()
+        self._app._set_loop(loop)
+        self._app.on_startup.freeze()
+        await self._app.startup()
+        self._app.freeze()
+        return EdgeServer(self._app[STATE], loop)
+
+    async def _cleanup_server(self) -> None:
+        await self._app.cleanup()

@@ -1,0 +1,107 @@
+"""The issue-6 goals and the before/after section, on synthetic rows (no processes)."""
+
+from __future__ import annotations
+
+from bench.core import CaseResult
+from bench.goals import e2e_goals, edge_goals
+from bench.report import before_after
+
+
+def _row(target: str, workers: int, conns: int, **kw: object) -> CaseResult:
+    r = CaseResult(
+        case=f"{target}/w{workers}/c{conns}",
+        group="g",
+        target=target,
+        workers=workers,
+        connections=conns,
+        status="ok",
+    )
+    for k, v in kw.items():
+        setattr(r, k, v)
+    return r
+
+
+def _goal(goals: list, name: str):  # type: ignore[no-untyped-def,type-arg]
+    return next(g for g in goals if g.name == name)
+
+
+def test_registry_hit_ratio_from_probe_deltas() -> None:
+    def reg(hit: float, miss: float) -> dict[str, object]:
+        return {
+            "registry": {
+                "edge_registry_lookups_total": {
+                    "hit": {"total": hit, "per_request": None},
+                    "miss": {"total": miss, "per_request": None},
+                }
+            }
+        }
+
+    goal = _goal(edge_goals(), "registry-hit-ratio")
+    rows = [_row("edge", 1, 1, extra=reg(0, 50)), _row("edge", 1, 64, extra=reg(99_990, 2))]
+    out = goal.evaluate(rows)
+    assert out.status == "met", out.detail  # the cold 1-connection run is not steady state
+    rows.append(_row("edge", 1, 256, extra=reg(1000, 500)))
+    assert goal.evaluate(rows).status == "not met"
+
+
+def test_ddb_cost_goals() -> None:
+    def ddb(op: str, calls: dict[str, float]) -> dict[str, object]:
+        return {
+            "store_operation": op,
+            "dynamodb": {
+                "profile_store_dynamodb_calls_total": {
+                    f"{op}/{c}": {"total": v * 100, "per_request": v} for c, v in calls.items()
+                }
+            },
+        }
+
+    goals = e2e_goals()
+    rows = [
+        _row("e2e-edge", 1, 1, extra=ddb("GetProfile", {"get_item": 1.0})),
+        _row("e2e-edge", 1, 1, extra=ddb("CreateClientProfile", {"transact_write_items": 1.0})),
+        _row(
+            "e2e-edge",
+            1,
+            1,
+            extra=ddb("UpdateClientProfile", {"get_item": 1.0, "transact_write_items": 1.0}),
+        ),
+    ]
+    assert _goal(goals, "ddb-get").evaluate(rows).status == "met"
+    assert _goal(goals, "ddb-create").evaluate(rows).status == "met"
+    assert _goal(goals, "ddb-patch").evaluate(rows).status == "not met"
+
+
+def test_before_after_pairs_rows_by_workers_and_connections() -> None:
+    baseline = {
+        "about": ["baseline text"],
+        "cases": [
+            {
+                "target": "edge",
+                "status": "ok",
+                "workers": 1,
+                "connections": 64,
+                "rps": 1000.0,
+                "cpu_us_per_req": 700.0,
+                "p50_ms": 40.0,
+                "p99_ms": 200.0,
+                "max_ms": 500.0,
+                "rss_peak_mib": 65.0,
+            }
+        ],
+    }
+    rows = [
+        _row(
+            "edge",
+            1,
+            64,
+            rps=3000.0,
+            cpu_us_per_req=280.0,
+            p50_ms=15.0,
+            p99_ms=40.0,
+            max_ms=90.0,
+            rss_peak_mib=60.0,
+        )
+    ]
+    text = "\n".join(before_after(baseline, rows))
+    assert "baseline text" in text
+    assert "| w1/c64 | 1,000 → 3,000 | 700 → 280 |" in text

@@ -1,0 +1,65 @@
+"""The per-instance connection pool: cap, order of waiters, hand-over, idle reuse."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiohttp import web
+
+from edge_router.upstream_conn import ConnectFailed, ConnectionPool, PoolTimeout
+
+
+async def _pool(aiohttp_server, limit: int) -> ConnectionPool:  # type: ignore[no-untyped-def]
+    async def ok(_request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", ok)
+    server = await aiohttp_server(app)
+    return ConnectionPool(
+        "127.0.0.1", server.port, limit=limit, connect_timeout_s=1.0, idle_timeout_s=30.0
+    )
+
+
+async def test_cap_and_waiters_served_in_order(aiohttp_server) -> None:  # type: ignore[no-untyped-def]
+    pool = await _pool(aiohttp_server, limit=2)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    a = await pool.acquire(deadline)
+    b = await pool.acquire(deadline)
+    assert pool.open == 2 and pool.take_idle() is None
+    order: list[int] = []
+
+    async def wait(i: int) -> None:
+        conn = await pool.acquire(deadline)
+        order.append(i)
+        await asyncio.sleep(0)
+        pool.release(conn, True)
+
+    waiters = [asyncio.ensure_future(wait(i)) for i in range(5)]
+    await asyncio.sleep(0.01)
+    assert order == []
+    pool.release(a, True)  # handed to waiter 0, never parked while others wait
+    assert pool.take_idle() is None  # a newcomer cannot jump the queue
+    pool.release(b, True)
+    await asyncio.gather(*waiters)
+    assert order == [0, 1, 2, 3, 4]
+    assert pool.open == 2  # no socket beyond the cap was ever opened
+    assert pool.take_idle() is not None  # and once nobody waits, idle sockets are reused
+    pool.close()
+
+
+async def test_wait_times_out_and_dead_instance_is_connect_failed(aiohttp_server) -> None:  # type: ignore[no-untyped-def]
+    pool = await _pool(aiohttp_server, limit=1)
+    loop = asyncio.get_running_loop()
+    held = await pool.acquire(loop.time() + 5)
+    with pytest.raises(PoolTimeout):
+        await pool.acquire(loop.time() + 0.05)
+    pool.release(held, True)
+    assert await pool.acquire(loop.time() + 5) is held
+    pool.close()
+    dead = ConnectionPool("127.0.0.1", 1, limit=1, connect_timeout_s=0.5, idle_timeout_s=1.0)
+    with pytest.raises(ConnectFailed):
+        await dead.acquire(loop.time() + 1)
+    assert dead.open == 0

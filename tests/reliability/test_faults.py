@@ -335,12 +335,11 @@ async def test_slow_instance_gives_504_at_the_timeout_within_connection_limits(
         # every admitted request ends in 504 at the configured timeout, the rest are shed
         assert len(timed_out) + len(overloaded) == n, results
         assert pool_limit <= len(timed_out) <= max_concurrent, results
-        # Shed at admission ("overloaded"); KNOWN (reported): a request that times out while
-        # waiting for one of the instance's pooled connections surfaces from aiohttp as a
-        # connection timeout, which the proxy counts as "connect failed" and ejects the (slow,
-        # not dead) instance, so the last few get "region_unavailable" instead of a 504.
-        assert {r[2] for r in overloaded} <= {"overloaded", "region_unavailable"}, results
-        assert sum(r[2] == "overloaded" for r in overloaded) >= n - max_concurrent, results
+        # The rest are shed at admission ("overloaded"). A request that times out waiting for
+        # one of the instance's pooled connections is a timeout (504), never a connect failure:
+        # a slow instance that still answers /readyz is not ejected as if it were dead.
+        assert {r[2] for r in overloaded} == {"overloaded"}, results
+        assert len(overloaded) >= n - max_concurrent, results
         assert all(read_s - 0.05 <= s <= total_s + 0.75 for _, s, _ in timed_out), results
         # never more connections to the slow instance than the per-upstream cap (plus, at
         # most, the health checker's own connection)
@@ -349,14 +348,10 @@ async def test_slow_instance_gives_504_at_the_timeout_within_connection_limits(
         # and none is left hanging once the edge gave up
         await poll("held connections released", lambda: slow.busy == 0, 5)
 
-        # the edge is not wedged: once the (known, see above) ejection cools down, a new
-        # request is admitted and times out the same way
-        async def times_out_again() -> bool:
-            status, _s, code = await one()
-            STATS.errors[f"expected {status} {code}"] += 1
-            assert (status, code) in {(504, "upstream_timeout"), (503, "region_unavailable")}
-            return status == 504
-
-        await poll("a 504 again after the burst", times_out_again, 10, interval=0.1)
+        # the edge is not wedged: after the burst a new request is admitted and times out the
+        # same way
+        status, _s, code = await one()
+        STATS.errors[f"expected {status} {code}"] += 1
+        assert (status, code) == (504, "upstream_timeout")
     finally:
         await slow.close()

@@ -68,7 +68,16 @@ def test_ddb_cost_goals() -> None:
     ]
     assert _goal(goals, "ddb-get").evaluate(rows).status == "met"
     assert _goal(goals, "ddb-create").evaluate(rows).status == "met"
-    assert _goal(goals, "ddb-patch").evaluate(rows).status == "not met"
+    assert _goal(goals, "ddb-patch").evaluate(rows).status == "met"  # read to merge + 1 write
+    extra_read = ddb("UpdateClientProfile", {"get_item": 2.0, "transact_write_items": 1.0})
+    assert _goal(goals, "ddb-patch").evaluate(
+        [_row("e2e-edge", 1, 1, extra=extra_read)]
+    ).status == ("not met")
+    retried = ddb("UpdateClientProfile", {"get_item": 1.0, "transact_write_items": 2.0})
+    assert _goal(goals, "ddb-get").evaluate(rows).status == "met"
+    assert _goal(goals, "ddb-patch").evaluate([_row("e2e-edge", 1, 1, extra=retried)]).status == (
+        "not met"
+    )
 
 
 def test_before_after_pairs_rows_by_workers_and_connections() -> None:

@@ -253,6 +253,26 @@ def _meta(item: Item, *, style: str) -> dict[str, Any]:
     return meta
 
 
+def _versioned_puts(
+    current: Item, version: Item, *, replaces: str | None = None
+) -> list[dict[str, Any]]:
+    """The two writes of every create/update: the current item (new, or replacing exactly the
+    version that was read, so a concurrent writer makes this transaction fail) and its
+    immutable version."""
+    if replaces is None:
+        put: dict[str, Any] = {"Item": current, "ConditionExpression": "attribute_not_exists(pk)"}
+    else:
+        put = {
+            "Item": current,
+            "ConditionExpression": "version = :v",
+            "ExpressionAttributeValues": {":v": s(replaces)},
+        }
+    return [
+        {"Put": put},
+        {"Put": {"Item": version, "ConditionExpression": "attribute_not_exists(pk)"}},
+    ]
+
+
 class ProfileService:
     def __init__(self, repo: Repository, keys: DataKeyStore, *, update_retries: int) -> None:
         self.repo = repo
@@ -468,8 +488,7 @@ class ProfileService:
         # One transaction: current, version, the subject's new data key, the alternative keys
         # and the check that the email is not suppressed.
         items: list[dict[str, Any]] = [
-            {"Put": {"Item": current, "ConditionExpression": "attribute_not_exists(pk)"}},
-            {"Put": {"Item": version, "ConditionExpression": "attribute_not_exists(pk)"}},
+            *_versioned_puts(current, version),
             new_key.put,
         ]
         alt_puts: set[int] = set()
@@ -576,16 +595,7 @@ class ProfileService:
                 attrs=attrs,
                 doc=doc,
             )
-            items: list[dict[str, Any]] = [
-                {
-                    "Put": {
-                        "Item": new_current,
-                        "ConditionExpression": "version = :v",
-                        "ExpressionAttributeValues": {":v": s(old_version)},
-                    }
-                },
-                {"Put": {"Item": version, "ConditionExpression": "attribute_not_exists(pk)"}},
-            ]
+            items = _versioned_puts(new_current, version, replaces=old_version)
             alt_puts: set[int] = set()
             for alt_kind in KINDS:
                 old_hash, new_hash = (
@@ -733,8 +743,7 @@ class ProfileService:
             await self.repo.transact(
                 [
                     self._alive_check(pk, now),
-                    {"Put": {"Item": current, "ConditionExpression": "attribute_not_exists(pk)"}},
-                    {"Put": {"Item": version, "ConditionExpression": "attribute_not_exists(pk)"}},
+                    *_versioned_puts(current, version),
                 ]
             )
         except ConditionFailed as exc:
@@ -878,16 +887,7 @@ class ProfileService:
             attrs=attrs,
             doc=doc,
         )
-        writes: list[dict[str, Any]] = [
-            {
-                "Put": {
-                    "Item": current,
-                    "ConditionExpression": "version = :v",
-                    "ExpressionAttributeValues": {":v": s(old_version)},
-                }
-            },
-            {"Put": {"Item": version, "ConditionExpression": "attribute_not_exists(pk)"}},
-        ]
+        writes = _versioned_puts(current, version, replaces=old_version)
         alive_at = suppressed_at = -1
         if alive_check:
             alive_at = len(writes)
@@ -1059,8 +1059,7 @@ class ProfileService:
             new_key=new_key,
         )
         writes: list[dict[str, Any]] = [
-            {"Put": {"Item": current, "ConditionExpression": "attribute_not_exists(pk)"}},
-            {"Put": {"Item": version, "ConditionExpression": "attribute_not_exists(pk)"}},
+            *_versioned_puts(current, version),
             new_key.put,
         ]
         if email_hex:

@@ -28,6 +28,8 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
+from profile_store.provisioning import PK_SK_KEYS
+
 from .errors import RegistryError
 
 ACTIVE = "active"
@@ -192,14 +194,7 @@ class DynamoRegistry:
         try:
             await self._client.create_table(
                 TableName=self.table,
-                AttributeDefinitions=[
-                    {"AttributeName": "pk", "AttributeType": "S"},
-                    {"AttributeName": "sk", "AttributeType": "S"},
-                ],
-                KeySchema=[
-                    {"AttributeName": "pk", "KeyType": "HASH"},
-                    {"AttributeName": "sk", "KeyType": "RANGE"},
-                ],
+                **PK_SK_KEYS,
                 BillingMode="PAY_PER_REQUEST",
             )
         except ClientError as exc:

@@ -32,6 +32,19 @@ log = logging.getLogger(__name__)
 
 TTL_ATTRIBUTE = "expiresAt"
 
+# Every table of the project (regional profile tables, the account registry) has this key
+# schema: a string partition key ``pk`` and a string sort key ``sk``.
+PK_SK_KEYS: dict[str, Any] = {
+    "AttributeDefinitions": [
+        {"AttributeName": "pk", "AttributeType": "S"},
+        {"AttributeName": "sk", "AttributeType": "S"},
+    ],
+    "KeySchema": [
+        {"AttributeName": "pk", "KeyType": "HASH"},
+        {"AttributeName": "sk", "KeyType": "RANGE"},
+    ],
+}
+
 
 class PitrState(StrEnum):
     ENABLED = "enabled"
@@ -50,14 +63,7 @@ async def create_table(client: Any, table: str, *, wait_s: float = 60.0) -> dict
     try:
         await client.create_table(
             TableName=table,
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
+            **PK_SK_KEYS,
             BillingMode="PAY_PER_REQUEST",
             SSESpecification={"Enabled": True},
         )

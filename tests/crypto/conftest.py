@@ -14,6 +14,7 @@ from aiobotocore.session import get_session
 
 from profile_store.crypto import DataKeyStore, EnvelopeCodec
 from profile_store.keys import LocalKeyProvider, generate_local_master_key
+from profile_store.provisioning import PK_SK_KEYS
 
 REGION = "eu-west-1"
 FAST = AioConfig(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1})
@@ -42,14 +43,7 @@ async def key_table(ddb: Any) -> AsyncIterator[str]:
     name = f"crypto-{uuid.uuid4().hex[:12]}"
     await ddb.create_table(
         TableName=name,
-        KeySchema=[
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
+        **PK_SK_KEYS,
         BillingMode="PAY_PER_REQUEST",
     )
     try:

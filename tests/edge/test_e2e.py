@@ -24,6 +24,7 @@ from edge_router.__main__ import main as edge_main
 from edge_router.app import create_admin_app, create_app
 from profile_store import dynamodb_local
 from profile_store.assertion import ASSERTION_HEADER, sign
+from profile_store.provisioning import PK_SK_KEYS
 
 from .conftest import SECRETS, make_settings
 
@@ -137,14 +138,7 @@ def test_registry_cli(
         _ddb(ddb_endpoint, region).create_table(
             TableName=table,
             BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
+            **PK_SK_KEYS,
         )
     assert _cli(capsys, "set-region", "shop", "us-east-1")[1][0]["changed"] is True
     assert _cli(capsys, "set-region", "shop", "eu-west-1")[1][0]["changed"] is True

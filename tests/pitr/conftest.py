@@ -10,6 +10,8 @@ import pytest
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
+from profile_store.provisioning import PK_SK_KEYS
+
 REGION = "eu-west-1"
 FAST = AioConfig(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1})
 
@@ -26,14 +28,7 @@ async def create_table(client: Any, name: str | None = None) -> str:
     name = name or f"profiles-{uuid.uuid4().hex[:10]}"
     await client.create_table(
         TableName=name,
-        KeySchema=[
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
+        **PK_SK_KEYS,
         BillingMode="PAY_PER_REQUEST",
     )
     return name

@@ -18,13 +18,21 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from yarl import URL
 
-from profile_store.config import ConfigError, ConfigSource, positive, region_name, secret_bytes
+from profile_store.config import (
+    ConfigError,
+    ConfigSource,
+    optional_str,
+    positive,
+    region_name,
+    secret_bytes,
+    upper_str,
+)
 
 __all__ = ["ConfigError", "EdgeSettings", "InstanceSettings", "RegionSettings"]
 
@@ -200,45 +208,44 @@ class EdgeSettings:
         env = os.environ if environ is None else environ
         src = ConfigSource("EDGE_", env)
         pos_f, pos_i = positive(float), positive(int)
-        d = cls.__dataclass_fields__
-        s = cls(
-            regions=_regions(src, env),
-            host=src.get("host", str, d["host"].default),
-            port=src.get("port", pos_i, d["port"].default),
-            admin_host=src.get("admin_host", str, d["admin_host"].default),
-            admin_port=src.get("admin_port", pos_i, d["admin_port"].default),
-            host_suffixes=src.get("host_suffixes", _suffixes, d["host_suffixes"].default),
-            registry_table=src.get("registry_table", str, d["registry_table"].default),
-            registry_endpoint=src.get("registry_endpoint", str, None) or None,
-            registry_region=src.get("registry_region", region_name, "us-east-1"),
-            registry_connect_timeout_s=src.get("registry_connect_timeout_s", pos_f, 1.0),
-            registry_read_timeout_s=src.get("registry_read_timeout_s", pos_f, 2.0),
-            cache_size=src.get("cache_size", pos_i, d["cache_size"].default),
-            cache_ttl_s=src.get("cache_ttl_s", pos_f, d["cache_ttl_s"].default),
-            negative_ttl_s=src.get("negative_ttl_s", pos_f, d["negative_ttl_s"].default),
-            stale_if_error_s=src.get("stale_if_error_s", pos_f, d["stale_if_error_s"].default),
-            connect_timeout_s=src.get("connect_timeout_s", pos_f, 1.0),
-            read_timeout_s=src.get("read_timeout_s", pos_f, 10.0),
-            total_timeout_s=src.get("total_timeout_s", pos_f, 30.0),
-            max_body_bytes=src.get("max_body_bytes", pos_i, d["max_body_bytes"].default),
-            buffer_body_bytes=src.get("buffer_body_bytes", pos_i, d["buffer_body_bytes"].default),
-            max_concurrent_requests=src.get("max_concurrent_requests", pos_i, 1024),
-            upstream_pool_limit=src.get("upstream_pool_limit", pos_i, 100),
-            rate_limit_rps=src.get("rate_limit_rps", pos_f, d["rate_limit_rps"].default),
-            rate_limit_burst=src.get("rate_limit_burst", pos_i, d["rate_limit_burst"].default),
-            health_interval_s=src.get("health_interval_s", pos_f, 2.0),
-            health_timeout_s=src.get("health_timeout_s", pos_f, 1.0),
-            eject_cooldown_s=src.get("eject_cooldown_s", pos_f, 5.0),
-            eject_consecutive_5xx=src.get("eject_consecutive_5xx", pos_i, 3),
-            max_attempts=src.get("max_attempts", pos_i, 2),
-            retry_after_s=src.get("retry_after_s", pos_i, 1),
-            shutdown_timeout_s=src.get("shutdown_timeout_s", pos_f, 10.0),
-            workers=src.get("workers", pos_i, 1),
-            backlog=src.get("backlog", pos_i, d["backlog"].default),
-            access_log=src.get("access_log", bool, True),
-            log_level=src.get("log_level", str, "INFO").upper(),
-            via=src.get("via", str, "edge-router"),
-        )
+        casts: dict[str, Callable[[Any], Any]] = {
+            "host": str,
+            "port": pos_i,
+            "admin_host": str,
+            "admin_port": pos_i,
+            "host_suffixes": _suffixes,
+            "registry_table": str,
+            "registry_endpoint": optional_str,
+            "registry_region": region_name,
+            "registry_connect_timeout_s": pos_f,
+            "registry_read_timeout_s": pos_f,
+            "cache_size": pos_i,
+            "cache_ttl_s": pos_f,
+            "negative_ttl_s": pos_f,
+            "stale_if_error_s": pos_f,
+            "connect_timeout_s": pos_f,
+            "read_timeout_s": pos_f,
+            "total_timeout_s": pos_f,
+            "max_body_bytes": pos_i,
+            "buffer_body_bytes": pos_i,
+            "max_concurrent_requests": pos_i,
+            "upstream_pool_limit": pos_i,
+            "rate_limit_rps": pos_f,
+            "rate_limit_burst": pos_i,
+            "health_interval_s": pos_f,
+            "health_timeout_s": pos_f,
+            "eject_cooldown_s": pos_f,
+            "eject_consecutive_5xx": pos_i,
+            "max_attempts": pos_i,
+            "retry_after_s": pos_i,
+            "shutdown_timeout_s": pos_f,
+            "workers": pos_i,
+            "backlog": pos_i,
+            "access_log": bool,
+            "log_level": upper_str,
+            "via": str,
+        }
+        s = src.load(cls, casts, regions=_regions(src, env))
         s.validate()
         return s
 

@@ -10,6 +10,7 @@ missing value stops the start with a ``ConfigError`` naming the setting and its 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tomllib
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+D = TypeVar("D")
 
 _UNSET: Any = object()
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
@@ -72,6 +74,16 @@ class ConfigSource:
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"setting {name!r} ({env}) is invalid: {exc}") from None
 
+    def load(self, cls: type[D], casts: Mapping[str, Callable[[Any], Any]], **given: Any) -> D:
+        """Build the settings dataclass ``cls``: every field not in ``given`` is read with its
+        cast from ``casts``, its default being the field's own (no second copy to drift)."""
+        values = dict(given)
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            if f.name not in values:
+                default = _UNSET if f.default is dataclasses.MISSING else f.default
+                values[f.name] = self.get(f.name, casts[f.name], default)
+        return cls(**values)
+
     def raw_table(self, name: str) -> dict[str, Any]:
         """A TOML table (for structured settings such as region pools); empty if absent."""
         value = self.file_values.get(name, {})
@@ -97,6 +109,14 @@ def region_name(raw: Any) -> str:
     return value
 
 
+def optional_str(raw: Any) -> str | None:
+    return str(raw) or None
+
+
+def upper_str(raw: Any) -> str:
+    return str(raw).upper()
+
+
 def secret_bytes(raw: Any) -> bytes:
     value = str(raw)
     if len(value) < 16:
@@ -108,8 +128,8 @@ def secret_bytes(raw: Any) -> bytes:
 class StoreSettings:
     region: str
     table: str
-    dynamodb_endpoint: str | None
     assertion_secret: bytes
+    dynamodb_endpoint: str | None = None  # unset: AWS's regional endpoint
     host: str = "127.0.0.1"
     port: int = 8001
     instance_id: str = "store"
@@ -128,29 +148,29 @@ class StoreSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StoreSettings:
-        src = ConfigSource("PROFILE_STORE_", environ)
-        endpoint = src.get("dynamodb_endpoint", str, None) or None
-        settings = cls(
-            region=src.get("region", region_name),
-            table=src.get("table", str),
-            dynamodb_endpoint=endpoint,
-            assertion_secret=src.get("assertion_secret", secret_bytes),
-            host=src.get("host", str, "127.0.0.1"),
-            port=src.get("port", positive(int), 8001),
-            instance_id=src.get("instance_id", str, "store"),
-            max_body_bytes=src.get("max_body_bytes", positive(int), 256 * 1024),
-            require_pitr=src.get("require_pitr", bool, True),
-            assertion_max_age_s=src.get("assertion_max_age_s", positive(float), 30.0),
-            ddb_connect_timeout_s=src.get("ddb_connect_timeout_s", positive(float), 1.0),
-            ddb_read_timeout_s=src.get("ddb_read_timeout_s", positive(float), 3.0),
-            ddb_max_attempts=src.get("ddb_max_attempts", positive(int), 2),
-            update_retries=src.get("update_retries", positive(int), 32),
-            key_provider=src.get("key_provider", str, "local"),
-            local_master_key_file=src.get("local_master_key_file", str, None),
-            kms_key_id=src.get("kms_key_id", str, None),
-            kms_endpoint=src.get("kms_endpoint", str, None) or None,
-            log_level=src.get("log_level", str, "INFO").upper(),
-        )
+        pos_i, pos_f = positive(int), positive(float)
+        casts: dict[str, Callable[[Any], Any]] = {
+            "region": region_name,
+            "table": str,
+            "dynamodb_endpoint": optional_str,
+            "assertion_secret": secret_bytes,
+            "host": str,
+            "port": pos_i,
+            "instance_id": str,
+            "max_body_bytes": pos_i,
+            "require_pitr": bool,
+            "assertion_max_age_s": pos_f,
+            "ddb_connect_timeout_s": pos_f,
+            "ddb_read_timeout_s": pos_f,
+            "ddb_max_attempts": pos_i,
+            "update_retries": pos_i,
+            "key_provider": str,
+            "local_master_key_file": optional_str,
+            "kms_key_id": optional_str,
+            "kms_endpoint": optional_str,
+            "log_level": upper_str,
+        }
+        settings = ConfigSource("PROFILE_STORE_", environ).load(cls, casts)
         if not 3 <= len(settings.table) <= 255:
             raise ConfigError("setting 'table' (PROFILE_STORE_TABLE) must be 3-255 characters")
         if settings.key_provider not in {"local", "kms"}:

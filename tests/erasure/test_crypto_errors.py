@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -83,10 +84,7 @@ async def test_another_master_key_cannot_read(
     api = Api(await aiohttp_client(create_app(settings)))
     pid = (await api.create_profile())["id"]
     other_key = generate_local_master_key(tmp_path / "other.key")
-    other = StoreSettings(
-        **{**{f: getattr(settings, f) for f in settings.__dataclass_fields__},
-           "local_master_key_file": str(other_key)}
-    )  # fmt: skip
+    other = dataclasses.replace(settings, local_master_key_file=str(other_key))
     stranger = Api(await aiohttp_client(create_app(other)))
     status, body, _ = await stranger.call("GET", f"{BASE}/profiles/{pid}")
     assert status == 500 and body == {

@@ -85,7 +85,11 @@ class CachedLookup(Generic[V]):
     def peek(self, key: str) -> V | object | None:
         """The fresh answer without awaiting (counted like ``get``), or ``MISSING``: the hot
         path needs no coroutine for a hit."""
-        entry = self._cache.get(key)
+        try:
+            # Indexing, not .get(): TTLCache.get() checks the expiry twice (``in``, then ``[]``).
+            entry = self._cache[key]
+        except KeyError:
+            return MISSING
         if entry is not None:
             now = self._clock()
             if now < entry.fresh_until:

@@ -82,13 +82,18 @@ def upstream_request_items(
     out: Items = []
     xff = None
     vias = []
+    verdicts = _REQUEST_VERDICTS
     for name, value in incoming.items():
-        lname = name.lower()
-        if lname in _REQUEST_DROP or lname in named or lname.startswith(_SKIP_PREFIXES):
+        lname = verdicts.get(name)
+        if lname is None:
+            lname = _verdict(verdicts, name, _REQUEST_DROP, _SKIP_PREFIXES)
+        if lname:  # dropped or merged
             if lname == "x-forwarded-for":
                 xff = value if xff is None else f"{xff}, {value}"
             elif lname == "via":
                 vias.append(value)
+            continue
+        if named and name.lower() in named:
             continue
         out.append((name, value))
     if peer:
@@ -113,11 +118,16 @@ def downstream_response_items(
     named = connection_tokens(upstream)
     out: Items = []
     vias = []
+    verdicts = _RESPONSE_VERDICTS
     for name, value in upstream.items():
-        lname = name.lower()
-        if lname in _RESPONSE_DROP or lname in named or lname.startswith("proxy-"):
+        lname = verdicts.get(name)
+        if lname is None:
+            lname = _verdict(verdicts, name, _RESPONSE_DROP, ("proxy-",))
+        if lname:  # dropped or merged
             if lname == "via":
                 vias.append(value)
+            continue
+        if named and name.lower() in named:
             continue
         out.append((name, value))
     vias.append(f"1.1 {via}")
@@ -130,6 +140,27 @@ def downstream_response_items(
 # Names handled apart from plain copying: dropped, or merged into what the edge sets.
 _REQUEST_DROP = HOP_BY_HOP | _EDGE_SET | {"x-forwarded-for", "via"}
 _RESPONSE_DROP = HOP_BY_HOP | {"via", "x-request-id", "x-data-region"}
+
+# Header name as received -> "" (copied, unless Connection names it) or its lower-cased form
+# (dropped, or merged into what the edge sets). The same few names arrive on every message, so
+# the verdict is kept per spelling instead of lower-casing and testing each time (bounded in
+# count and in name length, so odd names cannot make it large).
+_MAX_VERDICTS = 1024
+_MAX_VERDICT_NAME = 64
+_REQUEST_VERDICTS: dict[str, str] = {}
+_RESPONSE_VERDICTS: dict[str, str] = {}
+
+
+def _verdict(
+    verdicts: dict[str, str], name: str, drop: frozenset[str], prefixes: tuple[str, ...]
+) -> str:
+    lname = name.lower()
+    verdict = lname if lname in drop or lname.startswith(prefixes) else ""
+    if len(name) <= _MAX_VERDICT_NAME:
+        if len(verdicts) >= _MAX_VERDICTS:
+            verdicts.clear()
+        verdicts[name] = verdict
+    return verdict
 
 
 def upstream_request_headers(
@@ -164,5 +195,8 @@ def downstream_response_headers(
 def encode_head(first_line: str, items: Items) -> bytes:
     """A message head on the wire. Values came from the C parser (or are the edge's own, which
     carry no CR/LF), so no re-validation; ``surrogateescape`` gives back the original bytes."""
-    lines = "".join([f"{name}: {value}\r\n" for name, value in items])
-    return f"{first_line}{lines}\r\n".encode("utf-8", "surrogateescape")
+    if not items:
+        return f"{first_line}\r\n".encode("utf-8", "surrogateescape")
+    # "name: value" per pair, joined in C (no per-pair Python frame or f-string).
+    lines = "\r\n".join(map(": ".join, items))
+    return f"{first_line}{lines}\r\n\r\n".encode("utf-8", "surrogateescape")

@@ -8,8 +8,7 @@ comes back full, which errs on the side of serving.
 from __future__ import annotations
 
 import math
-
-from cachetools import LRUCache
+from collections import OrderedDict
 
 
 class TokenBucket:
@@ -37,12 +36,20 @@ class RateLimiter:
     def __init__(self, rate: float, burst: int, maxsize: int = 100_000) -> None:
         self._rate = rate
         self._burst = float(burst)
-        self._buckets: LRUCache[str, TokenBucket] = LRUCache(maxsize=maxsize)
+        self._maxsize = maxsize
+        # An LRU by hand: an OrderedDict in recency order (cachetools' LRUCache costs several
+        # Python-level calls per lookup on the hot path).
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
 
     def check(self, account: str, now: float) -> int:
         """0 when allowed, else the whole seconds a client should wait (Retry-After)."""
-        bucket = self._buckets.get(account)
+        buckets = self._buckets
+        bucket = buckets.get(account)
         if bucket is None:
-            bucket = self._buckets[account] = TokenBucket(self._rate, self._burst, now)
+            if buckets and len(buckets) >= self._maxsize:
+                buckets.popitem(last=False)  # the least recently used
+            bucket = buckets[account] = TokenBucket(self._rate, self._burst, now)
+        else:
+            buckets.move_to_end(account)
         wait = bucket.take(now)
         return 0 if wait == 0.0 else max(1, math.ceil(wait))

@@ -21,18 +21,35 @@ def valid_account(name: str) -> bool:
     return ACCOUNT_NAME.match(name) is not None
 
 
+_MAX_HOSTS = 10_000
+_MAX_HOST_LEN = 300  # a DNS name (253) and a port; longer Host values are not kept
+
+
 class AccountResolver:
-    __slots__ = ("_suffixes",)
+    __slots__ = ("_hosts", "_suffixes")
 
     def __init__(self, suffixes: Sequence[str]) -> None:
         # (".suffix", len) pairs, longest first: the most specific suffix wins.
         ordered = sorted({s.lower().strip(".") for s in suffixes}, key=len, reverse=True)
         self._suffixes = tuple(("." + s, len(s) + 1) for s in ordered)
+        # Host header -> account label (or "" for none): a pure function of the header, so
+        # the answers are kept (bounded); refusals are not cached, they raise every time.
+        self._hosts: dict[str, str] = {}
 
     def from_host(self, host: str | None) -> str | None:
         """The account label of a configured host suffix, or None when the host names none."""
         if not host:
             return None
+        found = self._hosts.get(host)
+        if found is None:
+            found = self._from_host(host) or ""
+            if len(host) <= _MAX_HOST_LEN:
+                if len(self._hosts) >= _MAX_HOSTS:
+                    self._hosts.clear()
+                self._hosts[host] = found
+        return found or None
+
+    def _from_host(self, host: str) -> str | None:
         host = host.lower()
         if host.startswith("["):  # IPv6 literal: never an account
             return None

@@ -75,10 +75,23 @@ def decide(
         elif load == best_load:
             best.append(i)
     if best:
-        return RouteDecision(home_region, best[tick % len(best)])
+        return _decision(home_region, best[tick % len(best)])
     if any_available:
         return Refusal(home_region, "instances_exhausted", False)
     return Refusal(home_region, "region_unavailable", _others(pools, home_region, now))
+
+
+# Decisions are immutable and there are only (configured regions x instances) of them: one
+# object each, instead of building a frozen dataclass per request.
+_decisions: dict[tuple[str, int], RouteDecision] = {}
+
+
+def _decision(region: str, index: int) -> RouteDecision:
+    key = (region, index)
+    found = _decisions.get(key)
+    if found is None:
+        found = _decisions[key] = RouteDecision(region, index)
+    return found
 
 
 def _others(pools: Mapping[str, Sequence[InstanceView]], home: str, now: float) -> bool:

@@ -4,27 +4,45 @@ with the per-caller work done once.
 ``sign`` checks three fields against a regex, sorts and checks the roles and builds an HMAC
 object on every call. For one caller (account, region, principal, roles) all of that is the
 same on every request, so ``Signer`` validates it once and keeps the header's prefix in a
-bounded dict; per request only the timestamp is appended and the MAC is one OpenSSL call
-(``hmac.digest``). ``tests/edge/test_signer.py`` checks it against ``sign`` and ``verify``.
+bounded dict; per request only the timestamp is appended and the MAC is a copy of a keyed
+HMAC-SHA256 state (the key's pads are hashed once per region) fed the message.
+``tests/edge/test_signer.py`` checks it against ``sign`` and ``verify``.
 """
 
 from __future__ import annotations
 
 import hmac
 import time
-from base64 import urlsafe_b64encode
+from binascii import b2a_base64
 from collections.abc import Collection, Mapping
+from typing import Any
 
 from profile_store.assertion import sign
+
+_B64_URL = bytes.maketrans(b"+/", b"-_")  # base64 -> base64url
+
+
+try:  # OpenSSL's HMAC object directly (what ``hmac.new`` wraps)
+    from _hashlib import hmac_new as _hmac_new
+except ImportError:  # pragma: no cover - Python built without OpenSSL
+    _hmac_new = hmac.new
+
+
+def _hmac_base(key: bytes) -> Any:
+    """A keyed HMAC-SHA256 state to ``copy()`` per message: the key's inner and outer pads
+    are hashed once, not on every request."""
+    return _hmac_new(key, digestmod="sha256")
+
 
 _MAX_PREFIXES = 10_000
 
 
 class Signer:
-    __slots__ = ("_keys", "_prefixes")
+    __slots__ = ("_keys", "_macs", "_prefixes")
 
     def __init__(self, keys: Mapping[str, bytes]) -> None:
         self._keys = dict(keys)  # region -> assertion secret
+        self._macs = {region: _hmac_base(key) for region, key in self._keys.items()}
         self._prefixes: dict[tuple[str, str, str, frozenset[str]], str] = {}
 
     def sign(
@@ -59,5 +77,7 @@ class Signer:
             self._prefixes[pkey] = prefix
         signed = f"{prefix}{int(time.time()) if now is None else now}"
         msg = f"{signed}\n{method.upper()}\n{target}".encode("utf-8", "surrogateescape")
-        mac = urlsafe_b64encode(hmac.digest(key, msg, "sha256")).rstrip(b"=").decode("ascii")
+        h = self._macs[region].copy()
+        h.update(msg)
+        mac = b2a_base64(h.digest(), newline=False).translate(_B64_URL).rstrip(b"=").decode("ascii")
         return f"{signed};{mac}"

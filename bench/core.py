@@ -365,22 +365,6 @@ def metric_at_most(
     return Goal(name, description, check)
 
 
-def metric_at_least(
-    name: str, description: str, where: Selector, metric: str, limit: float, unit: str = ""
-) -> Goal:
-    """Every selected row has ``metric`` >= ``limit``."""
-
-    def check(rows: list[CaseResult]) -> tuple[bool | None, str]:
-        sel = [r for r in select(rows, where) if getattr(r, metric) is not None]
-        if not sel:
-            return None, f"no successful case matches {where}"
-        worst = min(sel, key=lambda r: getattr(r, metric))
-        v = getattr(worst, metric)
-        return v >= limit, f"worst {worst.case}: {_fmt(v)}{unit} (limit {_fmt(limit)}{unit})"
-
-    return Goal(name, description, check)
-
-
 def _one(rows: list[CaseResult], where: Selector) -> CaseResult | None:
     sel = select(rows, where)
     return sel[0] if sel else None

@@ -1,6 +1,6 @@
-"""Targets judged on the collected rows: harness sanity now, the edge's targets as a draft.
+"""Targets judged on the collected rows: harness sanity, the edge's targets, end-to-end cost.
 
-Build new ones with the helpers of ``bench.core`` (``metric_at_most``, ``metric_at_least``,
+Build new ones with the helpers of ``bench.core`` (``metric_at_most``,
 ``ratio_at_least``, ``difference_at_most``) or any ``Goal(name, description, check)`` whose
 ``check(rows)`` returns ``(True | False | None, detail)``; ``None`` reports "n/a".
 """

@@ -42,7 +42,7 @@ from .auth import APP_KEY_HEADER, APP_TOKEN_HEADER, authenticate, check_key
 from .cache import MISSING, CachedLookup
 from .config import EdgeSettings
 from .errors import EdgeError, NotFound, RateLimited, Unavailable, error_parts
-from .headers import DATA_REGION, REQUEST_ID, Items, request_id
+from .headers import DATA_REGION, REQUEST_ID, Items, Lines, request_id, split_line
 from .metrics import CONTENT_TYPE, EdgeMetrics
 from .proxy import Exchange, Forwarder, Sink
 from .ratelimit import RateLimiter
@@ -210,11 +210,11 @@ def rate_limit(st: EdgeState, ex: Exchange) -> None:
 class ErrorAnswer:
     """A JSON refusal for the front end to render (never after streaming)."""
 
-    __slots__ = ("body", "headers", "status")
+    __slots__ = ("body", "lines", "status")
 
     def __init__(self, status: int, headers: Items, body: bytes) -> None:
         self.status = status
-        self.headers = headers
+        self.lines: Lines = [f"{name}: {value}" for name, value in headers]
         self.body = body
 
 
@@ -276,15 +276,15 @@ class _WebSink:
     def send_continue(self) -> None:
         pass  # aiohttp's expect handler answered "100 Continue" already
 
-    async def respond(self, status: int, reason: str, headers: Items, body: bytes) -> None:
-        await self.start(status, reason, headers)
+    async def respond(self, status: int, reason: str, lines: Lines, body: bytes) -> None:
+        await self.start(status, reason, lines)
         if body:
             await self.write(body)
         await self.end()
 
-    async def start(self, status: int, reason: str, headers: Items) -> None:
+    async def start(self, status: int, reason: str, lines: Lines) -> None:
         self.response = web.StreamResponse(
-            status=status, reason=reason, headers=CIMultiDict(headers)
+            status=status, reason=reason, headers=CIMultiDict(map(split_line, lines))
         )
         await self.response.prepare(self.request)
 
@@ -321,7 +321,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
     refused = await serve_exchange(st, ex, sink)
     if refused is not None:
         return web.Response(
-            status=refused.status, body=refused.body, headers=CIMultiDict(refused.headers)
+            status=refused.status,
+            body=refused.body,
+            headers=CIMultiDict(map(split_line, refused.lines)),
         )
     assert sink.response is not None
     return sink.response

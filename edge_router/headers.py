@@ -114,26 +114,51 @@ def upstream_request_items(
 def downstream_response_items(
     upstream: CIMultiDictProxy[str] | CIMultiDict[str], *, request_id: str, region: str, via: str
 ) -> Items:
-    """Headers for the client, as (name, value) pairs (the hot path)."""
-    named = connection_tokens(upstream)
-    out: Items = []
+    """Headers for the client, as (name, value) pairs."""
+    lines = downstream_response_lines(
+        [f"{name}: {value}" for name, value in upstream.items()],
+        connection_tokens(upstream),
+        request_id=request_id,
+        region=region,
+        via=via,
+    )
+    return [split_line(line) for line in lines]
+
+
+Lines = list[str]  # a header block as "Name: value" lines, in order, without CRLF
+
+
+def split_line(line: str) -> tuple[str, str]:
+    name, _, value = line.partition(":")
+    return name, value.strip(" \t")
+
+
+def downstream_response_lines(
+    lines: Lines, named: frozenset[str], *, request_id: str, region: str, via: str
+) -> Lines:
+    """Header lines for the client from the store's, as received (the hot path: each line
+    that passes is copied whole, never split and re-joined). ``named``: the tokens of the
+    store's Connection headers (``connection_tokens``)."""
+    out: Lines = []
     vias = []
     verdicts = _RESPONSE_VERDICTS
-    for name, value in upstream.items():
+    for line in lines:
+        i = line.find(":")
+        name = line[:i]
         lname = verdicts.get(name)
         if lname is None:
             lname = _verdict(verdicts, name, _RESPONSE_DROP, ("proxy-",))
         if lname:  # dropped or merged
             if lname == "via":
-                vias.append(value)
+                vias.append(line[i + 1 :].strip(" \t"))
             continue
         if named and name.lower() in named:
             continue
-        out.append((name, value))
+        out.append(line)
     vias.append(f"1.1 {via}")
-    out.append(("Via", ", ".join(vias)))
-    out.append((REQUEST_ID, request_id))
-    out.append((DATA_REGION, region))
+    out.append("Via: " + ", ".join(vias))
+    out.append(f"{REQUEST_ID}: {request_id}")
+    out.append(f"{DATA_REGION}: {region}")
     return out
 
 
@@ -190,6 +215,16 @@ def downstream_response_headers(
     return CIMultiDict(
         downstream_response_items(upstream, request_id=request_id, region=region, via=via)
     )
+
+
+def encode_lines(first_line: str, lines: Lines) -> bytes:
+    """A message head on the wire from header lines (see ``encode_head``)."""
+    if not lines:
+        return f"{first_line}\r\n".encode("utf-8", "surrogateescape")
+    return f"{first_line}{_CRLF.join(lines)}\r\n\r\n".encode("utf-8", "surrogateescape")
+
+
+_CRLF = "\r\n"
 
 
 def encode_head(first_line: str, items: Items) -> bytes:

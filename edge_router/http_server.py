@@ -39,7 +39,7 @@ from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 
 from .app import STATE, EdgeState, serve_exchange
 from .errors import BadRequest, error_parts
-from .headers import REQUEST_ID, Items, encode_head, request_id
+from .headers import REQUEST_ID, Lines, encode_lines, request_id
 from .proxy import Exchange
 
 log = logging.getLogger("edge_router.http_server")
@@ -197,7 +197,7 @@ class EdgeProtocol(BaseProtocol):
             self.abort()
             return
         if answer is not None:
-            self._write_answer(answer.status, None, answer.headers, answer.body)
+            self._write_answer(answer.status, None, answer.lines, answer.body)
         self._payload = EMPTY_PAYLOAD
 
     def _bad_request(self, exc: HttpProcessingError) -> None:
@@ -215,7 +215,7 @@ class EdgeProtocol(BaseProtocol):
         status, headers, body = error_parts(err, {REQUEST_ID: request_id(None)})
         self._payload = EMPTY_PAYLOAD
         self._head_only = False
-        self._write_answer(status, None, headers, body)
+        self._write_answer(status, None, [f"{n}: {v}" for n, v in headers], body)
         if self.transport is not None:
             self.transport.close()
 
@@ -225,37 +225,37 @@ class EdgeProtocol(BaseProtocol):
         if self.transport is not None:
             self.transport.write(_CONTINUE)
 
-    async def respond(self, status: int, reason: str, headers: Items, body: bytes) -> None:
-        self._write_answer(status, reason, headers, body)
+    async def respond(self, status: int, reason: str, lines: Lines, body: bytes) -> None:
+        self._write_answer(status, reason, lines, body)
 
-    def _write_answer(self, status: int, reason: str | None, headers: Items, body: bytes) -> None:
+    def _write_answer(self, status: int, reason: str | None, lines: Lines, body: bytes) -> None:
         transport = self.transport
         if transport is None:
             return
         if not self._payload.is_eof():
             self._close = True  # the body was not read: the stream cannot be resynced
         no_body = self._head_only or status in _NO_BODY_STATUS or status < 200
-        if not no_body and not _has_length(headers):
-            headers.append(("Content-Length", str(len(body))))
+        if not no_body and not _has_length(lines):
+            lines.append(f"Content-Length: {len(body)}")
         if self._close:
-            headers.append(("Connection", "close"))
-        head = encode_head(_status_line(status, reason), headers)
+            lines.append("Connection: close")
+        head = encode_lines(_status_line(status, reason), lines)
         transport.write(head if no_body or not body else head + body)
 
-    async def start(self, status: int, reason: str, headers: Items) -> None:
+    async def start(self, status: int, reason: str, lines: Lines) -> None:
         transport = self.transport
         if transport is None:
             raise ConnectionResetError("client went away")
         no_body = self._head_only or status in _NO_BODY_STATUS or status < 200
         self._chunked = False
-        if not no_body and not _has_length(headers):
+        if not no_body and not _has_length(lines):
             self._chunked = True
-            headers.append(("Transfer-Encoding", "chunked"))
+            lines.append("Transfer-Encoding: chunked")
         if not self._payload.is_eof():
             self._close = True
         if self._close:
-            headers.append(("Connection", "close"))
-        transport.write(encode_head(_status_line(status, reason), headers))
+            lines.append("Connection: close")
+        transport.write(encode_lines(_status_line(status, reason), lines))
 
     async def write(self, chunk: bytes) -> None:
         transport = self.transport
@@ -276,9 +276,9 @@ class EdgeProtocol(BaseProtocol):
             self.transport.abort()
 
 
-def _has_length(headers: Items) -> bool:
-    for name, _ in headers:
-        if len(name) == 14 and name.lower() == "content-length":
+def _has_length(lines: Lines) -> bool:
+    for line in lines:
+        if line[14:15] == ":" and line[:14].lower() == "content-length":
             return True
     return False
 

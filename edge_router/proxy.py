@@ -37,7 +37,7 @@ from yarl import URL
 
 from .config import EdgeSettings
 from .errors import PayloadTooLarge, Unavailable, UpstreamFailed, UpstreamTimeout
-from .headers import Items, downstream_response_items, encode_head, upstream_request_items
+from .headers import Lines, downstream_response_lines, encode_head, upstream_request_items
 from .metrics import EdgeMetrics
 from .routing import (
     CONNECT_FAILED,
@@ -129,14 +129,15 @@ class Exchange:
 
 
 class Sink(Protocol):
-    """How a front end writes the answer. ``respond`` is a whole answer in one go; ``start`` /
+    """How a front end writes the answer (header ``lines`` as in ``headers.Lines``).
+    ``respond`` is a whole answer in one go; ``start`` /
     ``write`` / ``end`` stream one; ``abort`` cuts the client connection (mid-body failure)."""
 
     def send_continue(self) -> None: ...
 
-    async def respond(self, status: int, reason: str, headers: Items, body: bytes) -> None: ...
+    async def respond(self, status: int, reason: str, lines: Lines, body: bytes) -> None: ...
 
-    async def start(self, status: int, reason: str, headers: Items) -> None: ...
+    async def start(self, status: int, reason: str, lines: Lines) -> None: ...
 
     async def write(self, chunk: bytes) -> None: ...
 
@@ -319,7 +320,7 @@ class Forwarder:
                 reused = conn.served > 0
                 try:
                     if streamed is None:
-                        msg, payload = await conn.send(
+                        answer = await conn.send(
                             head,
                             body,
                             head_only=head_only,
@@ -327,7 +328,7 @@ class Forwarder:
                             read_timeout=s.read_timeout_s,
                         )
                     else:
-                        msg, payload = await conn.send_stream(
+                        answer = await conn.send_stream(
                             head,
                             streamed.chunks(),
                             chunked=chunked,
@@ -361,25 +362,31 @@ class Forwarder:
                         continue
                     return SEND_FAILED
             self.metrics.observe_upstream(ex.region, time.perf_counter() - t0)
-            status = msg.code
+            status = answer.status
             self.pools.answered(inst, status)
             if status in _RETRY_STATUSES and self._can_retry_status(ex, streamed, tried):
                 pool.release(conn, False)
                 return UPSTREAM_5XX
-            headers = downstream_response_items(
-                msg.headers, request_id=ex.request_id, region=ex.region, via=s.via
+            lines = downstream_response_lines(
+                answer.lines, answer.named, request_id=ex.request_id, region=ex.region, via=s.via
             )
             ex.status = status
+            payload = answer.payload
+            if payload is None:  # read whole (the common case)
+                pool.release(conn, conn.finish() and not answer.should_close)
+                ex.started = True
+                await sink.respond(status, answer.reason, lines, answer.body)
+                return None
             if payload.is_eof() and payload.exception() is None:
                 # The whole answer is here: give the socket back, then one write to the client.
                 data = payload.read_nowait(-1)
-                pool.release(conn, conn.finish() and not msg.should_close)
+                pool.release(conn, conn.finish() and not answer.should_close)
                 ex.started = True
-                await sink.respond(status, msg.reason, headers, data)
+                await sink.respond(status, answer.reason, lines, data)
                 return None
             ex.started = True
             try:
-                await sink.start(status, msg.reason, headers)
+                await sink.start(status, answer.reason, lines)
                 while True:
                     chunk = await payload.readany()
                     if not chunk:
@@ -392,7 +399,7 @@ class Forwarder:
                 pool.release(conn, False)
                 sink.abort()
                 return None
-            pool.release(conn, conn.finish() and not msg.should_close)
+            pool.release(conn, conn.finish() and not answer.should_close)
             return None
         finally:
             inst.outstanding -= 1

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -45,7 +46,109 @@ from aiohttp.helpers import set_exception
 from aiohttp.http_parser import HttpResponseParser, RawResponseMessage
 from aiohttp.streams import StreamReader
 
+from .headers import connection_tokens
+
 _READ_LIMIT = 2**16  # payload buffer low-water mark; the socket pauses above twice this
+
+
+class Answer:
+    """The store's answer: its head and either the whole body (``payload`` None) or a payload
+    ``StreamReader`` that streams it. ``lines`` are the header lines as received; ``named``
+    the tokens of its Connection headers."""
+
+    __slots__ = ("body", "lines", "named", "payload", "reason", "should_close", "status")
+
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        lines: list[str],
+        named: frozenset[str],
+        should_close: bool,
+        body: bytes = b"",
+        payload: StreamReader | None = None,
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.lines = lines
+        self.named = named
+        self.should_close = should_close
+        self.body = body
+        self.payload = payload
+
+    @classmethod
+    def from_parser(cls, msg: RawResponseMessage, payload: StreamReader) -> Answer:
+        lines = [f"{name}: {value}" for name, value in msg.headers.items()]
+        named = connection_tokens(msg.headers)
+        return cls(msg.code, msg.reason, lines, named, msg.should_close, payload=payload)
+
+
+# The whole-answer reader. Nearly every answer of a store is one small message that arrives in
+# one read: HTTP/1.1, a status >= 200 with a body, Content-Length, no Transfer-Encoding. For that
+# shape a few string operations replace llhttp plus aiohttp's per-message StreamReader (about a
+# third of the cost of relaying an answer). Anything else -- and anything this strict reader is
+# unsure of: a bare CR or LF, a control character, an obs-folded or non-token name, a second
+# Content-Length, a message cut short or followed by more bytes -- goes to llhttp, which parses
+# it (or rejects it) exactly as before.
+_CTL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_MAX_NAMES = 1024
+_lower_names: dict[str, str] = {}  # header name as received -> lower case (valid tokens only)
+
+
+def parse_whole_answer(data: bytes) -> Answer | None:
+    """``data`` as one complete answer in the common shape, or None (then llhttp decides)."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = data[:end].decode("utf-8", "surrogateescape")
+    crlf = head.count("\r\n")
+    if head.count("\r") != crlf or head.count("\n") != crlf or _CTL.search(head) is not None:
+        return None
+    lines = head.split("\r\n")
+    status_line = lines[0]
+    code = status_line[9:12]
+    if (
+        not status_line.startswith("HTTP/1.1 ")
+        or not (code.isascii() and code.isdigit())
+        or status_line[12:13] not in ("", " ")
+    ):
+        return None
+    status = int(code)
+    if status < 200 or status == 204 or status == 304:
+        return None
+    del lines[0]
+    length = -1
+    named: frozenset[str] = frozenset()
+    names = _lower_names
+    for line in lines:
+        i = line.find(":")
+        name = line[:i]
+        lname = names.get(name)
+        if lname is None:
+            if i <= 0 or _TOKEN.fullmatch(name) is None:
+                return None
+            lname = name.lower()
+            if len(names) >= _MAX_NAMES:
+                names.clear()
+            names[name] = lname
+        if lname == "content-length":
+            value = line[i + 1 :].strip(" \t")
+            if length != -1 or not (value.isascii() and value.isdigit()):
+                return None
+            length = int(value)
+        elif lname == "transfer-encoding":
+            return None
+        elif lname == "connection":
+            named = named | _tokens(line[i + 1 :])
+    body_at = end + 4
+    if length == -1 or len(data) - body_at != length:
+        return None
+    return Answer(status, status_line[13:], lines, named, "close" in named, data[body_at:])
+
+
+def _tokens(value: str) -> frozenset[str]:
+    return frozenset(t.strip(" \t").lower() for t in value.split(",") if t.strip(" \t"))
 
 
 class ConnectFailed(OSError):
@@ -77,6 +180,7 @@ class UpstreamConnection(BaseProtocol):
         "_read_timeout",
         "_waiter",
         "_watch",
+        "_whole",
         "answered",
         "idle_since",
         "last_data",
@@ -92,12 +196,13 @@ class UpstreamConnection(BaseProtocol):
             self, loop, _READ_LIMIT, read_until_eof=True, auto_decompress=False
         )
         self._parser = self._main_parser
-        self._waiter: asyncio.Future[tuple[RawResponseMessage, StreamReader]] | None = None
+        self._waiter: asyncio.Future[Answer] | None = None
         self._payload: StreamReader | None = None
         self._watch: asyncio.TimerHandle | None = None
         self._deadline = 0.0
         self._read_timeout = 0.0
         self._head_only = False
+        self._whole = False  # may the next bytes be read by ``parse_whole_answer``?
         self.answered = False
         self.timed_out = False
         self.last_data = 0.0
@@ -114,6 +219,16 @@ class UpstreamConnection(BaseProtocol):
         if data:
             self.last_data = self._loop.time()
             self.answered = True
+            if self._whole:  # the first bytes of the answer: maybe all of it, in the usual shape
+                self._whole = False
+                answer = parse_whole_answer(data)
+                if answer is not None:
+                    waiter = self._waiter
+                    if waiter is not None:
+                        self._waiter = None
+                        if not waiter.done():
+                            waiter.set_result(answer)
+                    return
         try:
             messages, _upgraded, _tail = self._parser.feed_data(data)
         except BaseException as exc:
@@ -130,7 +245,7 @@ class UpstreamConnection(BaseProtocol):
             self._waiter = None
             self._payload = payload
             if not waiter.done():
-                waiter.set_result((msg, payload))
+                waiter.set_result(Answer.from_parser(msg, payload))
 
     def connection_lost(self, exc: BaseException | None) -> None:
         super().connection_lost(exc)
@@ -163,7 +278,7 @@ class UpstreamConnection(BaseProtocol):
         head_only: bool,
         deadline: float,
         read_timeout: float,
-    ) -> asyncio.Future[tuple[RawResponseMessage, StreamReader]]:
+    ) -> asyncio.Future[Answer]:
         """Send one request whose body (if any) is in memory: one write. The future resolves
         to the answer's head and its (streaming) payload. Not a coroutine: one frame less."""
         waiter = self._begin(head_only, deadline, read_timeout)
@@ -179,7 +294,7 @@ class UpstreamConnection(BaseProtocol):
         head_only: bool,
         deadline: float,
         read_timeout: float,
-    ) -> tuple[RawResponseMessage, StreamReader]:
+    ) -> Answer:
         """Send one request streaming its body (``drain`` backpressure); return the answer."""
         waiter = self._begin(head_only, deadline, read_timeout)
         loop = self._loop
@@ -203,7 +318,7 @@ class UpstreamConnection(BaseProtocol):
 
     def _begin(
         self, head_only: bool, deadline: float, read_timeout: float
-    ) -> asyncio.Future[tuple[RawResponseMessage, StreamReader]]:
+    ) -> asyncio.Future[Answer]:
         transport = self.transport
         if transport is None or transport.is_closing():
             raise ConnectionBroken("connection closed before sending", False)
@@ -220,6 +335,8 @@ class UpstreamConnection(BaseProtocol):
                 self, loop, _READ_LIMIT, response_with_body=False, auto_decompress=False
             )
         self._head_only = head_only
+        # llhttp is between messages here (a socket is reused only after a whole answer).
+        self._whole = not head_only
         waiter = self._waiter = loop.create_future()
         self._watch = loop.call_at(min(deadline, now + read_timeout), self._on_watch)
         return waiter

@@ -1,0 +1,220 @@
+"""The edge's per-request CPU without sockets: ``python -m bench.hotpath``.
+
+wrk figures mix the edge's own work with the kernel (four loopback syscalls per request), the
+load generator and the upstreams sharing the cores. This drives the real pipeline -- the
+production listener protocol, every policy step, the signer, the upstream pool and aiohttp's C
+parsers -- on one event loop with in-memory transports: a request's bytes go into
+``EdgeProtocol.data_received``; the bytes the edge writes to its upstream are answered, on the
+next loop turn, with a fixed response fed to ``UpstreamConnection.data_received``; the answer
+the edge writes back is checked. The figure (process CPU time / requests, one request in flight)
+is repeatable to a few per cent, so a hot-path change can be judged in seconds. It is a
+development aid beside ``python -m bench``, not a replacement for it: no syscalls, no epoll.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from aiohttp import web
+
+from bench.static_upstream import build_response
+from edge_router.app import create_app
+from edge_router.config import EdgeSettings, InstanceSettings, RegionSettings
+from edge_router.http_server import EdgeProtocol, EdgeRunner, EdgeServer
+from edge_router.registry import AccountRecord, ApiKey, KeyOwner, token_hash
+from edge_router.upstream_conn import ConnectionPool, UpstreamConnection
+
+REGIONS = ("us-east-1", "eu-west-1")
+PATH = "/api/storage/profile-system/profiles/7f3c2a10-0000-4000-8000-00000000000{}"
+
+
+class MemoryTransport(asyncio.Transport):
+    """Collects writes; ``on_write`` sees each one."""
+
+    def __init__(self, on_write: Callable[[bytes], None]) -> None:
+        super().__init__()
+        self._on_write = on_write
+        self._closing = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._on_write(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        self._closing = True
+
+    def abort(self) -> None:
+        self._closing = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def is_reading(self) -> bool:
+        return True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+class _Registry:
+    def __init__(self) -> None:
+        self.accounts: dict[str, AccountRecord] = {}
+        for i, region in enumerate(REGIONS, 1):
+            name = f"acme-{i}"
+            key = ApiKey(f"key-{i}", token_hash(f"token-{i}"), frozenset({"read"}), True)
+            self.accounts[name] = AccountRecord(name, region, "active", {key.app_key: key})
+
+    async def get_account(self, name: str) -> AccountRecord | None:
+        return self.accounts.get(name)
+
+    async def get_key_owner(self, app_key: str) -> KeyOwner | None:
+        return None
+
+
+def _settings(upstream_url: str) -> EdgeSettings:
+    regions = tuple(
+        RegionSettings(
+            name=r,
+            instances=(InstanceSettings(name=f"{r}-0", url=upstream_url),),
+            assertion_secret=f"hotpath-secret-{r}".encode(),
+            table=f"profiles-{r}",
+        )
+        for r in REGIONS
+    )
+    s = EdgeSettings(
+        regions=regions,
+        host_suffixes=("localhost",),
+        health_interval_s=3600.0,
+        access_log=False,
+        rate_limit_rps=1e9,
+        rate_limit_burst=10**9,
+    )
+    s.validate()
+    return s
+
+
+async def _health_upstream() -> tuple[web.AppRunner, str]:
+    """A real /readyz for the edge's start-up probe; proxied traffic never reaches it."""
+    app = web.Application()
+    app.router.add_get("/readyz", lambda _r: web.Response(text="ok"))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}"
+
+
+@asynccontextmanager
+async def edge_server() -> AsyncIterator[EdgeServer]:
+    health, url = await _health_upstream()
+    registry = _Registry()
+
+    @asynccontextmanager
+    async def factory(_s: EdgeSettings) -> AsyncIterator[_Registry]:
+        yield registry
+
+    app = create_app(_settings(url), registry_factory=factory)  # type: ignore[arg-type]
+    runner = EdgeRunner(app)
+    await runner.setup()
+    try:
+        yield runner.server  # type: ignore[misc]
+    finally:
+        await runner.cleanup()
+        await health.cleanup()
+
+
+def _plug_upstreams(server: EdgeServer, loop: asyncio.AbstractEventLoop) -> None:
+    """Replace each pool's sockets by one in-memory connection that answers every request."""
+    for instances in server.state.pools.by_region.values():
+        for inst in instances:
+            pool: ConnectionPool = inst.pool  # type: ignore[assignment]
+            conn = UpstreamConnection(pool, loop)
+            answer = build_response(inst.region)
+
+            def on_write(
+                _data: bytes, conn: UpstreamConnection = conn, answer: bytes = answer
+            ) -> None:
+                loop.call_soon(conn.data_received, answer)
+
+            conn.connection_made(MemoryTransport(on_write))
+            pool._conns.add(conn)
+            pool._open += 1
+            pool._idle.append(conn)
+
+
+async def measure(requests: int) -> dict[str, float]:
+    loop = asyncio.get_running_loop()
+    async with edge_server() as server:
+        _plug_upstreams(server, loop)
+        done: list[asyncio.Future[bytes]] = []
+
+        def on_client_write(data: bytes) -> None:
+            fut = done.pop()
+            fut.set_result(data)
+
+        proto: EdgeProtocol = server()
+        proto.connection_made(MemoryTransport(on_client_write))
+        reqs = [
+            (
+                f"GET {PATH.format(i)} HTTP/1.1\r\nHost: acme-{i}.localhost\r\n"
+                f"X-VTEX-API-AppKey: key-{i}\r\nX-VTEX-API-AppToken: token-{i}\r\n"
+                "User-Agent: hotpath\r\nAccept: */*\r\n\r\n"
+            ).encode()
+            for i in (1, 2)
+        ]
+
+        async def one(i: int) -> None:
+            fut = loop.create_future()
+            done.append(fut)
+            proto.data_received(reqs[i & 1])
+            answer = await fut  # bounded: every request is answered or the edge raised
+            if not answer.startswith(b"HTTP/1.1 200 "):
+                raise SystemExit(f"unexpected answer: {answer[:200]!r}")
+
+        for i in range(min(2000, requests)):  # warm-up
+            await one(i)
+        t0, c0 = time.perf_counter(), time.process_time()
+        for i in range(requests):
+            await one(i)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        proto.connection_lost(None)
+    return {"requests": requests, "cpu_us_per_req": cpu / requests * 1e6, "wall_s": wall}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--requests", type=int, default=50_000)
+    p.add_argument("--rounds", type=int, default=3, help="report the best of this many rounds")
+    args = p.parse_args()
+    try:
+        import uvloop
+
+        factory: Any = uvloop.new_event_loop
+    except ImportError:
+        factory = None
+    best = None
+    for _ in range(args.rounds):
+        with asyncio.Runner(loop_factory=factory) as runner:
+            r = runner.run(measure(args.requests))
+        print(f"{r['requests']} requests: {r['cpu_us_per_req']:.1f} µs CPU/request")
+        best = r if best is None or r["cpu_us_per_req"] < best["cpu_us_per_req"] else best
+    assert best is not None
+    print(f"best: {best['cpu_us_per_req']:.1f} µs CPU/request (in-memory transports)")
+
+
+if __name__ == "__main__":
+    main()

@@ -20,9 +20,9 @@ What the pool guarantees:
 * **backpressure**: the payload ``StreamReader`` pauses the socket (via aiohttp's
   ``BaseProtocol``) when the client does not read fast enough, and request bodies are written
   with ``drain`` so a slow store pushes back on the client.
-* **timeouts**: one watchdog timer per exchange enforces both the read gap (no byte from the
-  store for ``read_timeout``) and the exchange deadline; it is armed once, not rescheduled per
-  chunk (data arrival only records a timestamp).
+* **timeouts**: one watchdog timer per socket enforces both the read gap (no byte from the
+  store for ``read_timeout``) and the exchange deadline; it is not rescheduled per chunk (data
+  arrival only records a timestamp) nor cancelled per exchange (it re-arms when it fires early).
 
 Failures are reported as the exceptions below; ``proxy.py`` maps them to routing outcomes::
 
@@ -93,13 +93,17 @@ class Answer:
 _CTL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _MAX_NAMES = 1024
+# aiohttp's limits (max_line_size, max_field_size, max_headers): a head near them is llhttp's.
+_MAX_HEAD = 8190
+_MAX_HEADERS = 128
+_PARSER_REFUSES = frozenset({"sec-websocket-key1"})  # aiohttp's parser rejects it outright
 _lower_names: dict[str, str] = {}  # header name as received -> lower case (valid tokens only)
 
 
 def parse_whole_answer(data: bytes) -> Answer | None:
     """``data`` as one complete answer in the common shape, or None (then llhttp decides)."""
     end = data.find(b"\r\n\r\n")
-    if end < 0:
+    if end < 0 or end > _MAX_HEAD:
         return None
     head = data[:end].decode("utf-8", "surrogateescape")
     crlf = head.count("\r\n")
@@ -118,15 +122,19 @@ def parse_whole_answer(data: bytes) -> Answer | None:
     if status < 200 or status == 204 or status == 304:
         return None
     del lines[0]
+    if len(lines) > _MAX_HEADERS:
+        return None
     length = -1
     named: frozenset[str] = frozenset()
     names = _lower_names
     for line in lines:
         i = line.find(":")
+        if i <= 0:
+            return None
         name = line[:i]
         lname = names.get(name)
         if lname is None:
-            if i <= 0 or _TOKEN.fullmatch(name) is None:
+            if _TOKEN.fullmatch(name) is None or name.lower() in _PARSER_REFUSES:
                 return None
             lname = name.lower()
             if len(names) >= _MAX_NAMES:
@@ -148,7 +156,7 @@ def parse_whole_answer(data: bytes) -> Answer | None:
 
 
 def _tokens(value: str) -> frozenset[str]:
-    return frozenset(t.strip(" \t").lower() for t in value.split(",") if t.strip(" \t"))
+    return frozenset(t.strip().lower() for t in value.split(",") if t.strip())  # as llhttp's
 
 
 class ConnectFailed(OSError):
@@ -173,6 +181,7 @@ class UpstreamConnection(BaseProtocol):
     """One socket to a store; one exchange at a time (no pipelining)."""
 
     __slots__ = (
+        "_active",
         "_deadline",
         "_head_only",
         "_main_parser",
@@ -180,6 +189,7 @@ class UpstreamConnection(BaseProtocol):
         "_read_timeout",
         "_waiter",
         "_watch",
+        "_watch_due",
         "_whole",
         "answered",
         "idle_since",
@@ -199,6 +209,8 @@ class UpstreamConnection(BaseProtocol):
         self._waiter: asyncio.Future[Answer] | None = None
         self._payload: StreamReader | None = None
         self._watch: asyncio.TimerHandle | None = None
+        self._watch_due = 0.0
+        self._active = False  # an exchange is under way (from send until finish)
         self._deadline = 0.0
         self._read_timeout = 0.0
         self._head_only = False
@@ -338,12 +350,19 @@ class UpstreamConnection(BaseProtocol):
         # llhttp is between messages here (a socket is reused only after a whole answer).
         self._whole = not head_only
         waiter = self._waiter = loop.create_future()
-        self._watch = loop.call_at(min(deadline, now + read_timeout), self._on_watch)
+        self._active = True
+        # The watchdog outlives an exchange: arming and cancelling a timer per request costs
+        # more than relaying a small answer. A pending one is due no later than this exchange
+        # needs (same timeouts, earlier start); when it fires it re-arms for whatever exchange
+        # is current, or lapses if the socket is idle.
+        due = min(deadline, now + read_timeout)
+        if self._watch is None or self._watch_due > due:
+            self._arm(due)
         return waiter
 
     def finish(self) -> bool:
         """End the exchange (answer fully read); True when the socket may be reused."""
-        self._cancel_watch()
+        self._active = False
         payload = self._payload
         self._payload = None
         if self._head_only:
@@ -364,12 +383,20 @@ class UpstreamConnection(BaseProtocol):
 
     # -- internals ----------------------------------------------------------------------------
 
+    def _arm(self, due: float) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+        self._watch = self._loop.call_at(due, self._on_watch)
+        self._watch_due = due
+
     def _on_watch(self) -> None:
         self._watch = None
+        if not self._active:
+            return  # idle socket: the next exchange arms a new watchdog
         now = self._loop.time()
         due = min(self._deadline, self.last_data + self._read_timeout)
-        if now < due - 0.001:  # data arrived meanwhile: wait for the rest of the gap
-            self._watch = self._loop.call_at(due, self._on_watch)
+        if now < due - 0.001:  # data arrived meanwhile, or a later exchange: wait until due
+            self._arm(due)
             return
         self.timed_out = True
         exc = ExchangeTimeout("the store did not answer in time")

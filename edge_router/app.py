@@ -42,7 +42,7 @@ from .auth import APP_KEY_HEADER, APP_TOKEN_HEADER, authenticate, check_key
 from .cache import MISSING, CachedLookup
 from .config import EdgeSettings
 from .errors import EdgeError, NotFound, RateLimited, Unavailable, error_parts
-from .headers import DATA_REGION, REQUEST_ID, Items, Lines, request_id, split_line
+from .headers import DATA_REGION, REQUEST_ID, Block, Items, request_id, split_line
 from .metrics import CONTENT_TYPE, EdgeMetrics
 from .proxy import Exchange, Forwarder, Sink
 from .ratelimit import RateLimiter
@@ -210,11 +210,11 @@ def rate_limit(st: EdgeState, ex: Exchange) -> None:
 class ErrorAnswer:
     """A JSON refusal for the front end to render (never after streaming)."""
 
-    __slots__ = ("body", "lines", "status")
+    __slots__ = ("block", "body", "status")
 
     def __init__(self, status: int, headers: Items, body: bytes) -> None:
         self.status = status
-        self.lines: Lines = [f"{name}: {value}" for name, value in headers]
+        self.block: Block = "".join([f"\r\n{name}: {value}" for name, value in headers])
         self.body = body
 
 
@@ -276,16 +276,14 @@ class _WebSink:
     def send_continue(self) -> None:
         pass  # aiohttp's expect handler answered "100 Continue" already
 
-    async def respond(self, status: int, reason: str, lines: Lines, body: bytes) -> None:
-        await self.start(status, reason, lines)
+    async def respond(self, status: int, reason: str, block: Block, body: bytes) -> None:
+        await self.start(status, reason, block)
         if body:
             await self.write(body)
         await self.end()
 
-    async def start(self, status: int, reason: str, lines: Lines) -> None:
-        self.response = web.StreamResponse(
-            status=status, reason=reason, headers=CIMultiDict(map(split_line, lines))
-        )
+    async def start(self, status: int, reason: str, block: Block) -> None:
+        self.response = web.StreamResponse(status=status, reason=reason, headers=_multidict(block))
         await self.response.prepare(self.request)
 
     async def write(self, chunk: bytes) -> None:
@@ -300,6 +298,10 @@ class _WebSink:
         transport = self.request.transport
         if transport is not None:
             transport.abort()
+
+
+def _multidict(block: Block) -> CIMultiDict[str]:
+    return CIMultiDict(map(split_line, block.split("\r\n")[1:]))
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
@@ -323,7 +325,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         return web.Response(
             status=refused.status,
             body=refused.body,
-            headers=CIMultiDict(map(split_line, refused.lines)),
+            headers=_multidict(refused.block),
         )
     assert sink.response is not None
     return sink.response

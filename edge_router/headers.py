@@ -115,17 +115,20 @@ def downstream_response_items(
     upstream: CIMultiDictProxy[str] | CIMultiDict[str], *, request_id: str, region: str, via: str
 ) -> Items:
     """Headers for the client, as (name, value) pairs."""
-    lines = downstream_response_lines(
-        [f"{name}: {value}" for name, value in upstream.items()],
+    block = downstream_response_block(
+        "".join([f"\r\n{name}: {value}" for name, value in upstream.items()]),
         connection_tokens(upstream),
         request_id=request_id,
         region=region,
         via=via,
     )
-    return [split_line(line) for line in lines]
+    return [split_line(line) for line in block.split("\r\n")[1:]]
 
 
-Lines = list[str]  # a header block as "Name: value" lines, in order, without CRLF
+# A header block: the header lines of a message as on the wire, each led by its CRLF
+# ("\r\nName: value\r\nOther: value"; "" for none) -- what follows the start line, minus
+# the blank line. Relaying a block means copying a string, not a list of pairs.
+Block = str
 
 
 def split_line(line: str) -> tuple[str, str]:
@@ -133,38 +136,63 @@ def split_line(line: str) -> tuple[str, str]:
     return name, value.strip(" \t")
 
 
-def downstream_response_lines(
-    lines: Lines, named: frozenset[str], *, request_id: str, region: str, via: str
-) -> Lines:
-    """Header lines for the client from the store's, as received (the hot path: each line
-    that passes is copied whole, never split and re-joined). ``named``: the tokens of the
-    store's Connection headers (``connection_tokens``)."""
-    out: Lines = []
-    vias = []
-    verdicts = _RESPONSE_VERDICTS
-    for line in lines:
-        i = line.find(":")
-        name = line[:i]
-        lname = verdicts.get(name)
-        if lname is None:
-            lname = _verdict(verdicts, name, _RESPONSE_DROP, ("proxy-",))
-        if lname:  # dropped or merged
+def downstream_response_block(
+    block: Block, named: frozenset[str], *, request_id: str, region: str, via: str
+) -> Block:
+    """The client's header block from the store's (the hot path): the store's lines are copied
+    as received except those to drop or merge, found by one regular expression; the edge's own
+    lines are appended. ``named``: the tokens of the store's Connection headers
+    (``connection_tokens``); when they name other headers, lines are filtered one by one."""
+    vias: list[str] = []
+    if named and not named <= _KEEP_ALIVE:
+        out = _filter_lines(block, named, vias)
+    else:
+        pieces = []
+        pos = 0
+        for m in _RESPONSE_SPECIAL.finditer(block):
+            pieces.append(block[pos : m.start()])
+            pos = m.end()
+            if len(m[1]) == 3 and m[1].lower() == "via":
+                vias.append(m[2].strip(" \t"))
+        out = block if not pos else "".join(pieces) + block[pos:]
+    vias.append(f"1.1 {via}")
+    return (
+        f"{out}\r\nVia: {', '.join(vias)}\r\n{REQUEST_ID}: {request_id}\r\n{DATA_REGION}: {region}"
+    )
+
+
+def _filter_lines(block: Block, named: frozenset[str], vias: list[str]) -> Block:
+    out = []
+    for line in block.split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        lname = name.lower()
+        if lname in _RESPONSE_DROP or lname.startswith("proxy-"):
             if lname == "via":
-                vias.append(line[i + 1 :].strip(" \t"))
+                vias.append(value.strip(" \t"))
             continue
-        if named and name.lower() in named:
+        if lname in named:
             continue
         out.append(line)
-    vias.append(f"1.1 {via}")
-    out.append("Via: " + ", ".join(vias))
-    out.append(f"{REQUEST_ID}: {request_id}")
-    out.append(f"{DATA_REGION}: {region}")
-    return out
+    return "".join(["\r\n" + line for line in out])
 
 
 # Names handled apart from plain copying: dropped, or merged into what the edge sets.
 _REQUEST_DROP = HOP_BY_HOP | _EDGE_SET | {"x-forwarded-for", "via"}
 _RESPONSE_DROP = HOP_BY_HOP | {"via", "x-request-id", "x-data-region"}
+# A line of a header block whose name is in _RESPONSE_DROP or starts with "proxy-".
+_RESPONSE_SPECIAL = re.compile(
+    "\\r\\n("
+    + "|".join(
+        sorted(
+            (re.escape(n) for n in _RESPONSE_DROP if not n.startswith("proxy-")),
+            key=len,
+            reverse=True,
+        )
+    )
+    + "|proxy-[^:\\r\\n]*):([^\\r\\n]*)",
+    re.ASCII | re.IGNORECASE,
+)
+_KEEP_ALIVE = frozenset({"keep-alive"})
 
 # Header name as received -> "" (copied, unless Connection names it) or its lower-cased form
 # (dropped, or merged into what the edge sets). The same few names arrive on every message, so
@@ -217,14 +245,9 @@ def downstream_response_headers(
     )
 
 
-def encode_lines(first_line: str, lines: Lines) -> bytes:
-    """A message head on the wire from header lines (see ``encode_head``)."""
-    if not lines:
-        return f"{first_line}\r\n".encode("utf-8", "surrogateescape")
-    return f"{first_line}{_CRLF.join(lines)}\r\n\r\n".encode("utf-8", "surrogateescape")
-
-
-_CRLF = "\r\n"
+def encode_block(first_line: str, block: Block) -> bytes:
+    """A message head on the wire from a header block (see ``encode_head``)."""
+    return f"{first_line[:-2]}{block}\r\n\r\n".encode("utf-8", "surrogateescape")
 
 
 def encode_head(first_line: str, items: Items) -> bytes:

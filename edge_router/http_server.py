@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -39,7 +40,7 @@ from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 
 from .app import STATE, EdgeState, serve_exchange
 from .errors import BadRequest, error_parts
-from .headers import REQUEST_ID, Lines, encode_lines, request_id
+from .headers import REQUEST_ID, Block, encode_block, request_id
 from .proxy import Exchange
 
 log = logging.getLogger("edge_router.http_server")
@@ -51,6 +52,7 @@ _MAX_PIPELINED = 16  # queued requests per connection before the socket is pause
 _NO_BODY_STATUS = frozenset({204, 304})
 _PHRASES = {s.value: s.phrase for s in HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_LENGTH = re.compile(r"\r\ncontent-length:", re.ASCII | re.IGNORECASE)
 
 
 def _status_line(status: int, reason: str | None) -> str:
@@ -197,7 +199,7 @@ class EdgeProtocol(BaseProtocol):
             self.abort()
             return
         if answer is not None:
-            self._write_answer(answer.status, None, answer.lines, answer.body)
+            self._write_answer(answer.status, None, answer.block, answer.body)
         self._payload = EMPTY_PAYLOAD
 
     def _bad_request(self, exc: HttpProcessingError) -> None:
@@ -215,7 +217,7 @@ class EdgeProtocol(BaseProtocol):
         status, headers, body = error_parts(err, {REQUEST_ID: request_id(None)})
         self._payload = EMPTY_PAYLOAD
         self._head_only = False
-        self._write_answer(status, None, [f"{n}: {v}" for n, v in headers], body)
+        self._write_answer(status, None, "".join([f"\r\n{n}: {v}" for n, v in headers]), body)
         if self.transport is not None:
             self.transport.close()
 
@@ -225,37 +227,37 @@ class EdgeProtocol(BaseProtocol):
         if self.transport is not None:
             self.transport.write(_CONTINUE)
 
-    async def respond(self, status: int, reason: str, lines: Lines, body: bytes) -> None:
-        self._write_answer(status, reason, lines, body)
+    async def respond(self, status: int, reason: str, block: Block, body: bytes) -> None:
+        self._write_answer(status, reason, block, body)
 
-    def _write_answer(self, status: int, reason: str | None, lines: Lines, body: bytes) -> None:
+    def _write_answer(self, status: int, reason: str | None, block: Block, body: bytes) -> None:
         transport = self.transport
         if transport is None:
             return
         if not self._payload.is_eof():
             self._close = True  # the body was not read: the stream cannot be resynced
         no_body = self._head_only or status in _NO_BODY_STATUS or status < 200
-        if not no_body and not _has_length(lines):
-            lines.append(f"Content-Length: {len(body)}")
+        if not no_body and _LENGTH.search(block) is None:
+            block += f"\r\nContent-Length: {len(body)}"
         if self._close:
-            lines.append("Connection: close")
-        head = encode_lines(_status_line(status, reason), lines)
+            block += "\r\nConnection: close"
+        head = encode_block(_status_line(status, reason), block)
         transport.write(head if no_body or not body else head + body)
 
-    async def start(self, status: int, reason: str, lines: Lines) -> None:
+    async def start(self, status: int, reason: str, block: Block) -> None:
         transport = self.transport
         if transport is None:
             raise ConnectionResetError("client went away")
         no_body = self._head_only or status in _NO_BODY_STATUS or status < 200
         self._chunked = False
-        if not no_body and not _has_length(lines):
+        if not no_body and _LENGTH.search(block) is None:
             self._chunked = True
-            lines.append("Transfer-Encoding: chunked")
+            block += "\r\nTransfer-Encoding: chunked"
         if not self._payload.is_eof():
             self._close = True
         if self._close:
-            lines.append("Connection: close")
-        transport.write(encode_lines(_status_line(status, reason), lines))
+            block += "\r\nConnection: close"
+        transport.write(encode_block(_status_line(status, reason), block))
 
     async def write(self, chunk: bytes) -> None:
         transport = self.transport
@@ -274,13 +276,6 @@ class EdgeProtocol(BaseProtocol):
         self._close = True
         if self.transport is not None:
             self.transport.abort()
-
-
-def _has_length(lines: Lines) -> bool:
-    for line in lines:
-        if line[14:15] == ":" and line[:14].lower() == "content-length":
-            return True
-    return False
 
 
 class EdgeServer:

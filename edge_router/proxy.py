@@ -37,7 +37,7 @@ from yarl import URL
 
 from .config import EdgeSettings
 from .errors import PayloadTooLarge, Unavailable, UpstreamFailed, UpstreamTimeout
-from .headers import Lines, downstream_response_lines, encode_head, upstream_request_items
+from .headers import Block, downstream_response_block, encode_head, upstream_request_items
 from .metrics import EdgeMetrics
 from .routing import (
     CONNECT_FAILED,
@@ -129,15 +129,15 @@ class Exchange:
 
 
 class Sink(Protocol):
-    """How a front end writes the answer (header ``lines`` as in ``headers.Lines``).
+    """How a front end writes the answer (its headers as a ``headers.Block``).
     ``respond`` is a whole answer in one go; ``start`` /
     ``write`` / ``end`` stream one; ``abort`` cuts the client connection (mid-body failure)."""
 
     def send_continue(self) -> None: ...
 
-    async def respond(self, status: int, reason: str, lines: Lines, body: bytes) -> None: ...
+    async def respond(self, status: int, reason: str, block: Block, body: bytes) -> None: ...
 
-    async def start(self, status: int, reason: str, lines: Lines) -> None: ...
+    async def start(self, status: int, reason: str, block: Block) -> None: ...
 
     async def write(self, chunk: bytes) -> None: ...
 
@@ -367,26 +367,26 @@ class Forwarder:
             if status in _RETRY_STATUSES and self._can_retry_status(ex, streamed, tried):
                 pool.release(conn, False)
                 return UPSTREAM_5XX
-            lines = downstream_response_lines(
-                answer.lines, answer.named, request_id=ex.request_id, region=ex.region, via=s.via
+            block = downstream_response_block(
+                answer.block, answer.named, request_id=ex.request_id, region=ex.region, via=s.via
             )
             ex.status = status
             payload = answer.payload
             if payload is None:  # read whole (the common case)
                 pool.release(conn, conn.finish() and not answer.should_close)
                 ex.started = True
-                await sink.respond(status, answer.reason, lines, answer.body)
+                await sink.respond(status, answer.reason, block, answer.body)
                 return None
             if payload.is_eof() and payload.exception() is None:
                 # The whole answer is here: give the socket back, then one write to the client.
                 data = payload.read_nowait(-1)
                 pool.release(conn, conn.finish() and not answer.should_close)
                 ex.started = True
-                await sink.respond(status, answer.reason, lines, data)
+                await sink.respond(status, answer.reason, block, data)
                 return None
             ex.started = True
             try:
-                await sink.start(status, answer.reason, lines)
+                await sink.start(status, answer.reason, block)
                 while True:
                     chunk = await payload.readany()
                     if not chunk:

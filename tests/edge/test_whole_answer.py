@@ -10,7 +10,7 @@ llhttp).
 
 Header names are compared case-insensitively with ``msg.headers`` (aiohttp's C parser replaces
 well-known names by its canonical spelling: ``content-type`` comes out as ``Content-Type``) and
-exactly with ``msg.raw_headers`` (the names as received, which is what ``Answer.lines`` holds).
+exactly with ``msg.raw_headers`` (the names as received, which is what ``Answer.block`` holds).
 
 The reference is the parser as production runs it: lenient llhttp. Under ``python -X dev`` or
 PYTHONASYNCIODEBUG aiohttp makes it strict (e.g. a repeated Content-Type or Server is then an
@@ -252,12 +252,12 @@ def test_the_checker_itself_catches_differences(llhttp: LLHttp) -> None:
         "reason": "Ok",
         "body": b"ko",
         "should_close": True,
-        "lines": ["Connection: keep-alive, X-Hop", "X-Hop: other", "Content-Length: 2"],
+        "block": "\r\nConnection: keep-alive, X-Hop\r\nX-Hop: other\r\nContent-Length: 2",
         "named": frozenset({"keep-alive"}),
     }
     for field, wrong in fields.items():
         bad = Answer(
-            good.status, good.reason, list(good.lines), good.named, good.should_close, good.body
+            good.status, good.reason, good.block, good.named, good.should_close, good.body
         )
         setattr(bad, field, wrong)
         assert disagreement(llhttp, data, bad) is not None, field

@@ -15,6 +15,9 @@ may raise an ``EdgeError`` and only ``serve_exchange`` turns one into JSON
     check_length   declared Content-Length                           413
     forward        home-region instance, streamed                    502 / 503 / 504
 
+``start_now`` is the same steps for the listener's fast lane: pure checks first, then the
+effects, never awaiting; whatever it cannot decide on the spot is left to ``serve_exchange``.
+
 Two front ends feed it: the production listener (``http_server``: aiohttp's C request parser
 on a bare asyncio protocol, no per-request ``web.Request``) and ``handle`` below, which adapts
 an ``aiohttp.web`` request so ``create_app`` works anywhere an ``Application`` does (tests,
@@ -39,12 +42,12 @@ from multidict import CIMultiDict
 
 from . import logfilter
 from .auth import APP_KEY_HEADER, APP_TOKEN_HEADER, authenticate, check_key
-from .cache import MISSING, CachedLookup
+from .cache import HIT, MISSING, CachedLookup
 from .config import EdgeSettings
 from .errors import EdgeError, NotFound, RateLimited, Unavailable, error_parts
 from .headers import DATA_REGION, REQUEST_ID, Block, Items, request_id, split_line
 from .metrics import CONTENT_TYPE, EdgeMetrics
-from .proxy import Exchange, Forwarder, Sink
+from .proxy import Exchange, Forwarder, Sent, Sink
 from .ratelimit import RateLimiter
 from .registry import AccountRecord, DynamoRegistry, KeyOwner, RegistryReader
 from .resolve import AccountResolver
@@ -218,23 +221,30 @@ class ErrorAnswer:
         self.body = body
 
 
-async def serve_exchange(st: EdgeState, ex: Exchange, sink: Sink) -> ErrorAnswer | None:
-    """Run the steps and forward. Returns the refusal to render, or None once answered."""
-    t0 = time.perf_counter()
-    counted = False
+async def serve_exchange(
+    st: EdgeState, ex: Exchange, sink: Sink, sent: Sent | None = None, *, admitted: bool = False
+) -> ErrorAnswer | None:
+    """Run the steps and forward. Returns the refusal to render, or None once answered.
+
+    ``admitted``: ``start_now`` has run the steps already (and maybe sent the request: ``sent``);
+    only the forwarding is left."""
+    if not admitted:
+        ex.t0 = time.perf_counter()
+    counted = admitted
     refused: ErrorAnswer | None = None
     try:
-        admit(st)
-        st.in_flight += 1
-        counted = True
-        check_path(st, ex)
-        find_account(st, ex)
-        record = cached_account(st, ex) or await load_account(st, ex)
-        if not authenticated(ex, record):
-            await authenticate_step(st, ex, record)  # failures: 401/403 and their reasons
-        rate_limit(st, ex)
-        st.forwarder.check_declared_length(ex)
-        await st.forwarder.forward(ex, sink)
+        if not admitted:
+            admit(st)
+            st.in_flight += 1
+            counted = True
+            check_path(st, ex)
+            find_account(st, ex)
+            record = cached_account(st, ex) or await load_account(st, ex)
+            if not authenticated(ex, record):
+                await authenticate_step(st, ex, record)  # failures: 401/403 and their reasons
+            rate_limit(st, ex)
+            st.forwarder.check_declared_length(ex)
+        await st.forwarder.forward(ex, sink, sent)
     except EdgeError as exc:
         if ex.started:  # cannot happen by construction; never write JSON after streaming
             raise
@@ -254,11 +264,45 @@ async def serve_exchange(st: EdgeState, ex: Exchange, sink: Sink) -> ErrorAnswer
     finally:
         if counted:
             st.in_flight -= 1
-        elapsed = time.perf_counter() - t0
-        st.metrics.observe_request(ex.region, ex.method, ex.route, ex.status or 500, elapsed)
-        if st.access_log and access_log.isEnabledFor(logging.INFO):
-            _log_access(ex, elapsed)
+        done(st, ex)
     return refused
+
+
+def start_now(st: EdgeState, ex: Exchange) -> bool:
+    """The steps of ``serve_exchange`` for the common request, without awaiting: True once
+    they all passed and the request is admitted (the caller forwards it: ``send_now``, else
+    ``serve_exchange(..., admitted=True)``); False, with no effect at all, when any step would
+    refuse or await (a registry read, a refresh due, a key to look up, a token to wait for):
+    then ``serve_exchange`` runs them all again and answers as usual.
+
+    Only pure checks run before the first effect (the rate limiter's token), so a request that
+    falls back is neither counted nor limited twice."""
+    ex.t0 = time.perf_counter()
+    if st.in_flight >= st.settings.max_concurrent_requests:
+        return False
+    try:
+        check_path(st, ex)
+        find_account(st, ex)
+    except EdgeError:
+        return False
+    assert ex.account is not None
+    record = st.accounts.fresh(ex.account)
+    if record is None or not authenticated(ex, record):
+        return False
+    ex.region = record.region
+    if st.limiter.check(ex.account, time.monotonic()):
+        return False  # no token taken: rate_limit refuses it on the general path
+    st.metrics.lookup(HIT)  # the hit cached_account would have counted
+    st.in_flight += 1
+    return True
+
+
+def done(st: EdgeState, ex: Exchange) -> None:
+    """The end of every exchange, answered or refused: metrics and the access log."""
+    elapsed = time.perf_counter() - ex.t0
+    st.metrics.observe_request(ex.region, ex.method, ex.route, ex.status or 500, elapsed)
+    if st.access_log and access_log.isEnabledFor(logging.INFO):
+        _log_access(ex, elapsed)
 
 
 # -- the aiohttp.web front end ---------------------------------------------------------------

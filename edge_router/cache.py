@@ -104,6 +104,17 @@ class CachedLookup(Generic[V]):
                 return entry.value
         return MISSING
 
+    def fresh(self, key: str) -> V | None:
+        """A fresh, known value with no effect at all (not counted, no refresh started), or
+        None -- also when a refresh-ahead is due: ``peek`` or ``get`` then does what is due."""
+        try:
+            entry = self._cache[key]
+        except KeyError:
+            return None
+        if entry is None or entry.stale or self._clock() >= entry.refresh_at:
+            return None
+        return entry.value
+
     async def get(self, key: str) -> V | None:
         found = self.peek(key)
         if found is not MISSING:

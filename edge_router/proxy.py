@@ -52,7 +52,14 @@ from .routing import (
 )
 from .signer import Signer
 from .upstream import Instance, Pools
-from .upstream_conn import ConnectFailed, ConnectionBroken, PoolTimeout
+from .upstream_conn import (
+    Answer,
+    AnswerHook,
+    ConnectFailed,
+    ConnectionBroken,
+    PoolTimeout,
+    UpstreamConnection,
+)
 
 log = logging.getLogger("edge_router.proxy")
 
@@ -85,6 +92,7 @@ class Exchange:
         "scheme",
         "started",
         "status",
+        "t0",
         "target",
         "upstream",
         "url",
@@ -126,6 +134,7 @@ class Exchange:
         self.status = 0
         self.error: str | None = None
         self.started = False  # response head sent: no JSON error possible any more
+        self.t0 = 0.0  # perf_counter() when the pipeline took it
 
 
 class Sink(Protocol):
@@ -144,6 +153,36 @@ class Sink(Protocol):
     async def end(self) -> None: ...
 
     def abort(self) -> None: ...
+
+
+class ReadySink(Sink, Protocol):
+    """A ``Sink`` that can also write a whole answer without awaiting (the fast lane's)."""
+
+    def write_answer(self, status: int, reason: str | None, block: Block, body: bytes) -> None: ...
+
+
+class Sent:
+    """A request already on the wire (``Forwarder.send_now``): what its attempt needs."""
+
+    __slots__ = ("conn", "deadline", "head", "index", "inst", "t0", "waiter")
+
+    def __init__(
+        self,
+        index: int,
+        inst: Instance,
+        conn: UpstreamConnection,
+        head: bytes,
+        waiter: asyncio.Future[Answer],
+        deadline: float,
+        t0: float,
+    ) -> None:
+        self.index = index
+        self.inst = inst
+        self.conn = conn
+        self.head = head
+        self.waiter = waiter
+        self.deadline = deadline
+        self.t0 = t0
 
 
 class _StreamedBody:
@@ -209,27 +248,15 @@ class Forwarder:
             retry_after=self.settings.retry_after_s,
         )
 
-    async def forward(self, ex: Exchange, sink: Sink) -> None:
-        s = self.settings
-        method = ex.method
-        # Body: nothing, a small buffered (replayable) body, or a stream read at most once.
-        body: bytes | None = None
-        streamed: _StreamedBody | None = None
-        if ex.body_exists and ex.body is not None:
-            if ex.expect_continue:
-                sink.send_continue()  # only now: refusals above never invited the body
-            length = ex.content_length
-            if length is not None and length <= s.buffer_body_bytes:
-                body = await ex.body.readexactly(length) if length else b""
-            else:
-                streamed = _StreamedBody(ex.body, s.max_body_bytes)
-
+    def _request_parts(self, ex: Exchange, chunked: bool) -> tuple[bytes, bytes]:
+        """The request line and everything after "Host: ...\\r\\n" (the Host line depends on
+        the instance): headers as the store must see them, the signed assertion among them."""
         assertion = self.signer.sign(
             account=ex.account or "",
             region=ex.region,
             principal=ex.principal or "",
             roles=ex.roles,
-            method=method,
+            method=ex.method,
             target=ex.target,
         )
         items = upstream_request_items(
@@ -237,33 +264,124 @@ class Forwarder:
             request_id=ex.request_id,
             peer=ex.peer,
             scheme=ex.scheme,
-            via=s.via,
+            via=self.settings.via,
             assertion=assertion,
         )
-        chunked = streamed is not None and ex.content_length is None
         if chunked:
             items.append(("Transfer-Encoding", "chunked"))
-        # Everything after "Host: ...\r\n"; the request line and Host depend on the instance.
-        rest = encode_head("", items)
-        line = f"{method} {ex.target} HTTP/1.1\r\n".encode("utf-8", "surrogateescape")
+        line = f"{ex.method} {ex.target} HTTP/1.1\r\n".encode("utf-8", "surrogateescape")
+        return line, encode_head("", items)
+
+    def send_now(self, ex: Exchange, hook: AnswerHook) -> Sent | None:
+        """The first attempt of a bodiless request, without awaiting: on a warm idle socket of
+        an available instance of the home region, the answer going to ``hook`` (see
+        ``UpstreamConnection.send``). None, having done nothing, when that needs waiting (no
+        idle socket, a refusal to explain): then ``forward`` does it all."""
+        pools = self.pools.by_region
+        decision = decide(ex.region, pools, self.pools.clock(), tick=next(self._tick))
+        if not isinstance(decision, RouteDecision):
+            return None
+        inst = pools[ex.region][decision.index]
+        pool = inst.pool
+        conn = pool.take_idle()
+        if conn is None:
+            return None
+        line, rest = self._request_parts(ex, False)
+        head = line + inst.host_line + rest
+        s = self.settings
+        deadline = self._loop_time() + s.total_timeout_s
+        try:
+            waiter = conn.send(
+                head,
+                None,
+                head_only=False,
+                deadline=deadline,
+                read_timeout=s.read_timeout_s,
+                hook=hook,
+            )
+        except ConnectionBroken:
+            pool.release(conn, False)
+            return None
+        inst.outstanding += 1
+        ex.attempts = 1
+        ex.upstream = inst.name
+        return Sent(decision.index, inst, conn, head, waiter, deadline, time.perf_counter())
+
+    def relay_now(self, ex: Exchange, sent: Sent, answer: Answer, sink: ReadySink) -> bool:
+        """``send_now``'s answer, relayed on the spot when it is whole and final (the hook's
+        ``on_answer``); False, having done nothing, otherwise: ``forward`` then goes on from
+        ``sent`` as from any attempt."""
+        status = answer.status
+        if answer.payload is not None or status in _RETRY_STATUSES:
+            return False
+        inst = sent.inst
+        inst.outstanding -= 1
+        self.metrics.observe_upstream(ex.region, time.perf_counter() - sent.t0)
+        self.pools.answered(inst, status)
+        conn = sent.conn
+        inst.pool.release(conn, conn.finish() and not answer.should_close)  # type: ignore[union-attr]
+        ex.status = status
+        ex.started = True
+        sink.write_answer(
+            status,
+            answer.reason,
+            downstream_response_block(
+                answer.block,
+                answer.named,
+                request_id=ex.request_id,
+                region=ex.region,
+                via=self.settings.via,
+            ),
+            answer.body,
+        )
+        return True
+
+    async def forward(self, ex: Exchange, sink: Sink, sent: Sent | None = None) -> None:
+        """Forward ``ex``, retrying inside its home region as ``may_retry`` allows; with
+        ``sent``, its first attempt is already on the wire (``send_now``)."""
+        s = self.settings
+        method = ex.method
+        # Body: nothing, a small buffered (replayable) body, or a stream read at most once.
+        body: bytes | None = None
+        streamed: _StreamedBody | None = None
+        if sent is None and ex.body_exists and ex.body is not None:
+            if ex.expect_continue:
+                sink.send_continue()  # only now: refusals above never invited the body
+            length = ex.content_length
+            if length is not None and length <= s.buffer_body_bytes:
+                body = await ex.body.readexactly(length) if length else b""
+            else:
+                streamed = _StreamedBody(ex.body, s.max_body_bytes)
+        chunked = streamed is not None and ex.content_length is None
+        line = rest = b""
         pools = self.pools.by_region
         tried: set[int] = set()
         failure = ""
         while True:
-            now = self.pools.clock()
-            decision = decide(ex.region, pools, now, tried=tried, tick=next(self._tick))
-            if isinstance(decision, Refusal):
-                if decision.reason == "instances_exhausted":
-                    raise self._error_for(failure)
-                raise self._refuse(decision)
-            inst = pools[ex.region][decision.index]
-            tried.add(decision.index)
-            ex.attempts += 1
-            ex.upstream = inst.name
-            if ex.attempts > 1:
-                self._retry_children[ex.region].inc()
-            head = line + inst.host_line + rest
-            outcome = await self._attempt(ex, inst, head, body, streamed, chunked, tried, sink)
+            if sent is not None:
+                inst = sent.inst
+                tried.add(sent.index)
+                outcome = await self._attempt(
+                    ex, inst, sent.head, None, None, False, tried, sink, sent=sent
+                )
+                sent = None
+            else:
+                now = self.pools.clock()
+                decision = decide(ex.region, pools, now, tried=tried, tick=next(self._tick))
+                if isinstance(decision, Refusal):
+                    if decision.reason == "instances_exhausted":
+                        raise self._error_for(failure)
+                    raise self._refuse(decision)
+                inst = pools[ex.region][decision.index]
+                tried.add(decision.index)
+                ex.attempts += 1
+                ex.upstream = inst.name
+                if ex.attempts > 1:
+                    self._retry_children[ex.region].inc()
+                if not line:
+                    line, rest = self._request_parts(ex, chunked)
+                head = line + inst.host_line + rest
+                outcome = await self._attempt(ex, inst, head, body, streamed, chunked, tried, sink)
             if outcome is None:
                 return
             failure = outcome
@@ -297,18 +415,27 @@ class Forwarder:
         chunked: bool,
         tried: set[int],
         sink: Sink,
+        sent: Sent | None = None,
     ) -> str | None:
-        """One try: None once the answer was relayed, else the kind of failure (``routing``)."""
+        """One try: None once the answer was relayed, else the kind of failure (``routing``).
+        With ``sent``, the request is on the wire already and only its answer is awaited."""
         s = self.settings
         pool = inst.pool
-        deadline = self._loop_time() + s.total_timeout_s
-        inst.outstanding += 1
-        t0 = time.perf_counter()
+        if sent is None:
+            deadline = self._loop_time() + s.total_timeout_s
+            inst.outstanding += 1
+            t0 = time.perf_counter()
+        else:  # send_now counted it
+            deadline = sent.deadline
+            t0 = sent.t0
         try:
             fresh = False
             head_only = ex.method == "HEAD"
             while True:
-                conn = None if fresh else pool.take_idle()
+                if sent is not None:
+                    conn = sent.conn
+                else:
+                    conn = None if fresh else pool.take_idle()
                 if conn is None:
                     try:
                         conn = await pool.acquire(deadline, fresh=fresh)
@@ -319,7 +446,10 @@ class Forwarder:
                         return TIMED_OUT
                 reused = conn.served > 0
                 try:
-                    if streamed is None:
+                    if sent is not None:
+                        waiter, sent = sent.waiter, None
+                        answer = await waiter
+                    elif streamed is None:
                         answer = await conn.send(
                             head,
                             body,

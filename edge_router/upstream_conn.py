@@ -39,7 +39,7 @@ import asyncio
 import collections
 import re
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.helpers import set_exception
@@ -147,6 +147,12 @@ def _tokens(value: str) -> frozenset[str]:
     return frozenset(t.strip().lower() for t in value.split(",") if t.strip())  # as llhttp's
 
 
+class AnswerHook(Protocol):
+    def on_answer(self, answer: Answer) -> bool: ...
+
+    def resume(self) -> None: ...
+
+
 class ConnectFailed(OSError):
     """The TCP connection could not be made (nothing was sent)."""
 
@@ -172,6 +178,7 @@ class UpstreamConnection(BaseProtocol):
         "_active",
         "_deadline",
         "_head_only",
+        "_hook",
         "_main_parser",
         "_payload",
         "_read_timeout",
@@ -195,6 +202,7 @@ class UpstreamConnection(BaseProtocol):
         )
         self._parser = self._main_parser
         self._waiter: asyncio.Future[Answer] | None = None
+        self._hook: AnswerHook | None = None
         self._payload: StreamReader | None = None
         self._watch: asyncio.TimerHandle | None = None
         self._watch_due = 0.0
@@ -223,11 +231,7 @@ class UpstreamConnection(BaseProtocol):
                 self._whole = False
                 answer = parse_whole_answer(data)
                 if answer is not None:
-                    waiter = self._waiter
-                    if waiter is not None:
-                        self._waiter = None
-                        if not waiter.done():
-                            waiter.set_result(answer)
+                    self._deliver(answer)
                     return
         try:
             messages, _upgraded, _tail = self._parser.feed_data(data)
@@ -242,10 +246,8 @@ class UpstreamConnection(BaseProtocol):
             if waiter is None:  # a second answer to one request: protocol violation
                 self.close()
                 return
-            self._waiter = None
             self._payload = payload
-            if not waiter.done():
-                waiter.set_result(Answer.from_parser(msg, payload))
+            self._deliver(Answer.from_parser(msg, payload))
 
     def connection_lost(self, exc: BaseException | None) -> None:
         super().connection_lost(exc)
@@ -278,10 +280,16 @@ class UpstreamConnection(BaseProtocol):
         head_only: bool,
         deadline: float,
         read_timeout: float,
+        hook: AnswerHook | None = None,
     ) -> asyncio.Future[Answer]:
         """Send one request whose body (if any) is in memory: one write. The future resolves
-        to the answer's head and its (streaming) payload. Not a coroutine: one frame less."""
+        to the answer's head and its (streaming) payload. Not a coroutine: one frame less.
+
+        With a ``hook``, the answer goes to ``hook.on_answer`` first, synchronously, in the
+        read that completes it; if that returns False, or the exchange fails, ``hook.resume``
+        is called and then the future resolves as usual (a task awaiting it takes over)."""
         waiter = self._begin(head_only, deadline, read_timeout)
+        self._hook = hook
         self.transport.write(head + body if body else head)  # type: ignore[union-attr]
         return waiter
 
@@ -335,6 +343,7 @@ class UpstreamConnection(BaseProtocol):
                 self, loop, _READ_LIMIT, response_with_body=False, auto_decompress=False
             )
         self._head_only = head_only
+        self._hook = None
         # llhttp is between messages here (a socket is reused only after a whole answer).
         self._whole = not head_only
         waiter = self._waiter = loop.create_future()
@@ -393,10 +402,28 @@ class UpstreamConnection(BaseProtocol):
             set_exception(self._payload, exc)
         self.close()
 
+    def _deliver(self, answer: Answer) -> None:
+        waiter = self._waiter
+        if waiter is None:
+            return
+        self._waiter = None
+        hook = self._hook
+        if hook is not None:
+            self._hook = None
+            if hook.on_answer(answer):
+                return  # relayed on the spot; nobody awaits the waiter
+            hook.resume()  # a task takes over and awaits the waiter
+        if not waiter.done():
+            waiter.set_result(answer)
+
     def _fail(self, exc: BaseException) -> None:
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
+            hook = self._hook
+            if hook is not None:
+                self._hook = None
+                hook.resume()
             if not waiter.done():
                 waiter.set_exception(exc)
 

@@ -256,9 +256,7 @@ def test_the_checker_itself_catches_differences(llhttp: LLHttp) -> None:
         "named": frozenset({"keep-alive"}),
     }
     for field, wrong in fields.items():
-        bad = Answer(
-            good.status, good.reason, good.block, good.named, good.should_close, good.body
-        )
+        bad = Answer(good.status, good.reason, good.block, good.named, good.should_close, good.body)
         setattr(bad, field, wrong)
         assert disagreement(llhttp, data, bad) is not None, field
     # llhttp rejecting the bytes is a disagreement whenever an Answer is claimed

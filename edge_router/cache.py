@@ -74,6 +74,11 @@ class CachedLookup(Generic[V]):
             maxsize=maxsize, ttl=ttl_s + stale_if_error_s, timer=clock
         )
         self._inflight: dict[str, asyncio.Future[V | None]] = {}
+        # The last entry loaded per key, in a plain dict for ``fresh`` (TTLCache's lookup is
+        # several Python calls). Only ever read for entries still fresh by their own clock,
+        # which TTLCache (expiring at fresh TTL + stale bound) would also still hold.
+        self._latest: dict[Hashable, _Entry[V]] = {}
+        self._maxsize = maxsize
         self._tasks: set[asyncio.Task[None]] = set()
         self._on_result = on_result or (lambda _r: None)
         self._retry_after = retry_after_s
@@ -107,10 +112,7 @@ class CachedLookup(Generic[V]):
     def fresh(self, key: str) -> V | None:
         """A fresh, known value with no effect at all (not counted, no refresh started), or
         None -- also when a refresh-ahead is due: ``peek`` or ``get`` then does what is due."""
-        try:
-            entry = self._cache[key]
-        except KeyError:
-            return None
+        entry = self._latest.get(key)
         if entry is None or entry.stale or self._clock() >= entry.refresh_at:
             return None
         return entry.value
@@ -155,7 +157,11 @@ class CachedLookup(Generic[V]):
             self.last_ok = True
             ttl = self._ttl if value is not None else self._negative_ttl
             now = self._clock()
-            self._cache[key] = _Entry(value, now + ttl, now + ttl * (1 - REFRESH_AHEAD))
+            entry = _Entry(value, now + ttl, now + ttl * (1 - REFRESH_AHEAD))
+            self._cache[key] = entry
+            if len(self._latest) >= self._maxsize:
+                self._latest.clear()
+            self._latest[key] = entry
             future.set_result(value)
         finally:
             self._inflight.pop(key, None)

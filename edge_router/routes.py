@@ -13,6 +13,7 @@ Two jobs, both pure and per request:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from .errors import BadRequest, NotFound
@@ -48,58 +49,39 @@ TEMPLATES = (
 # erasure request (the store answers it in the account's home region like the erasure itself).
 EXTENSION_TEMPLATES = ("/api/user-rights/requests/{requestId}",)
 
-_PARAM = object()  # key of the "any one segment" child in the trie
-
 
 class RouteTable:
-    """A segment trie: literal children first, then one ``{param}`` child; end marks a template."""
+    """The templates as one anchored regular expression: a literal segment matches itself, a
+    ``{param}`` any one non-empty segment. Where a path fits several templates the one with a
+    literal at the first position they differ wins (``/prospects/unmask`` is that operation,
+    not ``/prospects/{prospectId}``): the alternatives are ordered that way, and the regex
+    engine takes the first that matches the whole path."""
 
-    __slots__ = ("_root",)
+    __slots__ = ("_regex", "_templates")
 
     def __init__(self, templates: Iterable[str] = (*TEMPLATES, *EXTENSION_TEMPLATES)) -> None:
-        self._root: dict[object, dict] = {}
-        for template in templates:
-            node = self._root
-            for seg in template.strip("/").split("/"):
-                key: object = _PARAM if seg.startswith("{") and seg.endswith("}") else seg
-                node = node.setdefault(key, {})
-            node[None] = template  # type: ignore[assignment]
+        def segments(template: str) -> list[str]:
+            return template.strip("/").split("/")
+
+        def is_param(seg: str) -> bool:
+            return seg.startswith("{") and seg.endswith("}")
+
+        ordered = sorted(
+            set(templates), key=lambda t: [(is_param(seg), seg) for seg in segments(t)]
+        )
+        self._templates = tuple(ordered)
+        alternatives = (
+            "("
+            + "/".join("[^/]+" if is_param(seg) else re.escape(seg) for seg in segments(t))
+            + ")"
+            for t in ordered
+        )
+        self._regex = re.compile("|".join(alternatives))
 
     def match(self, path: str) -> str:
         """Template for a path (without query), or ``other``."""
-        segments = path.strip("/").split("/")
-        # Fast path, no recursion: literal child first, else the param child. When it reaches
-        # a template it is the one the depth-first walk below would find first.
-        node = self._root
-        for seg in segments:
-            nxt = node.get(seg) if seg else None
-            if nxt is None:
-                nxt = node.get(_PARAM) if seg else None
-                if nxt is None:
-                    break
-            node = nxt
-        else:
-            template = node.get(None)
-            if template is not None:
-                return template
-        found = self._walk(self._root, segments, 0)
-        return found if found is not None else OTHER
-
-    def _walk(self, node: dict, segments: list[str], i: int) -> str | None:
-        if i == len(segments):
-            return node.get(None)
-        seg = segments[i]
-        if not seg:
-            return None
-        child = node.get(seg)
-        if child is not None:
-            found = self._walk(child, segments, i + 1)
-            if found is not None:
-                return found
-        child = node.get(_PARAM)
-        if child is not None:
-            return self._walk(child, segments, i + 1)
-        return None
+        m = self._regex.fullmatch(path.strip("/"))
+        return OTHER if m is None else self._templates[m.lastindex - 1]  # type: ignore[operator]
 
 
 _SUSPICIOUS = ("%", "/.", "\\")

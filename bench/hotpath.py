@@ -108,8 +108,11 @@ def _settings(upstream_url: str) -> EdgeSettings:
 
 async def _health_upstream() -> tuple[web.AppRunner, str]:
     """A real /readyz for the edge's start-up probe; proxied traffic never reaches it."""
+    async def readyz(_request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
     app = web.Application()
-    app.router.add_get("/readyz", lambda _r: web.Response(text="ok"))
+    app.router.add_get("/readyz", readyz)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -53,7 +53,7 @@ def configure_logging(level: str) -> None:
 
 async def run_worker(settings: EdgeSettings, index: int = 0) -> None:
     from .app import create_admin_app, create_app
-    from .http_server import EdgeRunner
+    from .http_server import BatchAcceptSite, EdgeRunner
 
     app = create_app(settings)
     admin = create_admin_app(app)
@@ -68,7 +68,7 @@ async def run_worker(settings: EdgeSettings, index: int = 0) -> None:
     await runner.setup()
     await admin_runner.setup()
     try:
-        await web.TCPSite(
+        await BatchAcceptSite(
             runner, settings.host, settings.port, backlog=settings.backlog, reuse_port=reuse
         ).start()
         await web.TCPSite(

@@ -108,6 +108,7 @@ def _settings(upstream_url: str) -> EdgeSettings:
 
 async def _health_upstream() -> tuple[web.AppRunner, str]:
     """A real /readyz for the edge's start-up probe; proxied traffic never reaches it."""
+
     async def readyz(_request: web.Request) -> web.Response:
         return web.Response(text="ok")
 

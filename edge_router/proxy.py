@@ -502,14 +502,10 @@ class Forwarder:
             )
             ex.status = status
             payload = answer.payload
-            if payload is None:  # read whole (the common case)
-                pool.release(conn, conn.finish() and not answer.should_close)
-                ex.started = True
-                await sink.respond(status, answer.reason, block, answer.body)
-                return None
-            if payload.is_eof() and payload.exception() is None:
-                # The whole answer is here: give the socket back, then one write to the client.
-                data = payload.read_nowait(-1)
+            if payload is None or (payload.is_eof() and payload.exception() is None):
+                # The whole answer is here (read whole, or llhttp's payload already complete):
+                # give the socket back, then one write to the client.
+                data = answer.body if payload is None else payload.read_nowait(-1)
                 pool.release(conn, conn.finish() and not answer.should_close)
                 ex.started = True
                 await sink.respond(status, answer.reason, block, data)

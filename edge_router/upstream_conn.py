@@ -27,7 +27,7 @@ What the pool guarantees:
 Failures are reported as the exceptions below; ``proxy.py`` maps them to routing outcomes::
 
     ConnectFailed       nothing was sent: refused, unreachable, connect timed out
-    PoolTimeout         no socket became free before the deadline
+    PoolTimeout         no socket became free (or connected) before the request's deadline
     ExchangeTimeout     the store went silent (read gap) or the deadline passed
     ConnectionBroken    the connection failed after (maybe) sending; ``answered`` says whether
                         any byte of the answer had arrived
@@ -169,7 +169,7 @@ class ConnectFailed(OSError):
 
 
 class PoolTimeout(TimeoutError):
-    """No connection to the instance became free before the deadline."""
+    """No connection to the instance could be had before the request's deadline."""
 
 
 class ExchangeTimeout(TimeoutError):
@@ -588,13 +588,19 @@ class ConnectionPool:
     async def _connect(
         self, loop: asyncio.AbstractEventLoop, deadline: float
     ) -> UpstreamConnection:
-        timeout = min(self.connect_timeout_s, max(0.0, deadline - loop.time()))
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise PoolTimeout("the request's deadline passed before a connection was made")
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(min(self.connect_timeout_s, remaining)):
                 _, conn = await loop.create_connection(
                     lambda: UpstreamConnection(self, loop), self.host, self.port
                 )
         except TimeoutError as exc:
+            if remaining < self.connect_timeout_s:
+                # The request ran out of time (often after waiting for a slot), not the
+                # instance: calling that a connect failure would eject a live instance.
+                raise PoolTimeout("the request's deadline passed while connecting") from exc
             raise ConnectFailed(f"connect to {self.host}:{self.port} timed out") from exc
         except OSError as exc:
             raise ConnectFailed(f"connect to {self.host}:{self.port} failed: {exc}") from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import pytest
 from aiohttp import web
@@ -63,3 +64,39 @@ async def test_wait_times_out_and_dead_instance_is_connect_failed(aiohttp_server
     with pytest.raises(ConnectFailed):
         await dead.acquire(loop.time() + 1)
     assert dead.open == 0
+
+
+async def test_deadline_spent_while_connecting_is_a_timeout_not_a_dead_instance() -> None:
+    """A request whose own deadline ends mid-connect (say, after waiting for a slot) must not
+    be reported as a connect failure: the proxy ejects instances on those."""
+    loop = asyncio.get_running_loop()
+    # A listener that never accepts, its queue filled: the kernel drops further SYNs, so a
+    # connect to it hangs (as to an overloaded host) instead of failing fast.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(4):
+            s = socket.socket()
+            s.setblocking(False)
+            try:
+                s.connect(("127.0.0.1", port))
+            except BlockingIOError:
+                pass
+            fillers.append(s)
+        pool = ConnectionPool("127.0.0.1", port, limit=1, connect_timeout_s=5.0, idle_timeout_s=1)
+        with pytest.raises(PoolTimeout):
+            await pool.acquire(loop.time() - 1)  # deadline already passed: no connect tried
+        with pytest.raises(PoolTimeout):
+            await pool.acquire(loop.time() + 0.2)  # the deadline, not connect_timeout, ends it
+        assert pool.open == 0
+        # with the connect timeout the shorter bound, the same hang is the instance's fault
+        short = ConnectionPool("127.0.0.1", port, limit=1, connect_timeout_s=0.2, idle_timeout_s=1)
+        with pytest.raises(ConnectFailed):
+            await short.acquire(loop.time() + 5)
+    finally:
+        for s in fillers:
+            s.close()
+        listener.close()

@@ -61,7 +61,7 @@ def request_id(incoming: str | None) -> str:
     """Propagate a well-formed client request id; otherwise mint one (32 hex characters)."""
     if incoming and _REQUEST_ID_OK.match(incoming):
         return incoming
-    return f"{_ID_PREFIX}{next(_id_counter) & 0xFFFFFFFFFFFFFFFF:016x}"
+    return _ID_PREFIX + (next(_id_counter) & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "big").hex()
 
 
 Items = list[tuple[str, str]]

@@ -79,5 +79,6 @@ class Signer:
         msg = f"{signed}\n{method.upper()}\n{target}".encode("utf-8", "surrogateescape")
         h = self._macs[region].copy()
         h.update(msg)
-        mac = b2a_base64(h.digest(), newline=False).translate(_B64_URL).rstrip(b"=").decode("ascii")
+        # a SHA-256 MAC is 32 bytes: 43 base64 characters and one "=" of padding to drop
+        mac = b2a_base64(h.digest(), newline=False)[:43].translate(_B64_URL).decode("ascii")
         return f"{signed};{mac}"

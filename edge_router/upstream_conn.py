@@ -133,14 +133,16 @@ def parse_whole_answer(data: bytes) -> Answer | None:
     if (
         not value.isdigit()  # ASCII digits only, for bytes
         or len(data) - end - 4 != int(value)
-        or b"\r\ntransfer-encoding:" in lower  # llhttp frames it
-        or b"\r\nsec-websocket-key1:" in lower  # aiohttp refuses it
+        # find(), not ``in``: bytes.__contains__ first tries its argument as an int and
+        # builds a TypeError to discard, a cost on every answer
+        or lower.find(b"\r\ntransfer-encoding:") >= 0  # llhttp frames it
+        or lower.find(b"\r\nsec-websocket-key1:") >= 0  # aiohttp refuses it
         or raw.count(b"\r\n") > _MAX_HEADERS
     ):
         return None
     block = raw.decode("utf-8", "surrogateescape")
     named = _NO_TOKENS
-    if b"\r\nconnection:" in lower:
+    if lower.find(b"\r\nconnection:") >= 0:
         for c in _CONNECTION.finditer(block):
             named = named | _tokens(c[1])
     reason = m[2]

@@ -32,6 +32,7 @@ from bench.core import (
     Target,
     TargetUnavailable,
     evaluate,
+    merge_rounds,
     run_case,
 )
 from bench.core import skipped as skipped_row
@@ -42,6 +43,7 @@ from bench.targets import (
     DEFAULT_ACCOUNTS,
     EDGE_BENCH_SETTINGS,
     EdgeEnvironment,
+    Upstreams,
     direct,
     edge_environment,
     naive,
@@ -87,6 +89,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--warmup", type=float, help="unmeasured seconds before each run (default 2; smoke 0)"
     )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds of the proxy cases; each case reports its median round by req/s, with "
+        "errors summed and max latency / peak RSS the worst of all rounds (default 1)",
+    )
     ap.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (default 1)")
     ap.add_argument("--timeout", type=float, default=10.0, help="wrk per-request timeout, s")
     ap.add_argument(
@@ -125,6 +134,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.workers = args.workers or ([1] if smoke else [1, 2])
     args.duration = args.duration if args.duration is not None else (1.0 if smoke else 10.0)
     args.warmup = args.warmup if args.warmup is not None else (0.0 if smoke else 2.0)
+    if args.repeat < 1:
+        ap.error("--repeat must be at least 1")
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if smoke and "e2e" in args.targets and args.targets == list(ALL_TARGETS):
         args.targets.remove("e2e")  # the smoke run stays a few seconds: no DynamoDB stack
@@ -166,6 +177,7 @@ class Bench:
         self._edge_env: EdgeEnvironment | None = None
         self._edge_unavailable: str | None = None
         self.stack = contextlib.ExitStack()
+        self._round_start = 0  # rows before this index belong to earlier rounds
 
     def loads(self) -> list[LoadSpec]:
         a = self.args
@@ -217,7 +229,7 @@ class Bench:
     ) -> None:
         done = {
             r.connections
-            for r in self.rows
+            for r in self.rows[self._round_start :]
             if r.group == group and r.target == name and r.workers == workers
         }
         for load in loads:
@@ -284,21 +296,30 @@ class Bench:
             print(f"  e2e {status}: {reason}", flush=True)
         print(f"  (e2e: {time.monotonic() - t0:.1f}s)", flush=True)
 
+    def proxy_round(self, ups: Upstreams) -> None:
+        a = self.args
+        if "direct" in a.targets:
+            self.measure("direct", 1, lambda: direct(ups))
+        for w in a.workers:
+            for name in a.targets:
+                if name == "nginx":
+                    self.measure(name, w, lambda w=w: nginx(ups, w, self.work_dir))
+                elif name == "naive":
+                    self.measure(name, w, lambda w=w: naive(ups, w, self.work_dir))
+                elif name == "edge":
+                    self.measure(name, w, lambda w=w: self.edge(ups, w), probes=self.edge_probes())
+
     def run(self) -> None:
         a = self.args
         with self.stack, static_upstreams(["us-east-1", "eu-west-1"], self.work_dir) as ups:
-            if "direct" in a.targets:
-                self.measure("direct", 1, lambda: direct(ups))
-            for w in a.workers:
-                for name in a.targets:
-                    if name == "nginx":
-                        self.measure(name, w, lambda w=w: nginx(ups, w, self.work_dir))
-                    elif name == "naive":
-                        self.measure(name, w, lambda w=w: naive(ups, w, self.work_dir))
-                    elif name == "edge":
-                        self.measure(
-                            name, w, lambda w=w: self.edge(ups, w), probes=self.edge_probes()
-                        )
+            # Whole rounds, not each case N times in a row: a drift of the shared machine's
+            # speed then falls on every target alike instead of on whichever ran last.
+            for rnd in range(a.repeat):
+                if a.repeat > 1:
+                    print(f"round {rnd + 1} of {a.repeat}", flush=True)
+                self._round_start = len(self.rows)
+                self.proxy_round(ups)
+            self.rows = merge_rounds(self.rows)
         if "e2e" in a.targets:
             self.e2e()
 
@@ -388,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         "workers per proxy": args.workers,
         "measured duration per case (s)": args.duration,
         "warm-up per case (s)": args.warmup,
+        "rounds of the proxy cases (median reported)": args.repeat,
         "wrk threads": args.wrk_threads,
         "wrk timeout (s)": args.timeout,
         "request mix": "GET /api/storage/profile-system/profiles/<id>, alternating Host "

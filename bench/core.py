@@ -96,6 +96,63 @@ class CaseResult:
         return asdict(self)
 
 
+def merge_rounds(rows: list[CaseResult]) -> list[CaseResult]:
+    """One row per case from several rounds of the same cases (``python -m bench --repeat N``).
+
+    Throughput, CPU and percentiles come from the median round by req/s (the lower median for
+    an even count), so one disturbed run on a shared machine neither makes nor breaks a
+    target. Everything a target must hold in *every* run stays strict: errors are summed over
+    all rounds, max latency and peak RSS are the worst round's, and a routing fault in any
+    round shows. ``extra["rounds"]`` lists each round's req/s, CPU and p50, in run order."""
+    by_case: dict[str, list[CaseResult]] = {}
+    for r in rows:
+        by_case.setdefault(r.case, []).append(r)
+    merged = []
+    for runs in by_case.values():
+        if len(runs) == 1:
+            merged.append(runs[0])
+            continue
+        ok = sorted((r for r in runs if r.status == "ok" and r.rps is not None), key=_rps)
+        if not ok:
+            merged.append(runs[0])
+            continue
+        row = ok[(len(ok) - 1) // 2]
+        row.extra = dict(row.extra)
+        row.extra["rounds"] = {
+            "rps": [r.rps for r in runs],
+            "cpu_us_per_req": [r.cpu_us_per_req for r in runs],
+            "p50_ms": [r.p50_ms for r in runs],
+            "median_round": runs.index(row) + 1,
+            "failed": [f"{r.status}: {r.reason}" for r in runs if r.status != "ok"],
+        }
+        row.errors = sum(r.errors or 0 for r in ok)
+        detail: dict[str, int] = {}
+        for r in ok:
+            for k, v in r.errors_detail.items():
+                detail[k] = detail.get(k, 0) + v
+        row.errors_detail = detail
+        row.max_ms = _worst(r.max_ms for r in ok)
+        row.rss_peak_mib = _worst(r.rss_peak_mib for r in ok)
+        row.rss_peak_max_proc_mib = _worst(r.rss_peak_max_proc_mib for r in ok)
+        bad_routing = [r.routing for r in ok if r.routing != row.routing]
+        if bad_routing:
+            row.routing = bad_routing[0]
+        if len(ok) < len(runs):  # a round that failed outright is an error of the case
+            row.errors += len(runs) - len(ok)
+            row.errors_detail["failed rounds"] = len(runs) - len(ok)
+        merged.append(row)
+    return merged
+
+
+def _rps(r: CaseResult) -> float:
+    return r.rps or 0.0
+
+
+def _worst(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
 def skipped(
     case: str,
     group: str,

@@ -82,7 +82,7 @@ def case_row(r: CaseResult) -> list[str]:
         r.target,
         str(r.workers),
         str(r.connections),
-        _f(r.rps, ",.0f"),
+        _f(r.rps, ",.0f") + _rounds(r),
         _f(r.p50_ms, ".3f"),
         _f(r.p90_ms, ".3f"),
         _f(r.p99_ms, ".3f"),
@@ -92,6 +92,14 @@ def case_row(r: CaseResult) -> list[str]:
         f"{_f(r.rss_peak_mib, '.1f')} ({_f(r.rss_peak_max_proc_mib, '.1f')})",
         r.routing,
     ]
+
+
+def _rounds(r: CaseResult) -> str:
+    """With ``--repeat``: every round's req/s after the median's, in run order."""
+    rounds = r.extra.get("rounds")
+    if not rounds:
+        return ""
+    return " (rounds: " + " / ".join(_f(v, ",.0f") for v in rounds["rps"]) + ")"
 
 
 def _table(header: Sequence[str], rows: list[list[str]]) -> list[str]:
@@ -131,14 +139,17 @@ def markdown(
     for group, grows in groups.items():
         out += ["", f"## {group}", ""]
         out += _table(COLUMNS, [case_row(r) for r in grows])
-        extras = [r for r in grows if r.extra]
-        for r in extras:
+        for r in grows:
+            # each round's req/s is in the table; the rest of "rounds" is in the JSON file
+            extra = {k: v for k, v in r.extra.items() if k != "rounds"}
+            if not extra:
+                continue
             out += [
                 "",
                 f"`{r.case}` extra figures:",
                 "",
                 "```json",
-                json.dumps(r.extra, indent=2, sort_keys=True),
+                json.dumps(extra, indent=2, sort_keys=True),
                 "```",
             ]
     for heading, lines in sections:

@@ -45,7 +45,7 @@ from .auth import APP_KEY_HEADER, APP_TOKEN_HEADER, authenticate, check_key
 from .cache import HIT, MISSING, CachedLookup
 from .config import EdgeSettings
 from .errors import EdgeError, NotFound, RateLimited, Unavailable, error_parts
-from .headers import DATA_REGION, REQUEST_ID, Block, Items, request_id, split_line
+from .headers import DATA_REGION, REQUEST_ID, Block, Items, request_id, split_line, to_block
 from .metrics import CONTENT_TYPE, EdgeMetrics
 from .proxy import Exchange, Forwarder, Sent, Sink
 from .ratelimit import RateLimiter
@@ -217,7 +217,7 @@ class ErrorAnswer:
 
     def __init__(self, status: int, headers: Items, body: bytes) -> None:
         self.status = status
-        self.block: Block = "".join([f"\r\n{name}: {value}" for name, value in headers])
+        self.block: Block = to_block(headers)
         self.body = body
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+from collections.abc import Iterable
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -116,7 +117,7 @@ def downstream_response_items(
 ) -> Items:
     """Headers for the client, as (name, value) pairs."""
     block = downstream_response_block(
-        "".join([f"\r\n{name}: {value}" for name, value in upstream.items()]),
+        to_block(upstream.items()),
         connection_tokens(upstream),
         request_id=request_id,
         region=region,
@@ -129,6 +130,11 @@ def downstream_response_items(
 # ("\r\nName: value\r\nOther: value"; "" for none) -- what follows the start line, minus
 # the blank line. Relaying a block means copying a string, not a list of pairs.
 Block = str
+
+
+def to_block(pairs: Iterable[tuple[str, str]]) -> Block:
+    """A header block from (name, value) pairs (a multidict's ``items()``, say)."""
+    return "".join([f"\r\n{name}: {value}" for name, value in pairs])
 
 
 def split_line(line: str) -> tuple[str, str]:

@@ -48,7 +48,7 @@ from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 
 from .app import STATE, EdgeState, done, serve_exchange, start_now
 from .errors import BadRequest, error_parts
-from .headers import REQUEST_ID, Block, encode_block, request_id
+from .headers import REQUEST_ID, Block, encode_block, request_id, to_block
 from .proxy import Exchange, Sent
 from .upstream_conn import Answer
 
@@ -151,10 +151,7 @@ class EdgeProtocol(BaseProtocol):
                 self._pause_reading_for_buffer()
             if self._fast:
                 return  # answered in order once the fast exchange is done (``_fast_done``)
-            if self._task is None:
-                self._task = self._loop.create_task(self._run())
-            else:
-                self._wake()
+            self._kick()
 
     def resume_reading(self, resume_parser: bool = True) -> None:
         # Called by the body StreamReader after every read, paused or not (see upstream_conn).
@@ -190,6 +187,13 @@ class EdgeProtocol(BaseProtocol):
                 self.idle_since = loop.time()
                 if self.transport is not None:
                     self.transport.close()
+
+    def _kick(self) -> None:
+        """Queued requests for the connection's task: start it (the first time) or wake it."""
+        if self._task is None:
+            self._task = self._loop.create_task(self._run())
+        else:
+            self._wake()
 
     def _wake(self) -> None:
         waiter = self._idle_waiter
@@ -278,10 +282,7 @@ class EdgeProtocol(BaseProtocol):
             elif self.transport is not None:
                 self.transport.close()
         elif self._queue:  # pipelined requests: the connection's task answers them in order
-            if self._task is None:
-                self._task = self._loop.create_task(self._run())
-            else:
-                self._wake()
+            self._kick()
 
     def drained(self) -> asyncio.Future[None] | None:
         """For shutdown: a future done when the fast lane's exchange is (None if none)."""
@@ -344,7 +345,7 @@ class EdgeProtocol(BaseProtocol):
         status, headers, body = error_parts(err, {REQUEST_ID: request_id(None)})
         self._payload = EMPTY_PAYLOAD
         self._head_only = False
-        self.write_answer(status, None, "".join([f"\r\n{n}: {v}" for n, v in headers]), body)
+        self.write_answer(status, None, to_block(headers), body)
         if self.transport is not None:
             self.transport.close()
 

@@ -46,7 +46,7 @@ from aiohttp.helpers import set_exception
 from aiohttp.http_parser import HttpResponseParser, RawResponseMessage
 from aiohttp.streams import StreamReader
 
-from .headers import connection_tokens
+from .headers import connection_tokens, to_block
 
 _READ_LIMIT = 2**16  # payload buffer low-water mark; the socket pauses above twice this
 
@@ -82,7 +82,7 @@ class Answer:
 
     @classmethod
     def from_parser(cls, msg: RawResponseMessage, payload: StreamReader) -> Answer:
-        block = "".join([f"\r\n{name}: {value}" for name, value in msg.headers.items()])
+        block = to_block(msg.headers.items())
         named = connection_tokens(msg.headers)
         return cls(msg.code, msg.reason, block, named, msg.should_close, payload=payload)
 

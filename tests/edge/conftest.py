@@ -196,6 +196,19 @@ async def wait_until(pred: Callable[[], bool | Awaitable[bool]], timeout: float 
         await asyncio.sleep(0.01)
 
 
+def count_calls(monkeypatch: pytest.MonkeyPatch, cls: type, name: str) -> list[int]:
+    """Wrap ``cls.name`` (a method taking only self) so each call appends to the list."""
+    calls: list[int] = []
+    original = getattr(cls, name)
+
+    def counting(self: Any) -> None:
+        calls.append(1)
+        original(self)
+
+    monkeypatch.setattr(cls, name, counting)
+    return calls
+
+
 @pytest.fixture
 def registry() -> FakeRegistry:
     return FakeRegistry()

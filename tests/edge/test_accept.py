@@ -11,7 +11,7 @@ from aiohttp import web
 
 from edge_router.http_server import BatchAcceptSite
 
-from .conftest import wait_until
+from .conftest import count_calls, wait_until
 
 N = 200
 
@@ -21,14 +21,7 @@ async def _ok(_request: web.BaseRequest) -> web.Response:
 
 
 async def test_a_burst_is_accepted_in_one_batch_and_served(monkeypatch: pytest.MonkeyPatch) -> None:
-    callbacks: list[int] = []
-    original = BatchAcceptSite._accept
-
-    def counting(self: BatchAcceptSite) -> None:
-        callbacks.append(1)
-        original(self)
-
-    monkeypatch.setattr(BatchAcceptSite, "_accept", counting)
+    callbacks = count_calls(monkeypatch, BatchAcceptSite, "_accept")
     server = web.Server(_ok)
     runner = web.ServerRunner(server)
     await runner.setup()

@@ -16,7 +16,7 @@ import pytest
 
 from edge_router.http_server import EdgeProtocol, EdgeServer
 
-from .conftest import FakeStore, wait_until
+from .conftest import FakeStore, count_calls, wait_until
 from .test_component import EU_KEY, P
 from .test_listener import build  # noqa: F401  (the EdgeRunner-served stack)
 
@@ -45,15 +45,7 @@ async def _read_answers(reader: asyncio.StreamReader, n: int) -> bytes:
 @pytest.fixture
 def resumes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts hand-overs from the lane to a task."""
-    calls: list[int] = []
-    original = EdgeProtocol.resume
-
-    def counting(self: EdgeProtocol) -> None:
-        calls.append(1)
-        original(self)
-
-    monkeypatch.setattr(EdgeProtocol, "resume", counting)
-    return calls
+    return count_calls(monkeypatch, EdgeProtocol, "resume")
 
 
 async def test_common_gets_take_the_lane_without_a_task(build, resumes: list[int]) -> None:  # type: ignore[no-untyped-def]  # noqa: F811

@@ -178,6 +178,7 @@ class Bench:
         self._edge_unavailable: str | None = None
         self.stack = contextlib.ExitStack()
         self._round_start = 0  # rows before this index belong to earlier rounds
+        self._upstream_pids: Callable[[], list[int]] | None = None  # the static upstreams
 
     def loads(self) -> list[LoadSpec]:
         a = self.args
@@ -215,7 +216,14 @@ class Bench:
         try:
             with start() as target:
                 for load in loads:
-                    row = run_case(target, load, group=group, work_dir=self.work_dir, probes=probes)
+                    row = run_case(
+                        target,
+                        load,
+                        group=group,
+                        work_dir=self.work_dir,
+                        probes=probes,
+                        upstream_pids=self._upstream_pids,
+                    )
                     self.rows.append(row)
                     print(f"  {row.case:<22} {_summary(row)}", flush=True)
         except TargetUnavailable as exc:
@@ -312,6 +320,7 @@ class Bench:
     def run(self) -> None:
         a = self.args
         with self.stack, static_upstreams(["us-east-1", "eu-west-1"], self.work_dir) as ups:
+            self._upstream_pids = lambda: [p.pid for p in ups.processes.values()]
             # Whole rounds, not each case N times in a row: a drift of the shared machine's
             # speed then falls on every target alike instead of on whichever ran last.
             for rnd in range(a.repeat):
@@ -402,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     signal.signal(signal.SIGTERM, _on_sigterm)
     _raise_nofile()
-    machine = machine_info()
+    machine = machine_info(pair_iterations=200_000 if args.smoke else 3_000_000)
     settings = {
         "smoke": args.smoke,
         "connections": args.connections,

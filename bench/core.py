@@ -17,7 +17,9 @@ such as ``profile_store_dynamodb_calls_total{operation,call}`` into per-request 
 from __future__ import annotations
 
 import http.client
+import os
 import re
+import resource
 import time
 import traceback
 import urllib.parse
@@ -86,6 +88,10 @@ class CaseResult:
     errors_detail: dict[str, int] = field(default_factory=dict)
     cpu_s: float | None = None
     cpu_us_per_req: float | None = None
+    cpu_user_us_per_req: float | None = None  # of which in the process (utime)
+    cpu_sys_us_per_req: float | None = None  # of which in the kernel on its behalf (stime)
+    # The machine's cores during the measured run, by consumer (``core_shares``).
+    cores: dict[str, float] = field(default_factory=dict)
     rss_peak_mib: float | None = None  # VmHWM summed over the target's processes
     rss_peak_max_proc_mib: float | None = None  # the largest single process
     processes: int | None = None
@@ -289,6 +295,49 @@ class PrometheusDeltaProbe:
         return out
 
 
+# ---- where the cores went ------------------------------------------------------------------------
+
+
+def core_shares(
+    machine_delta: dict[str, int],
+    nproc: int,
+    *,
+    target_ticks: int,
+    load_generator_ticks: int,
+    upstream_ticks: int,
+) -> dict[str, float]:
+    """The machine's cores during a run, split by consumer (in cores, summing to ``nproc``).
+
+    ``machine_delta``: /proc/stat's ticks by kind over the run (``proc.machine_ticks``); the
+    others: clock ticks of the target's processes, the load generator and the static
+    upstreams. Softirq time is not a consumer of its own: on loopback the receiving side of
+    TCP runs in the sending process's context and is charged to it (its stime). "other" is
+    whatever else kept a core busy; per-process times and /proc/stat are sampled apart, so it
+    is clamped at zero."""
+    total = sum(machine_delta.values())
+    if total <= 0 or nproc <= 0:
+        return {}
+    idle = machine_delta.get("idle", 0) + machine_delta.get("iowait", 0)
+    steal = machine_delta.get("steal", 0)
+    charged = target_ticks + load_generator_ticks + upstream_ticks
+    parts = {
+        "target": target_ticks,
+        "load generator": load_generator_ticks,
+        "upstreams": upstream_ticks,
+        "other": max(total - idle - steal - charged, 0),
+        "steal": steal,
+        "idle": idle,
+    }
+    scale = nproc / max(total, charged + idle + steal)
+    return {k: round(v * scale, 2) for k, v in parts.items()}
+
+
+def _children_cpu_ticks() -> int:
+    """CPU of the waited-for children so far (wrk, once it has exited), in clock ticks."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return round((ru.ru_utime + ru.ru_stime) * proc.CLK_TCK)
+
+
 # ---- run one case -----------------------------------------------------------------------------
 
 
@@ -300,8 +349,12 @@ def run_case(
     case: str | None = None,
     work_dir: Path,
     probes: Sequence[Probe] = (),
+    upstream_pids: Callable[[], Sequence[int]] | None = None,
 ) -> CaseResult:
-    """Measure one target under one load; failures come back as an ``error`` row, not raised."""
+    """Measure one target under one load; failures come back as an ``error`` row, not raised.
+
+    ``upstream_pids``: the processes behind the target (static upstreams), charged in
+    ``cores`` beside the target and wrk."""
     name = case or f"{target.name}/w{target.workers}/c{load.connections}"
     row = CaseResult(
         case=name,
@@ -330,6 +383,16 @@ def run_case(
         proc.reset_peak_rss(pids)
         for p in probes:
             p.before()
+        # not the target's own (the direct case's target is a static upstream)
+        ups = (
+            [u for u in proc.session_members(upstream_pids()) if u not in pids]
+            if (upstream_pids)
+            else []
+        )
+        ups0 = proc.cpu_ticks(ups)
+        us0 = proc.user_system_ticks(pids)
+        machine0 = proc.machine_ticks()
+        wrk0 = _children_cpu_ticks()
         cpu0 = proc.cpu_ticks(pids)
         started = time.monotonic()
         res = run_wrk(
@@ -343,6 +406,10 @@ def run_case(
         )
         pids_after = proc.session_members(target.pids())
         cpu1 = proc.cpu_ticks(pids_after)
+        wrk1 = _children_cpu_ticks()
+        machine1 = proc.machine_ticks()
+        us1 = proc.user_system_ticks(pids_after)
+        ups1 = proc.cpu_ticks(ups)
         rss = proc.peak_rss_kib(pids_after)
         row.duration_s = res.duration_s or (time.monotonic() - started)
         row.requests = res.requests
@@ -352,6 +419,17 @@ def run_case(
         row.errors, row.errors_detail = res.errors, res.errors_detail
         row.cpu_s = proc.cpu_seconds_between(cpu0, cpu1)
         row.cpu_us_per_req = row.cpu_s * 1e6 / res.requests if res.requests else None
+        if res.requests:
+            per_tick = 1e6 / proc.CLK_TCK / res.requests
+            row.cpu_user_us_per_req = (us1[0] - us0[0]) * per_tick
+            row.cpu_sys_us_per_req = (us1[1] - us0[1]) * per_tick
+        row.cores = core_shares(
+            {k: machine1[k] - machine0.get(k, 0) for k in machine1},
+            os.cpu_count() or 1,
+            target_ticks=round(row.cpu_s * proc.CLK_TCK),
+            load_generator_ticks=wrk1 - wrk0,
+            upstream_ticks=round(proc.cpu_seconds_between(ups0, ups1) * proc.CLK_TCK),
+        )
         row.rss_peak_mib = sum(rss.values()) / 1024 if rss else None
         row.rss_peak_max_proc_mib = max(rss.values()) / 1024 if rss else None
         row.processes = len(pids_after)

@@ -206,6 +206,30 @@ def cpu_ticks(pids: Iterable[int]) -> dict[int, int]:
     return out
 
 
+def user_system_ticks(pids: Iterable[int]) -> tuple[int, int]:
+    """utime and stime (clock ticks) summed over the live ``pids``."""
+    user = system = 0
+    for pid in pids:
+        f = _stat_fields(pid)
+        if f is not None:
+            user += int(f[11])
+            system += int(f[12])
+    return user, system
+
+
+# /proc/stat's first line, in its order (Linux >= 2.6.33); guest time is inside user already.
+MACHINE_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def machine_ticks() -> dict[str, int]:
+    """The whole machine's CPU time by kind (clock ticks, all cores) from /proc/stat."""
+    try:
+        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return {}
+    return {k: int(v) for k, v in zip(MACHINE_FIELDS, first[1:], strict=False)}
+
+
 def cpu_seconds_between(before: dict[int, int], after: dict[int, int]) -> float:
     """CPU used between two snapshots; a process new in ``after`` counts from zero."""
     ticks = sum(t - before.get(pid, 0) for pid, t in after.items())

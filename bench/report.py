@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
+import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -34,7 +36,49 @@ def _loadavg() -> str:
         return "unknown"
 
 
-def machine_info() -> dict[str, Any]:
+# A CPU-bound loop of the interpreter's common operations; prints its own duration, so the
+# interpreter's start-up is not part of it.
+_SPIN = """
+import time
+t = time.perf_counter()
+d = {}
+for i in range(%d):
+    d[i & 1023] = str(i)
+print(time.perf_counter() - t)
+"""
+
+
+def cpu_pair_scaling(iterations: int = 3_000_000, trials: int = 3) -> float | None:
+    """Throughput of two CPU-bound Python processes at once over one alone (the median of
+    ``trials``). 2.0 when the two cores are independent; lower when the VM's vCPUs share a
+    physical core or the host is busy -- a ceiling on what a second edge worker can add,
+    before the load generator and the upstreams take their share."""
+    code = _SPIN % iterations
+
+    def run(n: int) -> list[float]:
+        procs = [
+            subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+            for _ in range(n)
+        ]
+        try:
+            return [float(p.communicate(timeout=120)[0]) for p in procs]
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+
+    ratios = []
+    try:
+        for _ in range(trials):
+            (alone,) = run(1)
+            ratios.append(sum(alone / t for t in run(2)))
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None
+    return round(statistics.median(ratios), 2)
+
+
+def machine_info(*, pair_iterations: int = 3_000_000) -> dict[str, Any]:
     return {
         "nproc": os.cpu_count(),
         "cpu_model": _cpu_model(),
@@ -43,6 +87,7 @@ def machine_info() -> dict[str, Any]:
         "nginx": nginx_version(),
         "wrk": wrk_version(),
         "loadavg_at_start": _loadavg(),
+        "two CPU-bound processes vs one (throughput)": cpu_pair_scaling(pair_iterations),
     }
 
 
@@ -61,7 +106,7 @@ COLUMNS = (
     "p99 ms",
     "max ms",
     "errors",
-    "CPU µs/req",
+    "CPU µs/req (user + sys)",
     "peak RSS MiB sum (max proc)",
     "routing",
 )
@@ -88,9 +133,37 @@ def case_row(r: CaseResult) -> list[str]:
         _f(r.p99_ms, ".3f"),
         _f(r.max_ms, ".1f"),
         str(r.errors),
-        _f(r.cpu_us_per_req, ".1f"),
+        _f(r.cpu_us_per_req, ".1f") + _split(r),
         f"{_f(r.rss_peak_mib, '.1f')} ({_f(r.rss_peak_max_proc_mib, '.1f')})",
         r.routing,
+    ]
+
+
+def _split(r: CaseResult) -> str:
+    if r.cpu_user_us_per_req is None or r.cpu_sys_us_per_req is None:
+        return ""
+    return f" ({r.cpu_user_us_per_req:.0f} + {r.cpu_sys_us_per_req:.0f})"
+
+
+CORE_KINDS = ("target", "load generator", "upstreams", "other", "steal", "idle")
+
+
+def cores_table(rows: Sequence[CaseResult]) -> list[str]:
+    """Where the machine's cores went in each measured run ([] when no row has the figures)."""
+    measured = [r for r in rows if r.status == "ok" and r.cores]
+    if not measured:
+        return []
+    return [
+        "",
+        "Where the machine's cores went during each measured run, in cores (from /proc/stat "
+        "and the processes' own CPU time): the target, wrk, the static upstreams, any other "
+        "process, the hypervisor's steal, idle. On loopback the receiving side of TCP runs in "
+        "the sender's context, so each process's share includes its peers' softirq work.",
+        "",
+        *_table(
+            ["case", *CORE_KINDS],
+            [[r.case, *(_f(r.cores.get(k)) for k in CORE_KINDS)] for r in measured],
+        ),
     ]
 
 
@@ -139,6 +212,7 @@ def markdown(
     for group, grows in groups.items():
         out += ["", f"## {group}", ""]
         out += _table(COLUMNS, [case_row(r) for r in grows])
+        out += cores_table(grows)
         for r in grows:
             # each round's req/s is in the table; the rest of "rounds" is in the JSON file
             extra = {k: v for k, v in r.extra.items() if k != "rounds"}

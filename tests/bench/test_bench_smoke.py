@@ -71,6 +71,14 @@ def test_smoke_run_writes_report_and_json(tmp_path: Path) -> None:
             assert r["errors"] == 0, r
             assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"], r
             assert r["cpu_us_per_req"] is not None and r["rss_peak_mib"] > 0, r
+            # user + sys is the total (rounding apart), and the cores add up to the machine's
+            split = r["cpu_user_us_per_req"] + r["cpu_sys_us_per_req"]
+            assert abs(split - r["cpu_us_per_req"]) <= 0.02 * r["cpu_us_per_req"] + 1, r
+            # (a 1-s smoke window is 100 ticks a core: a few ticks of sampling apart)
+            assert abs(sum(r["cores"].values()) - doc["machine"]["nproc"]) < 0.1, r
+            assert r["cores"]["target"] > 0 and r["cores"]["load generator"] > 0, r
+            if target != "direct":
+                assert r["cores"]["upstreams"] > 0, r
     assert all(r["routing"] == "ok" for r in by_target["nginx"]), by_target["nginx"]
     # The edge is always reported: measured, or a clear skipped/error row.
     edge = by_target.get("edge", [])
@@ -85,6 +93,7 @@ def test_smoke_run_writes_report_and_json(tmp_path: Path) -> None:
         "nginx/w1/c1",
         "naive/w1/c1",
         "## Targets",
+        "Where the machine's cores went",
     ):
         assert needle in report
     # Nothing left running from this run (upstreams, nginx, proxies, wrk).

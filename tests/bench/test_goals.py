@@ -113,3 +113,25 @@ def test_before_after_pairs_rows_by_workers_and_connections() -> None:
     text = "\n".join(before_after(baseline, rows))
     assert "baseline text" in text
     assert "| w1/c64 | 1,000 → 3,000 | 700 → 280 |" in text
+
+
+def test_scaling_goal_takes_the_ratio_apart() -> None:
+    goal = _goal(edge_goals(), "edge-scaling")
+    assert goal.evaluate([_row("edge", 1, 64, rps=5000.0)]).status == "n/a"
+    one = _row("edge", 1, 64, rps=5000.0, cpu_us_per_req=180.0, cores={"target": 0.9})
+    two = _row(
+        "edge",
+        2,
+        64,
+        rps=6750.0,
+        cpu_us_per_req=200.0,
+        cores={"target": 1.35, "load generator": 0.2, "upstreams": 0.3, "idle": 0.15},
+    )
+    out = goal.evaluate([one, two])
+    assert out.status == "not met"
+    # 1.35x = 1.50x the cores x 0.90x the CPU per request
+    assert "= 1.35x (want >= 1.5x)" in out.detail
+    assert "1.35 / 0.90 (1.50x)" in out.detail and "180 / 200 µs (0.90x)" in out.detail
+    assert "load generator 0.20, upstreams 0.30, idle 0.15" in out.detail
+    two.rps = 7500.0
+    assert goal.evaluate([one, two]).status == "met"

@@ -89,7 +89,12 @@ def _registry_hit_ratio(rows: list[CaseResult]) -> tuple[bool | None, str]:
 def _scaling(rows: list[CaseResult], connections: int = 64) -> tuple[bool | None, str]:
     """2 workers vs 1 by req/s, taken apart: req/s = cores the edge got / its CPU per request,
     so the ratio is (cores with 2 / cores with 1) x (CPU per request with 1 / with 2). The
-    cores it did not get are listed (wrk, the static upstreams, others, idle)."""
+    cores it did not get are listed (wrk, the static upstreams, others, idle).
+
+    And the ceiling the harness leaves: with one worker the edge has a core to itself (wrk and
+    the upstreams run on the other); with two, the machine's N cores serve the edge's CPU per
+    request c plus the harness's h, so at best N/(c+h) req/s against 1/c: a ratio of
+    N*c/(c+h) even if c did not rise at all. h is read off the 2-worker row."""
     one = select(rows, {"target": "edge", "workers": 1, "connections": connections})
     two = select(rows, {"target": "edge", "workers": 2, "connections": connections})
     if not one or not two or not one[0].rps:
@@ -110,6 +115,16 @@ def _scaling(rows: list[CaseResult], connections: int = 64) -> tuple[bool | None
                 if k in b.cores
             )
         )
+        harness = b.cores.get("load generator", 0.0) + b.cores.get("upstreams", 0.0)
+        nproc = sum(b.cores.values())
+        if b.rps and harness > 0 and nproc > 1:
+            h = harness / b.rps * 1e6
+            c = a.cpu_us_per_req
+            detail += (
+                f"; the harness costs {h:.0f} µs of CPU per request, so on {nproc:.0f} cores "
+                f"the ratio could reach {nproc * c / (c + h):.2f}x at best (edge CPU per "
+                "request unchanged)"
+            )
     return ratio >= 1.5, detail
 
 

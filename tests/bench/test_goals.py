@@ -133,5 +133,7 @@ def test_scaling_goal_takes_the_ratio_apart() -> None:
     assert "= 1.35x (want >= 1.5x)" in out.detail
     assert "1.35 / 0.90 (1.50x)" in out.detail and "180 / 200 µs (0.90x)" in out.detail
     assert "load generator 0.20, upstreams 0.30, idle 0.15" in out.detail
+    # the harness: 0.5 cores for 6,750 req/s = 74 µs a request; 2 x 180 / (180 + 74) = 1.42x
+    assert "harness costs 74 µs" in out.detail and "reach 1.42x at best" in out.detail
     two.rps = 7500.0
     assert goal.evaluate([one, two]).status == "met"

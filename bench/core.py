@@ -383,12 +383,10 @@ def run_case(
         proc.reset_peak_rss(pids)
         for p in probes:
             p.before()
-        # not the target's own (the direct case's target is a static upstream)
-        ups = (
-            [u for u in proc.session_members(upstream_pids()) if u not in pids]
-            if (upstream_pids)
-            else []
-        )
+        ups: list[int] = []
+        if upstream_pids is not None:
+            # not the target's own (the direct case's target is a static upstream)
+            ups = [u for u in proc.session_members(upstream_pids()) if u not in pids]
         ups0 = proc.cpu_ticks(ups)
         us0 = proc.user_system_ticks(pids)
         machine0 = proc.machine_ticks()
@@ -503,26 +501,6 @@ def metric_at_most(
 def _one(rows: list[CaseResult], where: Selector) -> CaseResult | None:
     sel = select(rows, where)
     return sel[0] if sel else None
-
-
-def ratio_at_least(
-    name: str,
-    description: str,
-    numerator: Selector,
-    denominator: Selector,
-    metric: str,
-    ratio: float,
-) -> Goal:
-    """metric(numerator row) / metric(denominator row) >= ratio (e.g. 2 workers vs 1 worker)."""
-
-    def check(rows: list[CaseResult]) -> tuple[bool | None, str]:
-        a, b = _one(rows, numerator), _one(rows, denominator)
-        if a is None or b is None or not getattr(b, metric) or getattr(a, metric) is None:
-            return None, f"needs successful cases {numerator} and {denominator}"
-        r = getattr(a, metric) / getattr(b, metric)
-        return r >= ratio, f"{a.case} / {b.case} = {r:.2f}x (target >= {ratio}x)"
-
-    return Goal(name, description, check)
 
 
 def difference_at_most(

@@ -1,7 +1,7 @@
 """Targets judged on the collected rows: harness sanity, the edge's targets, end-to-end cost.
 
 Build new ones with the helpers of ``bench.core`` (``metric_at_most``,
-``ratio_at_least``, ``difference_at_most``) or any ``Goal(name, description, check)`` whose
+``difference_at_most``) or any ``Goal(name, description, check)`` whose
 ``check(rows)`` returns ``(True | False | None, detail)``; ``None`` reports "n/a".
 """
 
@@ -116,7 +116,7 @@ def _scaling(rows: list[CaseResult], connections: int = 64) -> tuple[bool | None
             )
         )
         harness = b.cores.get("load generator", 0.0) + b.cores.get("upstreams", 0.0)
-        nproc = sum(b.cores.values())
+        nproc = sum(b.cores.values())  # the shares add up to the measuring machine's cores
         if b.rps and harness > 0 and nproc > 1:
             h = harness / b.rps * 1e6
             c = a.cpu_us_per_req

@@ -388,10 +388,9 @@ def run_case(
             # not the target's own (the direct case's target is a static upstream)
             ups = [u for u in proc.session_members(upstream_pids()) if u not in pids]
         ups0 = proc.cpu_ticks(ups)
-        us0 = proc.user_system_ticks(pids)
         machine0 = proc.machine_ticks()
         wrk0 = _children_cpu_ticks()
-        cpu0 = proc.cpu_ticks(pids)
+        cpu0 = proc.cpu_times(pids)
         started = time.monotonic()
         res = run_wrk(
             target.url,
@@ -403,10 +402,9 @@ def run_case(
             script_dir=script_dir,
         )
         pids_after = proc.session_members(target.pids())
-        cpu1 = proc.cpu_ticks(pids_after)
+        cpu1 = proc.cpu_times(pids_after)
         wrk1 = _children_cpu_ticks()
         machine1 = proc.machine_ticks()
-        us1 = proc.user_system_ticks(pids_after)
         ups1 = proc.cpu_ticks(ups)
         rss = proc.peak_rss_kib(pids_after)
         row.duration_s = res.duration_s or (time.monotonic() - started)
@@ -415,12 +413,12 @@ def run_case(
         row.p50_ms, row.p90_ms, row.p99_ms = res.p50_ms, res.p90_ms, res.p99_ms
         row.p999_ms, row.max_ms = res.p999_ms, res.max_ms
         row.errors, row.errors_detail = res.errors, res.errors_detail
-        row.cpu_s = proc.cpu_seconds_between(cpu0, cpu1)
-        row.cpu_us_per_req = row.cpu_s * 1e6 / res.requests if res.requests else None
+        user_s, sys_s = proc.user_system_between(cpu0, cpu1)
+        row.cpu_s = user_s + sys_s
         if res.requests:
-            per_tick = 1e6 / proc.CLK_TCK / res.requests
-            row.cpu_user_us_per_req = (us1[0] - us0[0]) * per_tick
-            row.cpu_sys_us_per_req = (us1[1] - us0[1]) * per_tick
+            row.cpu_us_per_req = row.cpu_s * 1e6 / res.requests
+            row.cpu_user_us_per_req = user_s * 1e6 / res.requests
+            row.cpu_sys_us_per_req = sys_s * 1e6 / res.requests
         row.cores = core_shares(
             {k: machine1[k] - machine0.get(k, 0) for k in machine1},
             os.cpu_count() or 1,

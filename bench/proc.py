@@ -196,25 +196,32 @@ def session_members(root_pids: Iterable[int]) -> list[int]:
     return sorted(members)
 
 
-def cpu_ticks(pids: Iterable[int]) -> dict[int, int]:
-    """utime+stime (clock ticks) per pid; pids that vanished are left out."""
+def cpu_times(pids: Iterable[int]) -> dict[int, tuple[int, int]]:
+    """(utime, stime) in clock ticks per pid; pids that vanished are left out."""
     out = {}
     for pid in pids:
         f = _stat_fields(pid)
         if f is not None:
-            out[pid] = int(f[11]) + int(f[12])
+            out[pid] = (int(f[11]), int(f[12]))
     return out
 
 
-def user_system_ticks(pids: Iterable[int]) -> tuple[int, int]:
-    """utime and stime (clock ticks) summed over the live ``pids``."""
+def cpu_ticks(pids: Iterable[int]) -> dict[int, int]:
+    """utime+stime (clock ticks) per pid; pids that vanished are left out."""
+    return {pid: user + system for pid, (user, system) in cpu_times(pids).items()}
+
+
+def user_system_between(
+    before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]]
+) -> tuple[float, float]:
+    """User and system CPU seconds used between two ``cpu_times`` snapshots; as in
+    ``cpu_seconds_between``, a process new in ``after`` counts from zero."""
     user = system = 0
-    for pid in pids:
-        f = _stat_fields(pid)
-        if f is not None:
-            user += int(f[11])
-            system += int(f[12])
-    return user, system
+    for pid, (u, s) in after.items():
+        u0, s0 = before.get(pid, (0, 0))
+        user += u - u0
+        system += s - s0
+    return max(user, 0) / CLK_TCK, max(system, 0) / CLK_TCK
 
 
 # /proc/stat's first line, in its order (Linux >= 2.6.33); guest time is inside user already.

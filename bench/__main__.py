@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+from bench import proc
 from bench.core import (
     CaseResult,
     LoadSpec,
@@ -97,6 +98,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "errors summed and max latency / peak RSS the worst of all rounds (default 1)",
     )
     ap.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (default 1)")
+    ap.add_argument(
+        "--harness-cpus",
+        type=_ints,
+        help="run wrk and the static upstreams on these CPUs (e.g. 2,3) and the measured "
+        "targets on the others, so the targets' workers have cores to themselves (for 2 "
+        "workers vs 1 on a machine with 4 or more cores; default: no pinning)",
+    )
     ap.add_argument("--timeout", type=float, default=10.0, help="wrk per-request timeout, s")
     ap.add_argument(
         "--targets", default=",".join(ALL_TARGETS), help=f"comma list of {','.join(ALL_TARGETS)}"
@@ -401,6 +409,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.rerender:
         return rerender(args)
+    try:
+        placement = proc.place(args.harness_cpus)
+    except ValueError as exc:
+        print(f"bench: --harness-cpus: {exc}", file=sys.stderr)
+        return 2
     missing = missing_tools()
     if missing:
         print(
@@ -420,6 +433,12 @@ def main(argv: list[str] | None = None) -> int:
         "warm-up per case (s)": args.warmup,
         "rounds of the proxy cases (median reported)": args.repeat,
         "wrk threads": args.wrk_threads,
+        "CPU placement": (
+            f"wrk and the static upstreams on CPUs {sorted(placement[proc.HARNESS])}, "
+            f"the targets on {sorted(placement[proc.TARGET])}"
+            if placement[proc.HARNESS] is not None
+            else "none (the scheduler's)"
+        ),
         "wrk timeout (s)": args.timeout,
         "request mix": "GET /api/storage/profile-system/profiles/<id>, alternating Host "
         + " / ".join(f"{a.host} ({a.region})" for a in DEFAULT_ACCOUNTS)

@@ -95,6 +95,7 @@ class CaseResult:
     rss_peak_mib: float | None = None  # VmHWM summed over the target's processes
     rss_peak_max_proc_mib: float | None = None  # the largest single process
     processes: int | None = None
+    cpus: str = ""  # the CPUs the target's processes may run on (--harness-cpus), "" if any
     routing: str = ""  # ok | n/a | what was wrong
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -429,6 +430,8 @@ def run_case(
         row.rss_peak_mib = sum(rss.values()) / 1024 if rss else None
         row.rss_peak_max_proc_mib = max(rss.values()) / 1024 if rss else None
         row.processes = len(pids_after)
+        if proc.placed():
+            row.cpus = " ".join(sorted({proc.cpus_allowed(pid) for pid in pids_after} - {""}))
         for p in probes:
             try:
                 row.extra[p.name] = p.after(res.requests)

@@ -17,7 +17,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +49,53 @@ def _die_with_parent() -> None:
         pass
 
 
+# CPU placement by role (``place``): "harness" is the load generator and the static upstreams,
+# "target" everything measured. None: wherever the scheduler puts them (the default).
+HARNESS, TARGET = "harness", "target"
+_PLACEMENT: dict[str, frozenset[int] | None] = {HARNESS: None, TARGET: None}
+
+
+def place(harness_cpus: Iterable[int] | None) -> dict[str, frozenset[int] | None]:
+    """Keep the harness on ``harness_cpus`` and the targets on the other CPUs this process may
+    use (for a machine with cores to spare: the targets then do not share theirs with wrk and
+    the upstreams). None undoes it. Raises ValueError for a set that leaves either side empty."""
+    if harness_cpus is None:
+        _PLACEMENT.update({HARNESS: None, TARGET: None})
+        return dict(_PLACEMENT)
+    allowed = frozenset(os.sched_getaffinity(0))
+    harness = frozenset(harness_cpus)
+    if not harness or not harness <= allowed or harness == allowed:
+        raise ValueError(
+            f"harness CPUs {sorted(harness)} must be some, not all, of the CPUs this process "
+            f"may use ({sorted(allowed)})"
+        )
+    _PLACEMENT.update({HARNESS: harness, TARGET: allowed - harness})
+    return dict(_PLACEMENT)
+
+
+def placed() -> bool:
+    return _PLACEMENT[HARNESS] is not None
+
+
+def _child_setup(role: str) -> Callable[[], None]:
+    cpus = _PLACEMENT[role]
+
+    def setup() -> None:  # in the child before exec: inherited by whatever it forks
+        _die_with_parent()
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus)
+
+    return setup
+
+
+def cpus_allowed(pid: int) -> str:
+    """The CPUs ``pid`` may run on, as the kernel lists them ("0-1", "2,3"); "" if gone."""
+    for line in _status_lines(pid):
+        if line.startswith("Cpus_allowed_list:"):
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
 class ProcessFailed(RuntimeError):
     """A child exited early or did not become ready in time; the message quotes its log."""
 
@@ -60,6 +107,7 @@ class ManagedProcess:
     log_path: Path
     env: dict[str, str] | None = None
     cwd: Path | None = None
+    role: str = TARGET  # CPU placement (``place``)
     popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def start(self) -> ManagedProcess:
@@ -73,7 +121,7 @@ class ManagedProcess:
                 env=self.env,
                 cwd=self.cwd,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=_child_setup(self.role),
             )
         _LIVE.add(self)
         return self
@@ -137,9 +185,10 @@ atexit.register(stop_all)
 
 
 def run_bounded(
-    argv: Sequence[str], *, timeout: float, env: dict[str, str] | None = None
+    argv: Sequence[str], *, timeout: float, env: dict[str, str] | None = None, role: str = TARGET
 ) -> subprocess.CompletedProcess[str]:
-    """Run a short command in its own process group; kill the whole group on timeout."""
+    """Run a short command in its own process group; kill the whole group on timeout.
+    ``role``: its CPU placement (``place``)."""
     proc = subprocess.Popen(
         list(argv),
         stdin=subprocess.DEVNULL,
@@ -148,7 +197,7 @@ def run_bounded(
         text=True,
         env=env,
         start_new_session=True,
-        preexec_fn=_die_with_parent,
+        preexec_fn=_child_setup(role),
     )
     try:
         out, err = proc.communicate(timeout=timeout)
@@ -243,13 +292,20 @@ def cpu_seconds_between(before: dict[int, int], after: dict[int, int]) -> float:
     return max(ticks, 0) / CLK_TCK
 
 
-def _status_kib(pid: int, key: str) -> int | None:
+def _status_lines(pid: int) -> list[str]:
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
+        return Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return []
+
+
+def _status_kib(pid: int, key: str) -> int | None:
+    for line in _status_lines(pid):
+        if line.startswith(key + ":"):
+            try:
                 return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
+            except (ValueError, IndexError):
+                return None
     return None
 
 

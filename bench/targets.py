@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.core import Target, TargetUnavailable
-from bench.proc import ManagedProcess, ProcessFailed, free_port, run_bounded
+from bench.proc import HARNESS, ManagedProcess, ProcessFailed, free_port, run_bounded
 from bench.wrk import RequestSpec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -112,6 +112,7 @@ def static_upstreams(regions: list[str], work_dir: Path) -> Iterator[Upstreams]:
                 ],
                 work_dir / f"upstream-{region}.log",
                 cwd=REPO_ROOT,
+                role=HARNESS,
             ).start()
             ups.ports[region] = port
             ups.processes[region] = p

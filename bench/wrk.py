@@ -19,7 +19,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.proc import ProcessFailed, run_bounded
+from bench.proc import HARNESS, ProcessFailed, run_bounded
 
 RESULT_PREFIX = "BENCH_RESULT "
 
@@ -161,7 +161,7 @@ def run_wrk(
         str(script),
         url,
     ]
-    done = run_bounded(argv, timeout=duration_s + timeout_s + 30)
+    done = run_bounded(argv, timeout=duration_s + timeout_s + 30, role=HARNESS)
     if done.returncode != 0:
         raise ProcessFailed(f"wrk exited {done.returncode}: {done.stderr[-800:]}")
     return parse_output(done.stdout)

@@ -193,11 +193,13 @@ def markdown(
     goals: list[GoalOutcome],
     notes: list[str],
     sections: Sequence[tuple[str, list[str]]] = (),
+    measured_at: datetime | None = None,
 ) -> str:
+    when = measured_at or datetime.now(UTC)
     out = [
         f"# {title}",
         "",
-        f"Generated {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} by `python -m bench`"
+        f"Generated {when.strftime('%Y-%m-%d %H:%M UTC')} by `python -m bench`"
         f"{' --smoke' if settings.get('smoke') else ''}.",
         "",
         "## Machine",
@@ -250,7 +252,11 @@ def write_outputs(
     notes: list[str],
     title: str,
     sections: Sequence[tuple[str, list[str]]] = (),
+    measured_at: datetime | None = None,
 ) -> None:
+    """The Markdown report and the JSON results. ``measured_at``: when the figures were taken
+    (default now; a re-render keeps the original run's)."""
+    measured_at = measured_at or datetime.now(UTC)
     md_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     md_path.write_text(
@@ -262,10 +268,11 @@ def write_outputs(
             goals=goals,
             notes=notes,
             sections=sections,
+            measured_at=measured_at,
         )
     )
     doc = {
-        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "generated_at": measured_at.isoformat(timespec="seconds"),
         "machine": machine,
         "settings": settings,
         "cases": [r.to_dict() for r in rows],

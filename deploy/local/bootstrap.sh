@@ -39,8 +39,10 @@ fi
 import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)
 PYEOF
 
-base=$("$PY" -c 'import os, sys; print(os.path.realpath(sys._base_executable))')
-if [ -x .venv/bin/python ] && [ "$(.venv/bin/python -c 'import os, sys; print(os.path.realpath(sys._base_executable))')" != "$base" ]; then
+# The interpreter binary a python (a venv's included) really is.
+base_of() { "$1" -c 'import os, sys; print(os.path.realpath(sys._base_executable))'; }
+base=$(base_of "$PY")
+if [ -x .venv/bin/python ] && [ "$(base_of .venv/bin/python)" != "$base" ]; then
   echo "bootstrap: .venv was made from another interpreter; remaking it from $base" >&2
   rm -rf .venv
 fi

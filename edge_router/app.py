@@ -4,7 +4,7 @@
 may raise an ``EdgeError`` and only ``serve_exchange`` turns one into JSON
 (``errors.error_parts``), and only if no response byte was sent yet::
 
-    admit          bound on concurrent requests                      503 overloaded
+    check_message  HTTP version, transfer coding, header count, Host 505 / 501 / 431 / 400
     check_path     raw target policy + route template                400 / 404
     find_account   Host / ?an= -> account name                       400
     load_account   registry (cached, single flight, stale-if-error)  404 / 503
@@ -13,7 +13,15 @@ may raise an ``EdgeError`` and only ``serve_exchange`` turns one into JSON
                    (``authenticated``: the success path, pure)
     rate_limit     per-account token bucket                          429
     check_length   declared Content-Length                           413
+    receive_body   100-continue; a small body read whole             408 / 400 / 499
+    admit          bound on concurrent forwards                      503 overloaded
     forward        home-region instance, streamed                    502 / 503 / 504
+
+Admission comes after the body: a client that sends a head and then nothing (or trickles)
+holds a connection until the body timeout, never one of ``max_concurrent_requests``. Every
+wait from the first step to the last byte of the answer is bounded by one deadline
+(``Forwarder.start_clock``: ``total_timeout_s``). A client that goes away is a 499 in the
+metrics and the access log (nginx's "client closed request"), never a 500.
 
 ``start_now`` is the same steps for the listener's fast lane: pure checks first, then the
 effects, never awaiting; whatever it cannot decide on the spot is left to ``serve_exchange``.
@@ -39,12 +47,15 @@ from dataclasses import dataclass
 
 from aiohttp import web
 from multidict import CIMultiDict
+from yarl import URL
 
 from . import logfilter
 from .auth import APP_KEY_HEADER, APP_TOKEN_HEADER, authenticate, check_key
 from .cache import HIT, MISSING, CachedLookup
 from .config import EdgeSettings
-from .errors import EdgeError, NotFound, RateLimited, Unavailable, error_parts
+from .errors import ClientClosed, EdgeError, NotFound, RateLimited, Unavailable, error_parts
+from .framing import check_message as check_framing
+from .framing import origin_form
 from .headers import DATA_REGION, REQUEST_ID, Block, Items, request_id, split_line, to_block
 from .metrics import CONTENT_TYPE, EdgeMetrics
 from .proxy import Exchange, Forwarder, Sent, Sink
@@ -145,13 +156,17 @@ def admit(st: EdgeState) -> None:
         raise Unavailable("overloaded", "the edge is at its concurrency limit", retry_after=1)
 
 
+def check_message(ex: Exchange) -> None:
+    check_framing(ex.version, ex.headers, ex.header_lines, absolute=ex.absolute)
+
+
 def check_path(st: EdgeState, ex: Exchange) -> None:
     ex.route = st.routes.match(split_target(ex.target))
 
 
 def find_account(st: EdgeState, ex: Exchange) -> None:
     an = ex.url.query.getall("an", ()) if ex.url is not None and "an=" in ex.target else ()
-    ex.account = st.resolver.resolve(ex.headers.get("Host"), an)
+    ex.account = st.resolver.resolve(ex.host, an)
 
 
 def cached_account(st: EdgeState, ex: Exchange) -> AccountRecord | None:
@@ -228,23 +243,32 @@ async def serve_exchange(
 
     ``admitted``: ``start_now`` has run the steps already (and maybe sent the request: ``sent``);
     only the forwarding is left."""
+    forwarder = st.forwarder
     if not admitted:
         ex.t0 = time.perf_counter()
+        forwarder.start_clock(ex)
     counted = admitted
     refused: ErrorAnswer | None = None
     try:
+        body = None
         if not admitted:
-            admit(st)
-            st.in_flight += 1
-            counted = True
+            check_message(ex)
             check_path(st, ex)
             find_account(st, ex)
             record = cached_account(st, ex) or await load_account(st, ex)
             if not authenticated(ex, record):
                 await authenticate_step(st, ex, record)  # failures: 401/403 and their reasons
             rate_limit(st, ex)
-            st.forwarder.check_declared_length(ex)
-        await st.forwarder.forward(ex, sink, sent)
+            forwarder.check_declared_length(ex)
+            body = await forwarder.receive_body(ex, sink)
+            admit(st)
+            st.in_flight += 1
+            counted = True
+        await forwarder.forward(ex, sink, sent, body)
+    except ClientClosed:
+        # Nobody to answer; not the edge's failure, and not an error worth a traceback.
+        ex.error = ClientClosed.code
+        ex.status = ClientClosed.status
     except EdgeError as exc:
         if ex.started:  # cannot happen by construction; never write JSON after streaming
             raise
@@ -281,6 +305,7 @@ def start_now(st: EdgeState, ex: Exchange) -> bool:
     if st.in_flight >= st.settings.max_concurrent_requests:
         return False
     try:
+        check_message(ex)
         check_path(st, ex)
         find_account(st, ex)
     except EdgeError:
@@ -293,6 +318,7 @@ def start_now(st: EdgeState, ex: Exchange) -> bool:
     if st.limiter.check(ex.account, time.monotonic()):
         return False  # no token taken: rate_limit refuses it on the general path
     st.metrics.lookup(HIT)  # the hit cached_account would have counted
+    st.forwarder.start_clock(ex)
     st.in_flight += 1
     return True
 
@@ -351,9 +377,11 @@ def _multidict(block: Block) -> CIMultiDict[str]:
 async def handle(request: web.Request) -> web.StreamResponse:
     st = request.app[STATE]
     headers = request.headers
+    raw = request.raw_path
+    target, authority = origin_form(raw, None if raw.startswith("/") else URL(raw, encoded=True))
     ex = Exchange(
         request.method,
-        request.raw_path,
+        target,
         request_id(headers.get(REQUEST_ID)),
         headers,
         url=request.rel_url,
@@ -362,6 +390,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
         content_length=request.content_length,
         peer=request.remote,
         scheme=request.scheme,
+        version=tuple(request.version),  # type: ignore[arg-type]
+        header_lines=len(request.raw_headers),
+        host=authority,
     )
     sink = _WebSink(request)
     refused = await serve_exchange(st, ex, sink)

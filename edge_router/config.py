@@ -176,6 +176,15 @@ class EdgeSettings:
     connect_timeout_s: float = 1.0
     read_timeout_s: float = 10.0
     total_timeout_s: float = 30.0
+    # The client's side of an exchange (the listener): a request head must arrive whole within
+    # request_head_timeout_s of its first byte, body bytes may not pause longer than
+    # request_body_timeout_s (both -> 408 and close), an answer the client does not read may
+    # not wait longer than send_timeout_s (-> close); idle keep-alive ends after
+    # keepalive_timeout_s.
+    request_head_timeout_s: float = 30.0
+    request_body_timeout_s: float = 30.0
+    send_timeout_s: float = 30.0
+    keepalive_timeout_s: float = 75.0
     max_body_bytes: int = 256 * 1024
     buffer_body_bytes: int = 64 * 1024
     max_concurrent_requests: int = 1024
@@ -226,6 +235,10 @@ class EdgeSettings:
             "connect_timeout_s": pos_f,
             "read_timeout_s": pos_f,
             "total_timeout_s": pos_f,
+            "request_head_timeout_s": pos_f,
+            "request_body_timeout_s": pos_f,
+            "send_timeout_s": pos_f,
+            "keepalive_timeout_s": pos_f,
             "max_body_bytes": pos_i,
             "buffer_body_bytes": pos_i,
             "max_concurrent_requests": pos_i,

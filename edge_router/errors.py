@@ -13,13 +13,19 @@ response has started streaming: after that the connection is cut instead.
     │   ├── Unauthorized            401  missing_credentials, invalid_credentials
     │   ├── Forbidden               403  key_not_for_account, account_suspended
     │   ├── NotFound                404  not_found (outside the routed APIs), unknown_account
+    │   ├── RequestTimeout          408  request_timeout (head or body not received in time)
     │   ├── PayloadTooLarge         413  payload_too_large
-    │   └── RateLimited             429  rate_limited (Retry-After)
+    │   ├── UriTooLong              414  uri_too_long
+    │   ├── RateLimited             429  rate_limited (Retry-After)
+    │   ├── HeadersTooLarge         431  too_many_headers, header_too_large
+    │   └── ClientClosed            499  client_closed (logged and counted, never sent)
     └── ServiceFailure              the edge or the home region cannot serve now (5xx)
+        ├── NotImplementedByEdge    501  unsupported_transfer_coding
         ├── UpstreamFailed          502  upstream_failed
         ├── Unavailable             503  overloaded, region_unavailable, registry_unavailable,
         │                                region_not_configured (Retry-After)
-        └── UpstreamTimeout         504  upstream_timeout
+        ├── UpstreamTimeout         504  upstream_timeout
+        └── VersionNotSupported     505  http_version_not_supported
 
     RegistryError                   internal: the registry could not be read (botocore errors
                                     are converted to it in ``registry.py``); the cache turns it
@@ -69,9 +75,19 @@ class NotFound(RequestRejected):
     code = "not_found"
 
 
+class RequestTimeout(RequestRejected):
+    status = 408
+    code = "request_timeout"
+
+
 class PayloadTooLarge(RequestRejected):
     status = 413
     code = "payload_too_large"
+
+
+class UriTooLong(RequestRejected):
+    status = 414
+    code = "uri_too_long"
 
 
 class RateLimited(RequestRejected):
@@ -79,8 +95,26 @@ class RateLimited(RequestRejected):
     code = "rate_limited"
 
 
+class HeadersTooLarge(RequestRejected):
+    status = 431
+    code = "too_many_headers"
+
+
+class ClientClosed(RequestRejected):
+    """The client went away before its answer: nginx's 499, so a client giving up is neither
+    a 500 nor an alert. Raised into the request body stream, so whatever awaits it stops."""
+
+    status = 499
+    code = "client_closed"
+
+
 class ServiceFailure(EdgeError):
     status = 500
+
+
+class NotImplementedByEdge(ServiceFailure):
+    status = 501
+    code = "not_implemented"
 
 
 class UpstreamFailed(ServiceFailure):
@@ -96,6 +130,11 @@ class Unavailable(ServiceFailure):
 class UpstreamTimeout(ServiceFailure):
     status = 504
     code = "upstream_timeout"
+
+
+class VersionNotSupported(ServiceFailure):
+    status = 505
+    code = "http_version_not_supported"
 
 
 class RegistryError(Exception):

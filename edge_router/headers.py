@@ -184,7 +184,8 @@ def _filter_lines(block: Block, named: frozenset[str], vias: list[str]) -> Block
 
 # Names handled apart from plain copying: dropped, or merged into what the edge sets.
 _REQUEST_DROP = HOP_BY_HOP | _EDGE_SET | {"x-forwarded-for", "via"}
-_RESPONSE_DROP = HOP_BY_HOP | {"via", "x-request-id", "x-data-region"}
+# ``Server``: the store's software and version are nobody's business outside the stack.
+_RESPONSE_DROP = HOP_BY_HOP | {"via", "x-request-id", "x-data-region", "server"}
 # A line of a header block whose name is in _RESPONSE_DROP or starts with "proxy-".
 _RESPONSE_SPECIAL = re.compile(
     "\\r\\n("

@@ -19,7 +19,7 @@ protocol ~35 µs). The edge has one route and a fixed pipeline, so it needs none
   -- continues in a task (``resume``) through the same ``serve_exchange`` and ``forward``.
 * flow control is aiohttp's ``BaseProtocol``: a request body the store does not take fast
   enough pauses the client socket; a queue of pipelined requests is bounded the same way.
-* connections idle (or trickling a request head) for ``KEEPALIVE_TIMEOUT_S`` are closed by one
+* the client's timeouts (head, body, send, keep-alive: ``EdgeProtocol``) are enforced by one
   sweeper per server, not one timer per request.
 * ``EdgeRunner`` is a ``web.BaseRunner``: ``web.TCPSite`` (backlog, SO_REUSEPORT) serves it,
   the ``Application``'s ``cleanup_ctx`` creates and closes the shared state as usual, and
@@ -47,15 +47,15 @@ from aiohttp.http_parser import HttpRequestParser, RawRequestMessage
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 
 from .app import STATE, EdgeState, done, serve_exchange, start_now
-from .errors import BadRequest, error_parts
+from .config import EdgeSettings
+from .errors import ClientClosed, EdgeError, RequestTimeout, error_parts
+from .framing import MAX_FIELD_SIZE, MAX_REQUEST_LINE, origin_form, parse_error
 from .headers import REQUEST_ID, Block, encode_block, request_id, to_block
 from .proxy import Exchange, Sent
 from .upstream_conn import Answer
 
 log = logging.getLogger("edge_router.http_server")
 
-KEEPALIVE_TIMEOUT_S = 75.0  # aiohttp's server default
-_SWEEP_S = 1.0
 _READ_LIMIT = 2**16
 _MAX_PIPELINED = 16  # queued requests per connection before the socket is paused
 _NO_BODY_STATUS = frozenset({204, 304})
@@ -68,22 +68,45 @@ def _status_line(status: int, reason: str | None) -> str:
     return f"HTTP/1.1 {status} {reason or _PHRASES.get(status, '')}\r\n"
 
 
+def _ends_connection(msg: RawRequestMessage) -> bool:
+    """HTTP/1.0, ``Connection: close``, ``Upgrade``: this request's answer is the last."""
+    return msg.should_close or msg.version != HttpVersion11 or msg.upgrade
+
+
 class EdgeProtocol(BaseProtocol):
-    """One client connection. Also the ``Sink`` of the request being answered."""
+    """One client connection. Also the ``Sink`` of the request being answered.
+
+    Two flags end a connection, and they are not the same: ``_close`` means "no request after
+    the current one" (its body still has to be read, so the parser is still fed), ``_dead``
+    means "read nothing more" (the bytes cannot be trusted, or the client is gone). An earlier
+    version had only the first and stopped reading at it: a ``Connection: close`` or HTTP/1.0
+    request whose body came after its head never got an answer.
+
+    What the client may take its time over, the server's sweep bounds (``check_timeouts``): a
+    request head must arrive whole within ``request_head_timeout_s`` of its first byte, body
+    bytes may not pause longer than ``request_body_timeout_s`` (both: 408, close), an answer
+    the client does not read may not wait longer than ``send_timeout_s`` (close), an idle
+    keep-alive connection ends after ``keepalive_timeout_s``."""
 
     __slots__ = (
+        "_body",
+        "_body_since",
         "_chunked",
         "_close",
+        "_dead",
         "_drained",
         "_fast",
         "_fast_ex",
         "_fast_sent",
         "_head_only",
+        "_head_since",
         "_idle_waiter",
+        "_last",
         "_payload",
         "_queue",
         "_server",
         "_task",
+        "_write_paused_since",
         "busy",
         "idle_since",
         "peer",
@@ -92,15 +115,28 @@ class EdgeProtocol(BaseProtocol):
     def __init__(self, server: EdgeServer) -> None:
         super().__init__(server.loop)
         self._server = server
-        self._parser = HttpRequestParser(self, server.loop, _READ_LIMIT, auto_decompress=False)
+        self._parser = HttpRequestParser(
+            self,
+            server.loop,
+            _READ_LIMIT,
+            max_line_size=MAX_REQUEST_LINE,
+            max_field_size=MAX_FIELD_SIZE,
+            auto_decompress=False,
+        )
         self._queue: collections.deque[tuple[RawRequestMessage, StreamReader]] = collections.deque()
         self._task: asyncio.Task[None] | None = None  # created on the first request
         self._idle_waiter: asyncio.Future[None] | None = None
         self.busy = False  # answering a request (not idle between requests)
-        self._close = False  # close once the current answer is out
+        self._close = False  # no request after the current one; its body is still read
+        self._dead = False  # read nothing more: bad bytes, or the client is gone
+        self._last = False  # a request that ends the connection has been parsed
         self._chunked = False
         self._head_only = False
-        self._payload: StreamReader = EMPTY_PAYLOAD
+        self._payload: StreamReader = EMPTY_PAYLOAD  # body of the request being answered
+        self._body: StreamReader | None = None  # body the parser is filling, until its end
+        self._body_since = 0.0  # when a byte of it last arrived
+        self._head_since: float | None = None  # first byte of a head not yet whole
+        self._write_paused_since: float | None = None
         self.peer: str | None = None
         self.idle_since = 0.0
         # The fast lane (``start_now`` + ``send_now``): an exchange answered from callbacks,
@@ -122,20 +158,38 @@ class EdgeProtocol(BaseProtocol):
     def connection_lost(self, exc: BaseException | None) -> None:
         super().connection_lost(exc)
         self._server.connections.discard(self)
-        self._close = True
+        self._close = self._dead = True
         self._wake()  # the connection's task ends
-        if self._payload is not EMPTY_PAYLOAD and not self._payload.is_eof():
-            self._payload.set_exception(ConnectionResetError("client went away"))
+        gone = ClientClosed("client_closed", "the client closed the connection")
+        self._fail_bodies(gone)
         self._queue.clear()
 
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._write_paused_since = self._loop.time()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._write_paused_since = None
+
     def data_received(self, data: bytes) -> None:
-        if self._close:
+        if self._dead:
             return
         try:
             messages, upgraded, _tail = self._parser.feed_data(data)
         except HttpProcessingError as exc:
-            self._bad_request(exc)
+            self._bad_request(parse_error(exc))
             return
+        if data:  # b"" is the parser resuming after a pause: no byte from the client
+            self._track(bool(messages))
+        if messages:
+            last = messages[-1][1]
+            if last is not EMPTY_PAYLOAD and not last.is_eof():
+                self._body = last
+                self._body_since = self._loop.time()
+            messages = self._until_last(messages)
+            if not messages:
+                return
         if upgraded:  # no protocol switch through the edge: answer the request, then close
             self._pause_reading_for_buffer()
         if messages:
@@ -153,10 +207,87 @@ class EdgeProtocol(BaseProtocol):
                 return  # answered in order once the fast exchange is done (``_fast_done``)
             self._kick()
 
+    def _track(self, completed: bool) -> None:
+        """Progress for the timeouts: body bytes move the body's clock; bytes outside a body
+        start the head's, a whole head stops it."""
+        now = self._loop.time()
+        body = self._body
+        if body is not None:
+            if body.is_eof() or body.exception() is not None:
+                self._body = None
+            else:
+                self._body_since = now
+                return
+        if completed:
+            self._head_since = None
+        elif self._head_since is None and body is None:
+            self._head_since = now
+
+    def _until_last(
+        self, messages: list[tuple[RawRequestMessage, StreamReader]]
+    ) -> list[tuple[RawRequestMessage, StreamReader]]:
+        """The requests to answer: none after one that ends the connection."""
+        if self._last:
+            return []
+        for i, (msg, _payload) in enumerate(messages):
+            if _ends_connection(msg):
+                self._last = True
+                return messages[: i + 1]
+        return messages
+
     def resume_reading(self, resume_parser: bool = True) -> None:
         # Called by the body StreamReader after every read, paused or not (see upstream_conn).
         if self._reading_paused:
             super().resume_reading(resume_parser)
+
+    def _fail_bodies(self, exc: BaseException) -> None:
+        """Fail the body being read, so whatever awaits it (the forwarder) stops now."""
+        for body in (self._body, self._payload):
+            if body is not None and body is not EMPTY_PAYLOAD and not body.is_eof():
+                if body.exception() is None:
+                    body.set_exception(exc)
+        self._body = None
+
+    # -- timeouts (the server's sweep) ---------------------------------------------------------
+
+    def check_timeouts(self, now: float, s: EdgeSettings) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        paused = self._write_paused_since
+        if paused is not None and now - paused > s.send_timeout_s:
+            # The client reads nothing of what it asked for: nothing more can reach it.
+            self._server.state.metrics.client_timeouts.labels("send").inc()
+            self.abort()
+            return
+        body = self._body
+        if body is not None and not self._reading_paused:
+            # (Paused reading is the edge's doing -- the store takes the body slowly -- not
+            # the client's; the request's deadline bounds that.)
+            if body.is_eof() or body.exception() is not None:
+                self._body = None
+            elif now - self._body_since > s.request_body_timeout_s:
+                self._server.state.metrics.client_timeouts.labels("body").inc()
+                self._close = True
+                self._fail_bodies(
+                    RequestTimeout("request_timeout", "the request body did not arrive in time")
+                )
+            return
+        head = self._head_since
+        if head is not None and now - head > s.request_head_timeout_s:
+            self._server.state.metrics.client_timeouts.labels("head").inc()
+            self._head_since = None
+            self._bad_request(
+                RequestTimeout("request_timeout", "the request head did not arrive in time")
+            )
+            return
+        if (
+            not self.busy
+            and not self._queue
+            and head is None
+            and now - self.idle_since > s.keepalive_timeout_s
+        ):
+            transport.close()
 
     # -- requests -----------------------------------------------------------------------------
 
@@ -168,18 +299,27 @@ class EdgeProtocol(BaseProtocol):
         queue = self._queue
         loop = self._loop
         try:
-            while not self._close:
+            while not self._dead:
                 if not queue:
+                    if self._close:
+                        break
                     self.busy = False
                     self.idle_since = loop.time()
                     self._idle_waiter = loop.create_future()
                     await self._idle_waiter
                     continue
+                if self._paused:
+                    # The client is not reading its answers: the next one waits for it (the
+                    # sweep closes the connection after send_timeout_s), and so does parsing.
+                    await self._drain_helper()
+                    continue  # the queue may have changed meanwhile (closed, cleared)
                 self.busy = True
                 msg, payload = queue.popleft()
                 if self._buffer_paused and len(queue) <= _MAX_PIPELINED // 2:
                     self._resume_reading_for_buffer()
                 await self._serve(msg, payload)
+        except ConnectionError:
+            pass  # gone while waiting to write
         finally:
             self._idle_waiter = None
             if not self._fast:  # else the lane closes it once its exchange is done
@@ -213,10 +353,9 @@ class EdgeProtocol(BaseProtocol):
         if (
             payload is not EMPTY_PAYLOAD
             or msg.method == "HEAD"
-            or msg.should_close
-            or msg.version != HttpVersion11
-            or msg.upgrade
+            or _ends_connection(msg)
             or self._close
+            or self._paused  # a client that does not read its answers waits in the queue
         ):
             return False
         st = self._server.state
@@ -274,7 +413,7 @@ class EdgeProtocol(BaseProtocol):
             self._drained = None
             if not drained.done():
                 drained.set_result(None)
-        if self._close:
+        if self._close and not self._queue:
             # The connection's task closes it, or has ended already (it never closes while
             # the lane has an exchange in flight).
             if self._task is not None and not self._task.done():
@@ -298,9 +437,10 @@ class EdgeProtocol(BaseProtocol):
         headers = msg.headers
         length = headers.get("Content-Length")
         expect = headers.get("Expect")
+        target, authority = origin_form(msg.path, msg.url)
         return Exchange(
             msg.method,
-            msg.path,
+            target,
             request_id(headers.get(REQUEST_ID)),
             headers,
             url=msg.url,
@@ -312,14 +452,17 @@ class EdgeProtocol(BaseProtocol):
             expect_continue=expect is not None
             and msg.version == HttpVersion11
             and expect.lower() == "100-continue",
+            version=msg.version,
+            header_lines=len(msg.raw_headers),
+            host=authority,
         )
 
     async def _serve(self, msg: RawRequestMessage, payload: StreamReader) -> None:
         ex = self._exchange(msg, payload)
         self._payload = payload
         self._head_only = msg.method == "HEAD"
-        if msg.should_close or msg.version != HttpVersion11 or msg.upgrade:
-            self._close = True  # HTTP/1.0, "Connection: close", Upgrade: one answer, then close
+        if _ends_connection(msg):
+            self._close = True
         try:
             answer = await serve_exchange(self._server.state, ex, self)
         except Exception:
@@ -330,18 +473,17 @@ class EdgeProtocol(BaseProtocol):
             self.write_answer(answer.status, None, answer.block, answer.body)
         self._payload = EMPTY_PAYLOAD
 
-    def _bad_request(self, exc: HttpProcessingError) -> None:
-        """Unparseable bytes: nothing after them can be trusted. A JSON 400 when no request is
-        being answered; otherwise the answer in progress is the last one. Then close."""
-        self._close = True
+    def _bad_request(self, err: EdgeError) -> None:
+        """Bytes that cannot be parsed (or a head that never came whole): nothing after them
+        can be trusted. A body being read fails with ``err``, so its request is answered with
+        it; with no request being answered, the JSON error goes out now. Then close."""
+        self._close = self._dead = True
+        self._last = True
         self._queue.clear()
-        self._pause_reading_for_buffer()
+        self._fail_bodies(err)
         if self.busy:
             return  # the answer in progress is the last one; the task closes after it
         self._wake()
-        err = BadRequest("bad_request", "the request could not be parsed")
-        if 400 <= exc.code < 500:
-            err.status = exc.code
         status, headers, body = error_parts(err, {REQUEST_ID: request_id(None)})
         self._payload = EMPTY_PAYLOAD
         self._head_only = False
@@ -375,7 +517,7 @@ class EdgeProtocol(BaseProtocol):
     async def start(self, status: int, reason: str, block: Block) -> None:
         transport = self.transport
         if transport is None:
-            raise ConnectionResetError("client went away")
+            raise ClientClosed("client_closed", "the client closed the connection")
         no_body = self._head_only or status in _NO_BODY_STATUS or status < 200
         self._chunked = False
         if not no_body and _LENGTH.search(block) is None:
@@ -390,10 +532,13 @@ class EdgeProtocol(BaseProtocol):
     async def write(self, chunk: bytes) -> None:
         transport = self.transport
         if transport is None:
-            raise ConnectionResetError("client went away")
+            raise ClientClosed("client_closed", "the client closed the connection")
         transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self._chunked else chunk)
         if self._paused:
-            await self._drain_helper()
+            try:
+                await self._drain_helper()
+            except ConnectionError:
+                raise ClientClosed("client_closed", "the client closed the connection") from None
 
     async def end(self) -> None:
         if self._chunked and self.transport is not None:
@@ -414,19 +559,27 @@ class EdgeServer:
         self.loop = loop
         self.connections: set[EdgeProtocol] = set()
         self.resuming: set[asyncio.Task[None]] = set()  # fast-lane exchanges gone async
-        self._sweeper = loop.call_later(_SWEEP_S, self._sweep)
+        s = state.settings
+        # Often enough that a timeout is enforced within a quarter of itself (1 s at most).
+        shortest = min(
+            s.request_head_timeout_s,
+            s.request_body_timeout_s,
+            s.send_timeout_s,
+            s.keepalive_timeout_s,
+        )
+        self._sweep_s = max(0.05, min(1.0, shortest / 4))
+        self._sweeper = loop.call_later(self._sweep_s, self._sweep)
 
     def __call__(self) -> EdgeProtocol:
         return EdgeProtocol(self)
 
     def _sweep(self) -> None:
-        """Close connections idle (or stuck in a request head) past the keep-alive timeout."""
+        """One timer for every connection's timeouts, instead of one per request."""
         now = self.loop.time()
+        settings = self.state.settings
         for conn in list(self.connections):
-            if not conn.busy and now - conn.idle_since > KEEPALIVE_TIMEOUT_S:
-                if conn.transport is not None:
-                    conn.transport.close()
-        self._sweeper = self.loop.call_later(_SWEEP_S, self._sweep)
+            conn.check_timeouts(now, settings)
+        self._sweeper = self.loop.call_later(self._sweep_s, self._sweep)
 
     def pre_shutdown(self) -> None:
         """Stop keep-alive: idle connections close now, busy ones after their answer."""

@@ -120,6 +120,12 @@ class EdgeMetrics:
             ["home_region"],
             registry=r,
         )
+        self.client_timeouts = Counter(
+            "edge_client_timeouts_total",
+            "Client connections cut off by a timeout (head, body, send)",
+            ["kind"],
+            registry=r,
+        )
         self.rate_limited = Counter(
             "edge_rate_limited_total", "Requests refused by the rate limit", ["region"], registry=r
         )

@@ -36,7 +36,15 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from .config import EdgeSettings
-from .errors import PayloadTooLarge, Unavailable, UpstreamFailed, UpstreamTimeout
+from .errors import (
+    ClientClosed,
+    EdgeError,
+    PayloadTooLarge,
+    RequestTimeout,
+    Unavailable,
+    UpstreamFailed,
+    UpstreamTimeout,
+)
 from .headers import Block, downstream_response_block, encode_head, upstream_request_items
 from .metrics import EdgeMetrics
 from .routing import (
@@ -66,7 +74,6 @@ log = logging.getLogger("edge_router.proxy")
 _RETRY_STATUSES = frozenset({502, 503, 504})
 _EMPTY: CIMultiDict[str] = CIMultiDict()
 _BROKEN = (ConnectionError, OSError, HttpProcessingError)
-_CHUNK = 64 * 1024
 
 
 class Exchange:
@@ -74,14 +81,18 @@ class Exchange:
     (also the access-log record)."""
 
     __slots__ = (
+        "absolute",
         "account",
         "attempts",
         "body",
         "body_exists",
         "content_length",
+        "deadline",
         "error",
         "expect_continue",
+        "header_lines",
         "headers",
+        "host",
         "method",
         "peer",
         "principal",
@@ -96,6 +107,7 @@ class Exchange:
         "target",
         "upstream",
         "url",
+        "version",
     )
 
     def __init__(
@@ -112,9 +124,14 @@ class Exchange:
         peer: str | None = None,
         scheme: str = "http",
         expect_continue: bool = False,
+        version: tuple[int, int] = (1, 1),
+        header_lines: int = 0,
+        host: str | None = None,
     ) -> None:
         self.method = method
-        self.target = target  # the raw request target, byte for byte as received
+        # The raw request target, byte for byte as received (origin form: an absolute-form
+        # target comes here as its path and query, its authority as ``host``).
+        self.target = target
         self.request_id = request_id
         self.headers = headers if headers is not None else CIMultiDictProxy(_EMPTY)
         self.url = url  # the target as a yarl URL (its query is parsed only when asked for)
@@ -124,6 +141,11 @@ class Exchange:
         self.peer = peer
         self.scheme = scheme
         self.expect_continue = expect_continue
+        self.version = version
+        self.header_lines = header_lines
+        self.absolute = host is not None  # the target was in absolute form
+        self.host = host if host is not None else self.headers.get("Host")
+        self.deadline = 0.0  # loop time by which the whole answer must be out (total timeout)
         self.account: str | None = None
         self.region = "none"
         self.route = "other"
@@ -186,25 +208,42 @@ class Sent:
 
 
 class _StreamedBody:
-    """The client's body as an async iterator, with the size limit enforced while streaming."""
+    """The client's body as an async iterator, with the size limit and the request's deadline
+    enforced while streaming (a client trickling its body cannot hold the exchange past it)."""
 
-    __slots__ = ("_content", "_limit", "started", "too_large")
+    __slots__ = ("_content", "_deadline", "_limit", "started", "too_large")
 
-    def __init__(self, content: StreamReader, limit: int) -> None:
+    def __init__(self, content: StreamReader, limit: int, deadline: float) -> None:
         self._content = content
         self._limit = limit
+        self._deadline = deadline
         self.started = False
         self.too_large = False
 
     async def chunks(self) -> AsyncIterator[bytes]:
         self.started = True
         seen = 0
-        async for chunk in self._content.iter_chunked(_CHUNK):
+        content = self._content
+        while True:
+            try:
+                async with asyncio.timeout_at(self._deadline):
+                    chunk = await content.readany()
+            except TimeoutError:
+                raise _body_too_slow() from None
+            if not chunk:
+                return
             seen += len(chunk)
             if seen > self._limit:
                 self.too_large = True
                 raise PayloadTooLarge("payload_too_large", "request body is over the limit")
             yield chunk
+
+
+def _body_too_slow() -> RequestTimeout:
+    return RequestTimeout("request_timeout", "the request body did not arrive in time")
+
+
+Body = bytes | _StreamedBody | None
 
 
 def _too_large(limit: int) -> PayloadTooLarge:
@@ -220,10 +259,40 @@ class Forwarder:
         self._tick = itertools.count()
         # The loop's clock, looked up once (get_running_loop() costs a getpid() per call).
         self._loop_time = asyncio.get_running_loop().time
+        self._total_timeout_s = settings.total_timeout_s
         self._retry_children = {r.name: metrics.retries.labels(r.name) for r in settings.regions}
         self._refusal_children = {
             r.name: metrics.cross_region_refusals.labels(r.name) for r in settings.regions
         }
+
+    def start_clock(self, ex: Exchange) -> None:
+        """The exchange's one deadline: every wait of it (the client's body, each attempt's
+        connect, send and answer) ends by ``total_timeout_s`` from here, however many
+        attempts it takes."""
+        ex.deadline = self._loop_time() + self._total_timeout_s
+
+    async def receive_body(self, ex: Exchange, sink: Sink) -> Body:
+        """The request body, before the request is admitted: ``100 Continue`` when asked (only
+        now: the checks before never invited it), a small body of known length read whole (so
+        it can be replayed on a retry, and a client that sends its head and stops holds no
+        admission slot), anything else as a stream read while forwarding. Bounded by the
+        deadline; the listener also fails the stream on a pause, a bad chunk or a close."""
+        if not ex.body_exists or ex.body is None:
+            return None
+        if ex.expect_continue:
+            sink.send_continue()
+        length = ex.content_length
+        if length is not None and length <= self.settings.buffer_body_bytes:
+            if not length:
+                return b""
+            try:
+                async with asyncio.timeout_at(ex.deadline):
+                    return await ex.body.readexactly(length)
+            except TimeoutError:
+                raise _body_too_slow() from None
+            except asyncio.IncompleteReadError:
+                raise ClientClosed("client_closed", "the client closed mid-body") from None
+        return _StreamedBody(ex.body, self.settings.max_body_bytes, ex.deadline)
 
     def check_declared_length(self, ex: Exchange) -> None:
         length = ex.content_length
@@ -289,7 +358,7 @@ class Forwarder:
         line, rest = self._request_parts(ex, False)
         head = line + inst.host_line + rest
         s = self.settings
-        deadline = self._loop_time() + s.total_timeout_s
+        deadline = ex.deadline
         try:
             waiter = conn.send(
                 head,
@@ -336,22 +405,21 @@ class Forwarder:
         )
         return True
 
-    async def forward(self, ex: Exchange, sink: Sink, sent: Sent | None = None) -> None:
-        """Forward ``ex``, retrying inside its home region as ``may_retry`` allows; with
-        ``sent``, its first attempt is already on the wire (``send_now``)."""
+    async def forward(
+        self, ex: Exchange, sink: Sink, sent: Sent | None = None, received: Body = None
+    ) -> None:
+        """Forward ``ex`` with the body ``receive_body`` gave, retrying inside its home region
+        as ``may_retry`` allows; with ``sent``, its first attempt is already on the wire
+        (``send_now``)."""
         s = self.settings
         method = ex.method
         # Body: nothing, a small buffered (replayable) body, or a stream read at most once.
         body: bytes | None = None
         streamed: _StreamedBody | None = None
-        if sent is None and ex.body_exists and ex.body is not None:
-            if ex.expect_continue:
-                sink.send_continue()  # only now: refusals above never invited the body
-            length = ex.content_length
-            if length is not None and length <= s.buffer_body_bytes:
-                body = await ex.body.readexactly(length) if length else b""
-            else:
-                streamed = _StreamedBody(ex.body, s.max_body_bytes)
+        if isinstance(received, _StreamedBody):
+            streamed = received
+        else:
+            body = received
         chunked = streamed is not None and ex.content_length is None
         line = rest = b""
         pools = self.pools.by_region
@@ -422,7 +490,7 @@ class Forwarder:
         s = self.settings
         pool = inst.pool
         if sent is None:
-            deadline = self._loop_time() + s.total_timeout_s
+            deadline = ex.deadline
             inst.outstanding += 1
             t0 = time.perf_counter()
         else:  # send_now counted it
@@ -467,7 +535,9 @@ class Forwarder:
                             read_timeout=s.read_timeout_s,
                         )
                     break
-                except PayloadTooLarge:
+                except EdgeError:
+                    # The client's side failed (body too large, too slow, malformed, gone):
+                    # the store saw part of a request, so this socket is done.
                     pool.release(conn, False)
                     raise
                 except TimeoutError:
@@ -519,9 +589,11 @@ class Forwarder:
                         break
                     await sink.write(chunk)
                 await sink.end()
-            except (*_BROKEN, TimeoutError) as exc:
+            except (*_BROKEN, TimeoutError, ClientClosed) as exc:
                 # Head is out: the only honest signal left is to cut the connection.
                 ex.error = f"aborted:{type(exc).__name__}"
+                if isinstance(exc, ClientClosed):
+                    ex.status = ClientClosed.status
                 pool.release(conn, False)
                 sink.abort()
                 return None

@@ -3,6 +3,7 @@ session into a shell, check every answer, press Ctrl-C, and find nothing left ru
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -13,6 +14,9 @@ import sys
 import threading
 import time
 import tomllib
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -122,6 +126,11 @@ def test_one_command_stack_serves_the_printed_session(tmp_path: Path) -> None:
         assert re.search(r"(?m)^HTTP/1.1 200", old_version)
         assert '"firstName":"Jane"' in old_version
         assert re.search(r"(?m)^HTTP/1.1 403", cross)
+
+        # Clients other than aiohttp, as a user would write them, through the same stack.
+        base = f"http://127.0.0.1:{edge_port}/api/storage/profile-system"
+        for client in (curl_call, urllib_call, requests_call):
+            create_patch_delete(client, base)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -130,3 +139,65 @@ def test_one_command_stack_serves_the_printed_session(tmp_path: Path) -> None:
     leftovers = [p for p in ports if port_open(p)]
     assert leftovers == [], f"ports still open after Ctrl-C: {leftovers}"
     assert processes_mentioning(str(workdir)) == []
+
+
+# -- create, patch and delete a profile with three clients that are not aiohttp ---------------
+
+LOCAL_DEMO_KEY = ("vtexappkey-demo-eu-LOCALDEMO", "LOCAL-DEMO-TOKEN-eu-not-a-secret")  # demo only
+Call = Callable[[str, str, bytes | None], tuple[int, bytes]]
+
+
+def _headers() -> dict[str, str]:
+    key, token = LOCAL_DEMO_KEY
+    return {
+        "X-VTEX-API-AppKey": key,
+        "X-VTEX-API-AppToken": token,
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+    }
+
+
+def curl_call(method: str, url: str, body: bytes | None) -> tuple[int, bytes]:
+    args = ["curl", "-s", "--max-time", "10", "-X", method, "-w", "\n%{http_code}"]
+    for name, value in _headers().items():
+        args += ["-H", f"{name}: {value}"]
+    if body is not None:
+        args += ["--data-binary", "@-"]
+    done = subprocess.run([*args, url], input=body or b"", capture_output=True, timeout=15)
+    assert done.returncode == 0, done.stderr
+    payload, _, code = done.stdout.rpartition(b"\n")
+    return int(code), payload
+
+
+def urllib_call(method: str, url: str, body: bytes | None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=body, method=method, headers=_headers())  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 (loopback)
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def requests_call(method: str, url: str, body: bytes | None) -> tuple[int, bytes]:
+    import requests
+
+    resp = requests.request(method, url, data=body, headers=_headers(), timeout=10)
+    return resp.status_code, resp.content
+
+
+def create_patch_delete(call: Call, base: str) -> None:
+    who = call.__name__
+    email = f"{who.replace('_', '.')}@example.eu"
+    body = json.dumps({"email": email, "firstName": "Ana"}).encode()
+    status, created = call("POST", f"{base}/profiles?an=demo-eu", body)
+    assert status in (200, 201), (who, status, created)
+    pid = json.loads(created)["id"]
+    patch = json.dumps({"firstName": "Anna"}).encode()
+    status, patched = call("PATCH", f"{base}/profiles/{pid}?an=demo-eu", patch)
+    assert status == 200, (who, status, patched)
+    status, read = call("GET", f"{base}/profiles/{pid}/unmask?an=demo-eu&reason=client-test", None)
+    assert status == 200 and b'"Anna"' in read, (who, status)
+    status, _ = call("DELETE", f"{base}/profiles/{pid}?an=demo-eu", None)
+    assert status in (200, 204), (who, status)
+    status, _ = call("GET", f"{base}/profiles/{pid}?an=demo-eu", None)
+    assert status == 404, (who, status)

@@ -10,13 +10,24 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from .conftest import STATS, Client, Pii
-from .stack import ACCOUNT_OF, API, DEMO_KEYS, REGIONS, ReliabilityStack, auth_headers
+from .stack import (
+    ACCOUNT_OF,
+    API,
+    DEMO_KEYS,
+    EDGE_OVERRIDES,
+    REGIONS,
+    ReliabilityStack,
+    auth_headers,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -305,8 +316,26 @@ async def test_keys_roles_and_reasons(
 
 @pytest.fixture(scope="session")
 def read_only_key(_session_stack: ReliabilityStack) -> tuple[str, str]:
+    """A key created while the edge has the account cached: it works once the cached entry
+    is refreshed, within the documented bound (``cache_ttl_s``), and not before is fine --
+    so the fixture waits for that bound instead of racing it (the clean-clone CI failure)."""
     key, token = "vtexappkey-demo-eu-READONLY", "reliability-read-only-token-0000"
     _session_stack.create_key(ACCOUNT, "read", key, token)
+    url = f"http://127.0.0.1:{_session_stack.edge_port}{API}/profiles/no-such-profile?an={ACCOUNT}"
+    headers = {"X-VTEX-API-AppKey": key, "X-VTEX-API-AppToken": token}
+
+    def accepted() -> bool:
+        request = urllib.request.Request(url, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=2.0):  # noqa: S310 (loopback)
+                return True
+        except urllib.error.HTTPError as exc:
+            return exc.code != 401  # authenticated: the store answers (404 for no profile)
+        except OSError:
+            return False
+
+    bound = EDGE_OVERRIDES["cache_ttl_s"] + 2.0  # the TTL, plus a registry read and slack
+    wait_for("a new key accepted by the edge", accepted, timeout=bound)
     return key, token
 
 

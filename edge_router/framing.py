@@ -1,0 +1,88 @@
+"""What the edge refuses of a request message itself, before any policy step (RFC 9112).
+
+Both front ends (the raw listener and ``aiohttp.web``) parse with aiohttp's llhttp parser, which
+already refuses what could smuggle a second request (CL+TE, duplicate lengths, obs-fold, bare
+LF, NUL/CR in values: 400 and close). What it lets through but a proxy must not forward, and the
+parser's own refusals, are mapped here to the status RFC 9110/9112 names, as one ``EdgeError``::
+
+    HTTP/2.0 (or any major != 1) on an HTTP/1.x connection      505 http_version_not_supported
+    Transfer-Encoding other than exactly "chunked"              501 unsupported_transfer_coding
+    more header lines than the store can take with ours added   431 too_many_headers
+    a header line over the parser's limit                       431 header_too_large
+    a request line over the parser's limit                      414 uri_too_long
+    HTTP/1.1 without Host (and not in absolute form)            400 missing_host
+
+An absolute-form target (``POST http://host/path HTTP/1.1``, which a server MUST accept, RFC 9112
+§3.2.2) is served as its origin form, with the target's authority standing for Host.
+"""
+
+from __future__ import annotations
+
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from .errors import (
+    BadRequest,
+    EdgeError,
+    HeadersTooLarge,
+    NotImplementedByEdge,
+    UriTooLong,
+    VersionNotSupported,
+)
+
+# The stores parse with aiohttp's defaults (max_headers=128); the edge adds up to 7 lines of its
+# own (X-Forwarded-*, Via, X-Request-Id, the assertion, Transfer-Encoding) and one spare.
+MAX_HEADER_LINES = 128 - 8
+# The listener's parser limits. llhttp's LineTooLong does not say which line was too long, only
+# the limit it broke, so the two limits differ by one byte to tell a request line (414) from a
+# header line (431). Both stay within the stores' (aiohttp's default 8190 each).
+MAX_REQUEST_LINE = 8190
+MAX_FIELD_SIZE = 8189
+
+
+def origin_form(target: str, url: URL | None) -> tuple[str, str | None]:
+    """``target`` in origin form, and the authority an absolute-form target named (else None)."""
+    if target.startswith("/") or url is None or not url.absolute:
+        return target, None
+    path = url.raw_path_qs
+    return (path if path.startswith("/") else "/" + path), url.raw_authority
+
+
+def check_message(
+    version: tuple[int, int],
+    headers: CIMultiDictProxy[str],
+    header_lines: int,
+    *,
+    absolute: bool = False,
+) -> None:
+    """Raise the ``EdgeError`` for a request the edge must not forward as it is."""
+    if version[0] != 1:
+        raise VersionNotSupported(
+            "http_version_not_supported", "only HTTP/1.0 and HTTP/1.1 are served here"
+        )
+    if header_lines > MAX_HEADER_LINES:
+        raise HeadersTooLarge("too_many_headers", f"more than {MAX_HEADER_LINES} header lines")
+    if "Transfer-Encoding" in headers:
+        codings = ",".join(headers.getall("Transfer-Encoding")).strip(" \t").lower()
+        if codings != "chunked":
+            raise NotImplementedByEdge(
+                "unsupported_transfer_coding", "only the chunked transfer coding is accepted"
+            )
+    if version == (1, 1) and not absolute and "Host" not in headers:
+        raise BadRequest("missing_host", "an HTTP/1.1 request needs a Host header")
+
+
+def parse_error(exc: HttpProcessingError) -> EdgeError:
+    """The parser's refusal as the edge's JSON error (its text, which may quote the request's
+    bytes, is never shown)."""
+    if isinstance(exc, LineTooLong):
+        if len(exc.args) > 1 and exc.args[1] == MAX_REQUEST_LINE:
+            return UriTooLong("uri_too_long", "the request line is too long")
+        return HeadersTooLarge("header_too_large", "a header line is too long")
+    if "Too many headers" in str(exc):
+        return HeadersTooLarge("too_many_headers", f"more than {MAX_HEADER_LINES} header lines")
+    err = BadRequest("bad_request", "the request could not be parsed")
+    if 400 <= exc.code < 500 and exc.code != 400:
+        err.status = exc.code
+    return err

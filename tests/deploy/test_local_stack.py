@@ -16,6 +16,7 @@ import time
 import tomllib
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -188,7 +189,15 @@ def requests_call(method: str, url: str, body: bytes | None) -> tuple[int, bytes
 def create_patch_delete(call: Call, base: str) -> None:
     who = call.__name__
     email = f"{who.replace('_', '.')}@example.eu"
-    body = json.dumps({"email": email, "firstName": "Ana"}).encode()
+    profile = {
+        "email": email,
+        "firstName": "Ana",
+        "lastName": "Lima",
+        "document": "",
+        "documentType": "CPF",
+    }
+    profile["document"] = str(zlib.crc32(who.encode())).zfill(11)
+    body = json.dumps(profile).encode()
     status, created = call("POST", f"{base}/profiles?an=demo-eu", body)
     assert status in (200, 201), (who, status, created)
     pid = json.loads(created)["id"]

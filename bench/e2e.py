@@ -231,7 +231,7 @@ class E2E:
         }
 
     def _direct_headers(self, method: str, path: str) -> dict[str, str]:
-        from profile_store.assertion import ASSERTION_HEADER, sign
+        from residency_contract.assertion import ASSERTION_HEADER, sign
 
         return {
             ASSERTION_HEADER: sign(

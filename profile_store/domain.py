@@ -27,11 +27,11 @@ __all__ = ["Caller", "ProfileService", "Record", "Reveal", "parse_ttl"]
 
 class ProfileService:
     def __init__(self, repo: Repository, keys: DataKeyStore, *, update_retries: int) -> None:
-        core = Core(repo, keys, update_retries=update_retries)
+        self.schemas = CustomSchemas(repo)
+        core = Core(repo, keys, self.schemas, update_retries=update_retries)
         self.repo = repo
         self.keys = keys
         self.codec = core.codec
-        self.schemas = CustomSchemas(repo)
         self.profiles = Profiles(core, self.schemas)
         self.addresses = Addresses(core, self.profiles)
         self.purchase_info = PurchaseInfo(core, self.profiles)

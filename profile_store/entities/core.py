@@ -16,7 +16,9 @@ Write (``Core.commit``): validate (the family, before calling) → seal → ONE
   ``TransactWriteItems``: the new current item, a new immutable version item (uuid4, returned
   as ``meta.version``), the subject's new data key on a create, the family's alternative-key
   entries, a ConditionCheck that the owning profile is alive (sub-resources) and one that the
-  email is not suppressed (``erasure.py`` writes a suppression entry when a subject is erased).
+  email is not suppressed (``erasure.py`` writes a suppression entry when a subject is erased),
+  and for profiles one that the custom schema is still the one the document was validated
+  with (``custom_schema.py``: if not, the write is validated again and re-applied).
   A failure leaves nothing half-written, and is mapped to its answer by the entry's role, never
   by its position. Later writes only ever *load* a subject's key, so a subject erased meanwhile
   answers 404 instead of getting a fresh key.
@@ -55,6 +57,7 @@ from ..errors import ConditionFailed, Conflict, NotFound, PreconditionFailed
 from ..repository import (
     Item,
     Repository,
+    get_n,
     get_s,
     is_live,
     key,
@@ -62,20 +65,23 @@ from ..repository import (
     s,
     suppression_key,
 )
+from ..schema import CustomSchema
+from .custom_schema import CustomSchemas
 from .values import Caller, Record, Reveal, duplicate, meta, now_iso, suppressed
 
 T = TypeVar("T")
 
 Masker = Callable[[dict[str, Any]], dict[str, Any]]
-# Profiles mask by the account's custom schema, so a family's masker is asked per request.
-MaskSource = Callable[[Caller], Awaitable[Masker]]
+# Profiles mask by the account's custom schema, so a family's masker is asked per request,
+# with the newest schema version the items read were written under (``schemaVersion``).
+MaskSource = Callable[[Caller, int], Awaitable[Masker]]
 Entry = dict[str, Any]  # one TransactWriteItems entry
 
 _ALIVE = "attribute_exists(pk) AND (attribute_not_exists(expiresAt) OR expiresAt > :now)"
 
 
 def always(mask: Masker) -> MaskSource:
-    async def source(caller: Caller) -> Masker:
+    async def source(caller: Caller, schema_version: int) -> Masker:
         return mask
 
     return source
@@ -130,6 +136,8 @@ class Change:
     new_key: NewSubjectKey | None = None  # a create of a subject: its data key, same transaction
     alt_keys: list[Entry] = field(default_factory=list)  # Put (-> 409 duplicate) or Delete
     email_hex: str | None = None  # the email must not be suppressed
+    # The custom schema the document was validated with: it must still be current at commit.
+    schema: CustomSchema | None = None
 
 
 Revise = Callable[[Item, dict[str, Any]], Awaitable[Change]]
@@ -149,9 +157,17 @@ class LostRace(Exception):
 
 
 class Core:
-    def __init__(self, repo: Repository, keys: DataKeyStore, *, update_retries: int) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        keys: DataKeyStore,
+        schemas: CustomSchemas,
+        *,
+        update_retries: int,
+    ) -> None:
         self.repo = repo
         self.keys = keys
+        self.schemas = schemas
         self.codec = EnvelopeCodec(keys)
         self.update_retries = update_retries
         # Weak values: a lock lives only while some request holds or waits on it.
@@ -174,7 +190,8 @@ class Core:
         """Load → open → mask, or audit and reveal. ``subject=None``: each item is a subject of
         its own (prospects), and one being erased right now is already gone from the list."""
         records = []
-        for item in await self.load(lookup, family.missing):
+        items = await self.load(lookup, family.missing)
+        for item in items:
             try:
                 doc = await self.open(caller, subject or get_s(item, "id"), item)
             except SubjectErased:
@@ -183,7 +200,8 @@ class Core:
                 continue
             records.append(Record(get_s(item, "id"), doc, meta(item, style=family.style)))
         if reveal is None:
-            mask = await family.masker(caller)
+            stamp = max((get_n(i, "schemaVersion") or 0 for i in items), default=0)
+            mask = await family.masker(caller, stamp)
             return [Record(r.id, mask(r.document), r.meta) for r in records]
         entity_type, entity_id = audit_as
         await record(
@@ -253,6 +271,8 @@ class Core:
                 attrs["expiresAt"] = origin["expiresAt"]
         attrs["updatedAt"] = s(stamp)
         attrs.update(change.attrs)
+        if change.schema is not None and change.schema.version:
+            attrs["schemaVersion"] = n(change.schema.version)
         current = await self._sealed(caller, place, place.current_sk, attrs, change)
         version = await self._sealed(caller, place, f"{place.version_prefix}{vid}", attrs, change)
         replaces = None if origin is None else get_s(origin, "version")
@@ -271,6 +291,10 @@ class Core:
         if change.email_hex:
             suppressed_at = len(entries)
             entries.append(self.not_suppressed(caller, change.email_hex))
+        schema_at = -1
+        if change.schema is not None:
+            schema_at = len(entries)
+            entries.append(self.schemas.unchanged(caller.account, change.schema))
         try:
             await self.repo.transact(entries)
         except ConditionFailed as exc:
@@ -279,6 +303,10 @@ class Core:
                 raise NotFound("profile not found") from None
             if suppressed_at in failed:
                 raise suppressed() from None
+            if schema_at in failed:
+                # Another instance replaced the schema: validate again with the new one.
+                self.schemas.forget(caller.account)
+                raise LostRace from None
             if replaces is not None and (0 in failed or exc.contention):
                 if if_match is not None:
                     raise PreconditionFailed(

@@ -88,8 +88,9 @@ class Profiles:
             "profile", style="profile", missing="profile version not found", masker=self._mask
         )
 
-    async def _mask(self, caller: Caller) -> Masker:
-        pii = (await self.schemas.current(caller.account)).pii_fields
+    async def _mask(self, caller: Caller, schema_version: int) -> Masker:
+        schema = await self.schemas.current(caller.account, at_least=schema_version)
+        pii = schema.pii_fields
         return lambda doc: masking.mask_profile(doc, pii)
 
     @staticmethod
@@ -114,17 +115,23 @@ class Profiles:
 
     async def create(self, caller: Caller, body: Any, ttl_days: int | None) -> Record:
         doc = require_object(body, "profile")
-        schema = await self.schemas.current(caller.account)
-        validate_profile(doc, schema)
-        salt = await self.repo.salt(caller.account, create=True)
-        assert salt is not None
-        now = time.time()
         pid = str(uuid.uuid4())
-        expires = expiry(ttl_days, schema, None, now)
-        new_key = await self.core.keys.prepare_new(caller.account, pid)
-        change = self._change(caller, salt, pid, doc, expires, now)
-        change.new_key = new_key
-        return await self.core.commit(caller, self.family, self.place(caller, pid), change)
+
+        async def attempt() -> Record:
+            # Re-run whole when the schema changed under it (Core.commit): validation and the
+            # default TTL both depend on it.
+            schema = await self.schemas.current(caller.account)
+            validate_profile(doc, schema)
+            salt = await self.repo.salt(caller.account, create=True)
+            assert salt is not None
+            now = time.time()
+            expires = expiry(ttl_days, schema, None, now)
+            new_key = await self.core.keys.prepare_new(caller.account, pid)
+            change = self._change(caller, salt, pid, doc, schema, expires, now)
+            change.new_key = new_key
+            return await self.core.commit(caller, self.family, self.place(caller, pid), change)
+
+        return await self.core.retrying(f"{profile_pk(caller.account, pid)}|CUR", attempt)
 
     async def get(
         self, caller: Caller, ref: str, kind: Kind | None, reveal: Reveal | None
@@ -163,19 +170,20 @@ class Profiles:
         if_match: str | None,
     ) -> Record:
         patch = require_object(body, "profile")
-        schema = await self.schemas.current(caller.account)
-        validate_profile_patch(patch, schema)
+        validate_profile_patch(patch, await self.schemas.current(caller.account))
         pid = await self.resolve(caller, ref, kind)
         salt = await self.repo.salt(caller.account, create=True)
         assert salt is not None
 
         async def revise(current: Item, old_doc: dict[str, Any]) -> Change:
+            # Asked on every attempt: a lost race may have been a schema replaced meanwhile.
+            schema = await self.schemas.current(caller.account)
             doc = {**old_doc, **patch}
             validate_profile(doc, schema)
             now = time.time()
             old_expires = get_n(current, "expiresAt")
             expires = expiry(ttl_days, schema, old_expires, now)
-            return self._change(caller, salt, pid, doc, expires, now, old_doc, old_expires)
+            return self._change(caller, salt, pid, doc, schema, expires, now, old_doc, old_expires)
 
         return await self.core.update(
             caller, self.family, self.place(caller, pid), if_match, revise
@@ -187,6 +195,7 @@ class Profiles:
         salt: bytes,
         pid: str,
         doc: dict[str, Any],
+        schema: CustomSchema,
         expires: int | None,
         now: float,
         old_doc: dict[str, Any] | None = None,
@@ -194,7 +203,7 @@ class Profiles:
     ) -> Change:
         """The profile's attributes and alternative-key entries for a create (no ``old_doc``)
         or an update: put new or re-dated keys, delete replaced ones."""
-        change = Change(doc, email_hex=digest(salt, "email", doc["email"]))
+        change = Change(doc, email_hex=digest(salt, "email", doc["email"]), schema=schema)
         if expires is not None:
             change.attrs["expiresAt"] = n(expires)
         for kind in KINDS:

@@ -208,6 +208,43 @@ def _added(name: str, description: str, case: dict[str, object], base: dict[str,
     return Goal(name, description, check)
 
 
+# The store's CPU per request over the floor's (bench.store_floor), per bench operation.
+FLOOR_LIMITS = {"get": 1.3, "create": 1.5, "patch": 1.5}
+
+
+def _floor_goal(op: str, limit: float) -> Goal:
+    """Direct store CPU per request / floor CPU per request, at each concurrency measured;
+    met when every one is within ``limit`` (crypto, masking, validation all included)."""
+
+    def check(rows: list[CaseResult]) -> tuple[bool | None, str]:
+        ratios = []
+        for floor in select(rows, {"target": "e2e-floor"}):
+            if not floor.case.startswith(f"e2e-floor/{op}/") or not floor.cpu_us_per_req:
+                continue
+            store = select(rows, {"case": floor.case.replace("e2e-floor/", "e2e-direct/", 1)})
+            if not store or store[0].cpu_us_per_req is None:
+                continue
+            ratio = store[0].cpu_us_per_req / floor.cpu_us_per_req
+            ratios.append(
+                (
+                    ratio,
+                    f"c{floor.connections}: {ratio:.2f}x "
+                    f"({store[0].cpu_us_per_req:.0f} vs {floor.cpu_us_per_req:.0f} µs/req)",
+                )
+            )
+        if not ratios:
+            return None, f"needs e2e-direct and e2e-floor {op} rows"
+        worst = max(r for r, _ in ratios)
+        return worst <= limit, "; ".join(d for _, d in ratios) + f" (limit {limit:g}x)"
+
+    return Goal(
+        f"store-floor-{op}",
+        f"store CPU per {op} <= {limit:g}x the floor's (same DynamoDB calls and item sizes, "
+        "no crypto/masking/validation; direct store vs bench.store_floor, same run)",
+        check,
+    )
+
+
 def e2e_goals() -> list[Goal]:
     return [
         *(
@@ -224,6 +261,7 @@ def e2e_goals() -> list[Goal]:
         _ddb_goal("get", "get_item", 1.0),
         _ddb_goal("patch", "transact_write_items", 1.0, merge_reads=1.0),
         _ddb_goal("create", "transact_write_items", 1.0),
+        *(_floor_goal(op, limit) for op, limit in FLOOR_LIMITS.items()),
     ]
 
 

@@ -131,6 +131,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--e2e-duration", type=float, help="end-to-end cases: seconds per case (default 5)"
     )
+    ap.add_argument(
+        "--e2e-repeat",
+        type=int,
+        default=1,
+        help="rounds of the end-to-end cases on one stack, each case reporting its median "
+        "round like --repeat (the store-floor ratios are then each taken in one round)",
+    )
     args = ap.parse_args(argv)
     smoke = args.smoke
     args.out = args.out or REPO_ROOT / ("bench/results/smoke.md" if smoke else "docs/benchmarks.md")
@@ -143,8 +150,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.workers = args.workers or ([1] if smoke else [1, 2])
     args.duration = args.duration if args.duration is not None else (1.0 if smoke else 10.0)
     args.warmup = args.warmup if args.warmup is not None else (0.0 if smoke else 2.0)
-    if args.repeat < 1:
-        ap.error("--repeat must be at least 1")
+    if args.repeat < 1 or args.e2e_repeat < 1:
+        ap.error("--repeat and --e2e-repeat must be at least 1")
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if smoke and "e2e" in args.targets and args.targets == list(ALL_TARGETS):
         args.targets.remove("e2e")  # the smoke run stays a few seconds: no DynamoDB stack
@@ -289,16 +296,24 @@ class Bench:
 
         a = self.args
         t0 = time.monotonic()
+        first = len(self.rows)
         try:
             with e2e_stack(self.work_dir, EDGE_BENCH_SETTINGS) as stack:
                 runner = E2E(stack, self.work_dir)
                 runner.seed()
-                for op in OPERATIONS:
-                    for conc in a.e2e_concurrency:
-                        for target in TARGETS:
-                            row = runner.run(target, op, conc, a.e2e_duration, min(1.0, a.warmup))
-                            self.rows.append(row)
-                            print(f"  {row.case:<22} {_summary(row)}", flush=True)
+                # Whole rounds, like the proxy cases: a drift of the machine's speed falls on
+                # the store and its floor alike.
+                for rnd in range(a.e2e_repeat):
+                    if a.e2e_repeat > 1:
+                        print(f"e2e round {rnd + 1} of {a.e2e_repeat}", flush=True)
+                    for op in OPERATIONS:
+                        for conc in a.e2e_concurrency:
+                            for target in TARGETS:
+                                row = runner.run(
+                                    target, op, conc, a.e2e_duration, min(1.0, a.warmup)
+                                )
+                                self.rows.append(row)
+                                print(f"  {row.case:<22} {_summary(row)}", flush=True)
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
             status = "skipped" if isinstance(exc, TargetUnavailable) else "error"
@@ -313,6 +328,7 @@ class Bench:
                                 )
                             )
             print(f"  e2e {status}: {reason}", flush=True)
+        self.rows[first:] = merge_rounds(self.rows[first:])
         print(f"  (e2e: {time.monotonic() - t0:.1f}s)", flush=True)
 
     def proxy_round(self, ups: Upstreams) -> None:
@@ -460,7 +476,8 @@ def main(argv: list[str] | None = None) -> int:
         "edge settings overridden for the bench": EDGE_BENCH_SETTINGS,
         "end-to-end cases": (
             f"demo-us account, GET masked profile / PATCH firstName / POST unique profile, "
-            f"concurrency {args.e2e_concurrency}, {args.e2e_duration:g}s each, async Python "
+            f"concurrency {args.e2e_concurrency}, {args.e2e_duration:g}s each, "
+            f"{args.e2e_repeat} round(s) (median reported), async Python "
             "load generator (aiohttp) in the bench process; direct = one us-east-1 store "
             "instance with a generator-signed assertion; floor = bench.store_floor (the store's "
             "DynamoDB calls, same item sizes, no crypto/masking/validation) on the same table"

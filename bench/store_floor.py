@@ -5,9 +5,11 @@ What a Profile System instance costs above this is the cost of our own code (ass
 validation, envelope encryption, masking, metrics, the layers between them): the bench reports
 the store's CPU per operation as a ratio to this service's, measured in the same run on the same
 DynamoDB Local. Same stack on purpose: ``aiohttp.web`` under uvloop with no access log, one
-aiobotocore client with the store's own client configuration (``client_config``), consistent
-reads and ``ReturnConsumedCapacity=TOTAL`` like ``Repository.call``, writers of one item queued
-on a lock in the process like ``Core.retrying``.
+aiobotocore client with the store's timeouts, retries and pool size but otherwise botocore's
+defaults (what a minimal service gets: parameter validation on, the SDK's own User-Agent; what
+the store turns off there counts as the store's gain), consistent reads and
+``ReturnConsumedCapacity=TOTAL`` like ``Repository.call``, writers of one item queued on a lock
+in the process like ``Core.retrying``.
 
 The calls, entry for entry (``tests/bench/test_store_floor.py`` compares them with the store's):
 
@@ -258,14 +260,18 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def create_app(*, endpoint: str | None, table: str, account: str, region: str) -> web.Application:
+    from aiobotocore.config import AioConfig
     from aiobotocore.session import get_session
 
     from profile_store.config import StoreSettings
-    from profile_store.repository import client_config
 
-    # The store's client, configured exactly as a store with default settings configures it.
-    config = client_config(
-        StoreSettings(region=region, table=table, assertion_secret=b"floor-not-a-secret")
+    # A store's default timeouts, retries and pool; botocore's defaults for everything else.
+    defaults = StoreSettings(region=region, table=table, assertion_secret=b"floor-not-a-secret")
+    config = AioConfig(
+        connect_timeout=defaults.ddb_connect_timeout_s,
+        read_timeout=defaults.ddb_read_timeout_s,
+        retries={"max_attempts": defaults.ddb_max_attempts, "mode": "standard"},
+        max_pool_connections=64,
     )
 
     async def client_ctx(app: web.Application) -> Any:

@@ -38,7 +38,7 @@ from bench.core import (
     run_case,
 )
 from bench.core import skipped as skipped_row
-from bench.e2e import E2E, OPERATIONS, TARGETS, e2e_stack
+from bench.e2e import BEFORE, E2E, OPERATIONS, TARGETS, e2e_stack
 from bench.goals import e2e_goals, edge_goals, harness_goals
 from bench.report import before_after, machine_info, write_outputs
 from bench.targets import (
@@ -130,6 +130,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument(
         "--e2e-duration", type=float, help="end-to-end cases: seconds per case (default 5)"
+    )
+    ap.add_argument(
+        "--e2e-before",
+        type=Path,
+        help="end-to-end cases: also run a store from this source tree (a checkout of an "
+        "earlier commit) as target 'before', for a before/after in the same run",
     )
     ap.add_argument(
         "--e2e-repeat",
@@ -297,8 +303,9 @@ class Bench:
         a = self.args
         t0 = time.monotonic()
         first = len(self.rows)
+        targets = (*TARGETS, BEFORE) if a.e2e_before else TARGETS
         try:
-            with e2e_stack(self.work_dir, EDGE_BENCH_SETTINGS) as stack:
+            with e2e_stack(self.work_dir, EDGE_BENCH_SETTINGS, a.e2e_before) as stack:
                 runner = E2E(stack, self.work_dir)
                 runner.seed()
                 # Whole rounds, like the proxy cases: a drift of the machine's speed falls on
@@ -308,7 +315,7 @@ class Bench:
                         print(f"e2e round {rnd + 1} of {a.e2e_repeat}", flush=True)
                     for op in OPERATIONS:
                         for conc in a.e2e_concurrency:
-                            for target in TARGETS:
+                            for target in targets:
                                 row = runner.run(
                                     target, op, conc, a.e2e_duration, min(1.0, a.warmup)
                                 )
@@ -319,7 +326,7 @@ class Bench:
             status = "skipped" if isinstance(exc, TargetUnavailable) else "error"
             for op in OPERATIONS:
                 for conc in a.e2e_concurrency:
-                    for target in TARGETS:
+                    for target in targets:
                         case = f"e2e-{target}/{op}/c{conc}"
                         if not any(r.case == case for r in self.rows):
                             self.rows.append(
@@ -481,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
             "load generator (aiohttp) in the bench process; direct = one us-east-1 store "
             "instance with a generator-signed assertion; floor = bench.store_floor (the store's "
             "DynamoDB calls, same item sizes, no crypto/masking/validation) on the same table"
+            + (f"; before = a store from {args.e2e_before}" if args.e2e_before else "")
             if "e2e" in args.targets
             else "not run"
         ),

@@ -20,6 +20,10 @@ calls and capacity units per request, read from the stores' own ``/metrics``
 table: the store's DynamoDB calls with items of the same sizes and nothing else (no crypto,
 masking, validation or assertion check), on a profile of its own. The direct store's CPU per
 request over the floor's is the cost of our code (``store-floor-*`` targets).
+
+"before" (with ``--e2e-before TREE``, a checkout of an earlier commit, e.g. a git worktree)
+runs one more us-east-1 store from that tree's ``profile_store`` on the same table, sent the
+same requests as "direct": the store before and after a change, measured in the same run.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 GROUP = "End to end: edge → Profile System → DynamoDB Local"
 OPERATIONS = ("get", "patch", "create")
 TARGETS = ("direct", "edge", "floor")
+BEFORE = "before"  # the extra target of --e2e-before
 API = "/api/storage/profile-system"
 ACCOUNT = "demo-us"
 REGION = "us-east-1"
@@ -79,14 +84,19 @@ class E2EStack:
     app_token: str
     floor_url: str = ""
     floor_pids: list[int] = field(default_factory=list)
+    before_url: str = ""
+    before_pids: list[int] = field(default_factory=list)
     profile_id: str = ""
     floor_profile_id: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
-def e2e_stack(work_dir: Path, edge_settings: dict[str, object]) -> Iterator[E2EStack]:
-    """Start the local stack with the bench's edge overrides; always stop it."""
+def e2e_stack(
+    work_dir: Path, edge_settings: dict[str, object], before: Path | None = None
+) -> Iterator[E2EStack]:
+    """Start the local stack with the bench's edge overrides (and, with ``before``, a store
+    from that source tree); always stop it."""
     try:
         local = _load_stack_module()
     except Exception as exc:
@@ -125,6 +135,13 @@ def e2e_stack(work_dir: Path, edge_settings: dict[str, object]) -> Iterator[E2ES
         stack_dir / "store-floor.log",
         cwd=REPO_ROOT,
     )
+    before_port = proc.free_port()
+    earlier = proc.ManagedProcess(
+        "store-before",
+        [sys.executable, "-m", "profile_store", "serve"],
+        stack_dir / "store-before.log",
+        cwd=before,
+    )
     try:
         try:
             stack.up()
@@ -133,6 +150,13 @@ def e2e_stack(work_dir: Path, edge_settings: dict[str, object]) -> Iterator[E2ES
         floor.argv = [*floor.argv, "--endpoint", stack.ddbs[REGION].endpoint]
         floor.env = stack.store_env(REGION)
         floor.start().wait_port(floor_port, timeout=30)
+        if before is not None:
+            # The earlier tree's package comes first on the path; same table, key and secret.
+            earlier.env = {
+                **stack.store_env(REGION, "store-before", before_port),
+                "PYTHONPATH": str(before),
+            }
+            earlier.start().wait_port(before_port, timeout=60)
         procs = dict(stack.procs)
         store_urls: dict[str, list[str]] = {}
         store_pids: dict[str, list[int]] = {}
@@ -153,8 +177,11 @@ def e2e_stack(work_dir: Path, edge_settings: dict[str, object]) -> Iterator[E2ES
             app_token=token,
             floor_url=f"http://127.0.0.1:{floor_port}",
             floor_pids=[floor.pid],
+            before_url=f"http://127.0.0.1:{before_port}" if before is not None else "",
+            before_pids=[earlier.pid] if before is not None else [],
         )
     finally:
+        earlier.stop()
         floor.stop()
         stack.down()
 
@@ -321,6 +348,9 @@ class E2E:
         elif target == "floor":
             base, headers, pids = self.stack.floor_url, self._direct_headers, self.stack.floor_pids
             profile_id = self.stack.floor_profile_id
+        elif target == BEFORE:
+            base, headers = self.stack.before_url, self._direct_headers
+            pids = self.stack.before_pids
         else:
             base, headers = self.direct_url, self._direct_headers
             pids = self.stack.store_pids[self.direct_url]

@@ -245,6 +245,40 @@ def _floor_goal(op: str, limit: float) -> Goal:
     )
 
 
+def _before_after(op: str) -> Goal:
+    """Informational: the store from --e2e-before vs this tree's, each over the floor."""
+
+    def check(rows: list[CaseResult]) -> tuple[bool | None, str]:
+        parts = []
+        for before in select(rows, {"target": "e2e-before"}):
+            if not before.case.startswith(f"e2e-before/{op}/") or not before.cpu_us_per_req:
+                continue
+            after = select(rows, {"case": before.case.replace("e2e-before/", "e2e-direct/", 1)})
+            floor = select(rows, {"case": before.case.replace("e2e-before/", "e2e-floor/", 1)})
+            if not after or not after[0].cpu_us_per_req:
+                continue
+            text = (
+                f"c{before.connections}: {before.cpu_us_per_req:.0f} -> "
+                f"{after[0].cpu_us_per_req:.0f} µs/req "
+                f"({after[0].cpu_us_per_req / before.cpu_us_per_req:.2f}x)"
+            )
+            if floor and floor[0].cpu_us_per_req:
+                f = floor[0].cpu_us_per_req
+                text += f", over the floor {before.cpu_us_per_req / f:.2f}x -> "
+                text += f"{after[0].cpu_us_per_req / f:.2f}x"
+            parts.append(text)
+        if not parts:
+            return None, "no e2e-before rows (python -m bench --e2e-before TREE)"
+        return None, "; ".join(parts)
+
+    return Goal(
+        f"store-before-after-{op}",
+        f"store CPU per {op}: the --e2e-before tree's store -> this tree's, same run "
+        "(informational)",
+        check,
+    )
+
+
 def e2e_goals() -> list[Goal]:
     return [
         *(
@@ -262,6 +296,7 @@ def e2e_goals() -> list[Goal]:
         _ddb_goal("patch", "transact_write_items", 1.0, merge_reads=1.0),
         _ddb_goal("create", "transact_write_items", 1.0),
         *(_floor_goal(op, limit) for op, limit in FLOOR_LIMITS.items()),
+        *(_before_after(op) for op in FLOOR_LIMITS),
     ]
 
 

@@ -164,3 +164,18 @@ def test_store_floor_goals_are_ratios_of_direct_to_floor_cpu() -> None:
     assert get.evaluate(rows).status == "not met"
     create = _goal(goals, "store-floor-create").evaluate(rows)
     assert create.status == "not met" and "5.00x" in create.detail and "limit 1.5x" in create.detail
+
+
+def test_before_after_goal_compares_the_earlier_store_in_the_same_run() -> None:
+    def e2e(target: str, conns: int, cpu: float) -> CaseResult:
+        row = _row(target, 1, conns, cpu_us_per_req=cpu)
+        row.case = f"{target}/get/c{conns}"
+        return row
+
+    goal = _goal(e2e_goals(), "store-before-after-get")
+    assert goal.evaluate([e2e("e2e-direct", 1, 900.0)]).status == "n/a"
+    out = goal.evaluate(
+        [e2e("e2e-before", 1, 1200.0), e2e("e2e-direct", 1, 900.0), e2e("e2e-floor", 1, 800.0)]
+    )
+    assert out.status == "n/a"  # informational
+    assert "c1: 1200 -> 900 µs/req (0.75x), over the floor 1.50x -> 1.12x" in out.detail

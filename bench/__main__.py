@@ -38,7 +38,7 @@ from bench.core import (
     run_case,
 )
 from bench.core import skipped as skipped_row
-from bench.e2e import E2E, OPERATIONS, e2e_stack
+from bench.e2e import BEFORE, E2E, OPERATIONS, TARGETS, e2e_stack
 from bench.goals import e2e_goals, edge_goals, harness_goals
 from bench.report import before_after, machine_info, write_outputs
 from bench.targets import (
@@ -131,6 +131,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--e2e-duration", type=float, help="end-to-end cases: seconds per case (default 5)"
     )
+    ap.add_argument(
+        "--e2e-before",
+        type=Path,
+        help="end-to-end cases: also run a store from this source tree (a checkout of an "
+        "earlier commit) as target 'before', for a before/after in the same run",
+    )
+    ap.add_argument(
+        "--e2e-repeat",
+        type=int,
+        default=1,
+        help="rounds of the end-to-end cases on one stack, each case reporting its median "
+        "round like --repeat (the store-floor ratios are then each taken in one round)",
+    )
     args = ap.parse_args(argv)
     smoke = args.smoke
     args.out = args.out or REPO_ROOT / ("bench/results/smoke.md" if smoke else "docs/benchmarks.md")
@@ -143,8 +156,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.workers = args.workers or ([1] if smoke else [1, 2])
     args.duration = args.duration if args.duration is not None else (1.0 if smoke else 10.0)
     args.warmup = args.warmup if args.warmup is not None else (0.0 if smoke else 2.0)
-    if args.repeat < 1:
-        ap.error("--repeat must be at least 1")
+    if args.repeat < 1 or args.e2e_repeat < 1:
+        ap.error("--repeat and --e2e-repeat must be at least 1")
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if smoke and "e2e" in args.targets and args.targets == list(ALL_TARGETS):
         args.targets.remove("e2e")  # the smoke run stays a few seconds: no DynamoDB stack
@@ -154,11 +167,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def missing_tools() -> list[str]:
+def missing_tools(targets: Sequence[str] = ALL_TARGETS) -> list[str]:
+    """What the chosen targets need that is not installed (``e2e`` alone needs neither: its
+    load comes from the bench's own generator)."""
     missing = []
-    if wrk_binary() is None:
+    if wrk_binary() is None and set(targets) - {"e2e"}:
         missing.append("wrk")
-    if nginx_binary() is None:
+    if nginx_binary() is None and "nginx" in targets:
         missing.append("nginx")
     return missing
 
@@ -287,22 +302,31 @@ class Bench:
 
         a = self.args
         t0 = time.monotonic()
+        first = len(self.rows)
+        targets = (*TARGETS, BEFORE) if a.e2e_before else TARGETS
         try:
-            with e2e_stack(self.work_dir, EDGE_BENCH_SETTINGS) as stack:
+            with e2e_stack(self.work_dir, EDGE_BENCH_SETTINGS, a.e2e_before) as stack:
                 runner = E2E(stack, self.work_dir)
                 runner.seed()
-                for op in OPERATIONS:
-                    for conc in a.e2e_concurrency:
-                        for target in ("direct", "edge"):
-                            row = runner.run(target, op, conc, a.e2e_duration, min(1.0, a.warmup))
-                            self.rows.append(row)
-                            print(f"  {row.case:<22} {_summary(row)}", flush=True)
+                # Whole rounds, like the proxy cases: a drift of the machine's speed falls on
+                # the store and its floor alike.
+                for rnd in range(a.e2e_repeat):
+                    if a.e2e_repeat > 1:
+                        print(f"e2e round {rnd + 1} of {a.e2e_repeat}", flush=True)
+                    for op in OPERATIONS:
+                        for conc in a.e2e_concurrency:
+                            for target in targets:
+                                row = runner.run(
+                                    target, op, conc, a.e2e_duration, min(1.0, a.warmup)
+                                )
+                                self.rows.append(row)
+                                print(f"  {row.case:<22} {_summary(row)}", flush=True)
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
             status = "skipped" if isinstance(exc, TargetUnavailable) else "error"
             for op in OPERATIONS:
                 for conc in a.e2e_concurrency:
-                    for target in ("direct", "edge"):
+                    for target in targets:
                         case = f"e2e-{target}/{op}/c{conc}"
                         if not any(r.case == case for r in self.rows):
                             self.rows.append(
@@ -311,6 +335,7 @@ class Bench:
                                 )
                             )
             print(f"  e2e {status}: {reason}", flush=True)
+        self.rows[first:] = merge_rounds(self.rows[first:])
         print(f"  (e2e: {time.monotonic() - t0:.1f}s)", flush=True)
 
     def proxy_round(self, ups: Upstreams) -> None:
@@ -328,6 +353,13 @@ class Bench:
 
     def run(self) -> None:
         a = self.args
+        if set(a.targets) - {"e2e"}:
+            self.proxy_rounds()
+        if "e2e" in a.targets:
+            self.e2e()
+
+    def proxy_rounds(self) -> None:
+        a = self.args
         with self.stack, static_upstreams(["us-east-1", "eu-west-1"], self.work_dir) as ups:
             self._upstream_pids = lambda: [p.pid for p in ups.processes.values()]
             # Whole rounds, not each case N times in a row: a drift of the shared machine's
@@ -338,8 +370,6 @@ class Bench:
                 self._round_start = len(self.rows)
                 self.proxy_round(ups)
             self.rows = merge_rounds(self.rows)
-        if "e2e" in a.targets:
-            self.e2e()
 
 
 class _EdgeRegistryProbe:
@@ -421,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"bench: --harness-cpus: {exc}", file=sys.stderr)
         return 2
-    missing = missing_tools()
+    missing = missing_tools(args.targets)
     if missing:
         print(
             f"bench: missing on this machine: {', '.join(missing)}; install with\n"
@@ -453,9 +483,12 @@ def main(argv: list[str] | None = None) -> int:
         "edge settings overridden for the bench": EDGE_BENCH_SETTINGS,
         "end-to-end cases": (
             f"demo-us account, GET masked profile / PATCH firstName / POST unique profile, "
-            f"concurrency {args.e2e_concurrency}, {args.e2e_duration:g}s each, async Python "
+            f"concurrency {args.e2e_concurrency}, {args.e2e_duration:g}s each, "
+            f"{args.e2e_repeat} round(s) (median reported), async Python "
             "load generator (aiohttp) in the bench process; direct = one us-east-1 store "
-            "instance with a generator-signed assertion"
+            "instance with a generator-signed assertion; floor = bench.store_floor (the store's "
+            "DynamoDB calls, same item sizes, no crypto/masking/validation) on the same table"
+            + (f"; before = a store from {args.e2e_before}" if args.e2e_before else "")
             if "e2e" in args.targets
             else "not run"
         ),

@@ -15,6 +15,15 @@ process. "direct" sends the same requests to one us-east-1 store instance, with 
 direct vs edge is the edge's added cost on real traffic. Each row also carries the DynamoDB
 calls and capacity units per request, read from the stores' own ``/metrics``
 (``profile_store_dynamodb_calls_total`` / ``..._capacity_units_total`` by operation and call).
+
+"floor" sends the same requests to ``bench.store_floor`` on the same us-east-1 DynamoDB Local
+table: the store's DynamoDB calls with items of the same sizes and nothing else (no crypto,
+masking, validation or assertion check), on a profile of its own. The direct store's CPU per
+request over the floor's is the cost of our code (``store-floor-*`` targets).
+
+"before" (with ``--e2e-before TREE``, a checkout of an earlier commit, e.g. a git worktree)
+runs one more us-east-1 store from that tree's ``profile_store`` on the same table, sent the
+same requests as "direct": the store before and after a change, measured in the same run.
 """
 
 from __future__ import annotations
@@ -38,6 +47,8 @@ from bench.core import CaseResult, PrometheusDeltaProbe, TargetUnavailable
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GROUP = "End to end: edge → Profile System → DynamoDB Local"
 OPERATIONS = ("get", "patch", "create")
+TARGETS = ("direct", "edge", "floor")
+BEFORE = "before"  # the extra target of --e2e-before
 API = "/api/storage/profile-system"
 ACCOUNT = "demo-us"
 REGION = "us-east-1"
@@ -71,13 +82,21 @@ class E2EStack:
     secret: bytes
     app_key: str
     app_token: str
+    floor_url: str = ""
+    floor_pids: list[int] = field(default_factory=list)
+    before_url: str = ""
+    before_pids: list[int] = field(default_factory=list)
     profile_id: str = ""
+    floor_profile_id: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
-def e2e_stack(work_dir: Path, edge_settings: dict[str, object]) -> Iterator[E2EStack]:
-    """Start the local stack with the bench's edge overrides; always stop it."""
+def e2e_stack(
+    work_dir: Path, edge_settings: dict[str, object], before: Path | None = None
+) -> Iterator[E2EStack]:
+    """Start the local stack with the bench's edge overrides (and, with ``before``, a store
+    from that source tree); always stop it."""
     try:
         local = _load_stack_module()
     except Exception as exc:
@@ -97,11 +116,47 @@ def e2e_stack(work_dir: Path, edge_settings: dict[str, object]) -> Iterator[E2ES
     stack_dir.mkdir(parents=True, exist_ok=True)
     edge_port, admin_port = proc.free_port(), proc.free_port()
     stack = BenchStack(workdir=stack_dir, edge_port=edge_port, admin_port=admin_port)
+    floor_port = proc.free_port()
+    floor = proc.ManagedProcess(
+        "store-floor",
+        [
+            sys.executable,
+            "-m",
+            "bench.store_floor",
+            "--port",
+            str(floor_port),
+            "--table",
+            local.TABLE,
+            "--account",
+            ACCOUNT,
+            "--region",
+            REGION,
+        ],
+        stack_dir / "store-floor.log",
+        cwd=REPO_ROOT,
+    )
+    before_port = proc.free_port()
+    earlier = proc.ManagedProcess(
+        "store-before",
+        [sys.executable, "-m", "profile_store", "serve"],
+        stack_dir / "store-before.log",
+        cwd=before,
+    )
     try:
         try:
             stack.up()
         except Exception as exc:
             raise TargetUnavailable(f"local stack did not start: {exc}") from exc
+        floor.argv = [*floor.argv, "--endpoint", stack.ddbs[REGION].endpoint]
+        floor.env = stack.store_env(REGION)
+        floor.start().wait_port(floor_port, timeout=30)
+        if before is not None:
+            # The earlier tree's package comes first on the path; same table, key and secret.
+            earlier.env = {
+                **stack.store_env(REGION, "store-before", before_port),
+                "PYTHONPATH": str(before),
+            }
+            earlier.start().wait_port(before_port, timeout=60)
         procs = dict(stack.procs)
         store_urls: dict[str, list[str]] = {}
         store_pids: dict[str, list[int]] = {}
@@ -120,8 +175,14 @@ def e2e_stack(work_dir: Path, edge_settings: dict[str, object]) -> Iterator[E2ES
             secret=local.DEMO_SECRETS[REGION].encode(),
             app_key=key,
             app_token=token,
+            floor_url=f"http://127.0.0.1:{floor_port}",
+            floor_pids=[floor.pid],
+            before_url=f"http://127.0.0.1:{before_port}" if before is not None else "",
+            before_pids=[earlier.pid] if before is not None else [],
         )
     finally:
+        earlier.stop()
+        floor.stop()
         stack.down()
 
 
@@ -231,7 +292,7 @@ class E2E:
         }
 
     def _direct_headers(self, method: str, path: str) -> dict[str, str]:
-        from profile_store.assertion import ASSERTION_HEADER, sign
+        from residency_contract.assertion import ASSERTION_HEADER, sign
 
         return {
             ASSERTION_HEADER: sign(
@@ -247,17 +308,17 @@ class E2E:
         }
 
     def seed(self) -> None:
-        """One profile to read and patch, created through the edge."""
+        """One profile to read and patch, created through the edge; one for the floor."""
 
-        async def go() -> str:
+        async def go(base: str, headers: Callable[[str, str], dict[str, str]]) -> str:
             import aiohttp
 
             async with (
-                aiohttp.ClientSession(self.stack.edge_url) as s,
+                aiohttp.ClientSession(base) as s,
                 s.post(
                     f"{API}/profiles",
                     json=_profile_body(),
-                    headers=self._edge_headers("POST", f"{API}/profiles"),
+                    headers=headers("POST", f"{API}/profiles"),
                 ) as resp,
             ):
                 text = await resp.text()
@@ -265,7 +326,9 @@ class E2E:
                     raise TargetUnavailable(f"seeding a profile failed: {resp.status} {text[:300]}")
                 return str(json.loads(text)["id"])
 
-        self.stack.profile_id = asyncio.run(go())
+        self.stack.profile_id = asyncio.run(go(self.stack.edge_url, self._edge_headers))
+        # The floor writes filler, not sealed documents: it must never touch the store's own.
+        self.stack.floor_profile_id = asyncio.run(go(self.stack.floor_url, self._direct_headers))
 
     def run(
         self, target: str, op: str, concurrency: int, duration: float, warmup: float
@@ -279,8 +342,15 @@ class E2E:
             connections=concurrency,
             status="ok",
         )
+        profile_id = self.stack.profile_id
         if target == "edge":
             base, headers, pids = self.stack.edge_url, self._edge_headers, self.stack.edge_pid()
+        elif target == "floor":
+            base, headers, pids = self.stack.floor_url, self._direct_headers, self.stack.floor_pids
+            profile_id = self.stack.floor_profile_id
+        elif target == BEFORE:
+            base, headers = self.stack.before_url, self._direct_headers
+            pids = self.stack.before_pids
         else:
             base, headers = self.direct_url, self._direct_headers
             pids = self.stack.store_pids[self.direct_url]
@@ -293,17 +363,13 @@ class E2E:
         )
         try:
             if warmup > 0:
-                asyncio.run(
-                    _generate(base, op, headers, self.stack.profile_id, concurrency, warmup)
-                )
+                asyncio.run(_generate(base, op, headers, profile_id, concurrency, warmup))
             members = proc.session_members(pids)
             stores = proc.session_members(store_pids)
             proc.reset_peak_rss(members)
             probe.before()
             cpu0, scpu0 = proc.cpu_ticks(members), proc.cpu_ticks(stores)
-            load = asyncio.run(
-                _generate(base, op, headers, self.stack.profile_id, concurrency, duration)
-            )
+            load = asyncio.run(_generate(base, op, headers, profile_id, concurrency, duration))
             cpu1, scpu1 = proc.cpu_ticks(members), proc.cpu_ticks(stores)
             rss = proc.peak_rss_kib(members)
             n = len(load.latencies)
@@ -321,11 +387,14 @@ class E2E:
             row.routing = "n/a (one account)"
             stores_cpu = proc.cpu_seconds_between(scpu0, scpu1)
             row.extra["cpu_us_per_req_all_stores"] = stores_cpu * 1e6 / n if n else None
-            row.extra["dynamodb"] = {
-                metric: {k: v for k, v in per_label.items() if v.get("total")}
-                for metric, per_label in probe.after(n).items()
-            }
-            row.extra["store_operation"] = STORE_OPERATION[op]
+            if target == "floor":
+                row.extra["floor_of"] = STORE_OPERATION[op]  # the stores' metrics say nothing
+            else:
+                row.extra["dynamodb"] = {
+                    metric: {k: v for k, v in per_label.items() if v.get("total")}
+                    for metric, per_label in probe.after(n).items()
+                }
+                row.extra["store_operation"] = STORE_OPERATION[op]
         except Exception as exc:
             row.status = "error"
             row.reason = f"{type(exc).__name__}: {exc}"

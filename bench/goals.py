@@ -208,6 +208,77 @@ def _added(name: str, description: str, case: dict[str, object], base: dict[str,
     return Goal(name, description, check)
 
 
+# The store's CPU per request over the floor's (bench.store_floor), per bench operation.
+FLOOR_LIMITS = {"get": 1.3, "create": 1.5, "patch": 1.5}
+
+
+def _floor_goal(op: str, limit: float) -> Goal:
+    """Direct store CPU per request / floor CPU per request, at each concurrency measured;
+    met when every one is within ``limit`` (crypto, masking, validation all included)."""
+
+    def check(rows: list[CaseResult]) -> tuple[bool | None, str]:
+        ratios = []
+        for floor in select(rows, {"target": "e2e-floor"}):
+            if not floor.case.startswith(f"e2e-floor/{op}/") or not floor.cpu_us_per_req:
+                continue
+            store = select(rows, {"case": floor.case.replace("e2e-floor/", "e2e-direct/", 1)})
+            if not store or store[0].cpu_us_per_req is None:
+                continue
+            ratio = store[0].cpu_us_per_req / floor.cpu_us_per_req
+            ratios.append(
+                (
+                    ratio,
+                    f"c{floor.connections}: {ratio:.2f}x "
+                    f"({store[0].cpu_us_per_req:.0f} vs {floor.cpu_us_per_req:.0f} µs/req)",
+                )
+            )
+        if not ratios:
+            return None, f"needs e2e-direct and e2e-floor {op} rows"
+        worst = max(r for r, _ in ratios)
+        return worst <= limit, "; ".join(d for _, d in ratios) + f" (limit {limit:g}x)"
+
+    return Goal(
+        f"store-floor-{op}",
+        f"store CPU per {op} <= {limit:g}x the floor's (same DynamoDB calls and item sizes, "
+        "no crypto/masking/validation; direct store vs bench.store_floor, same run)",
+        check,
+    )
+
+
+def _before_after(op: str) -> Goal:
+    """Informational: the store from --e2e-before vs this tree's, each over the floor."""
+
+    def check(rows: list[CaseResult]) -> tuple[bool | None, str]:
+        parts = []
+        for before in select(rows, {"target": "e2e-before"}):
+            if not before.case.startswith(f"e2e-before/{op}/") or not before.cpu_us_per_req:
+                continue
+            after = select(rows, {"case": before.case.replace("e2e-before/", "e2e-direct/", 1)})
+            floor = select(rows, {"case": before.case.replace("e2e-before/", "e2e-floor/", 1)})
+            if not after or not after[0].cpu_us_per_req:
+                continue
+            text = (
+                f"c{before.connections}: {before.cpu_us_per_req:.0f} -> "
+                f"{after[0].cpu_us_per_req:.0f} µs/req "
+                f"({after[0].cpu_us_per_req / before.cpu_us_per_req:.2f}x)"
+            )
+            if floor and floor[0].cpu_us_per_req:
+                f = floor[0].cpu_us_per_req
+                text += f", over the floor {before.cpu_us_per_req / f:.2f}x -> "
+                text += f"{after[0].cpu_us_per_req / f:.2f}x"
+            parts.append(text)
+        if not parts:
+            return None, "no e2e-before rows (python -m bench --e2e-before TREE)"
+        return None, "; ".join(parts)
+
+    return Goal(
+        f"store-before-after-{op}",
+        f"store CPU per {op}: the --e2e-before tree's store -> this tree's, same run "
+        "(informational)",
+        check,
+    )
+
+
 def e2e_goals() -> list[Goal]:
     return [
         *(
@@ -224,6 +295,8 @@ def e2e_goals() -> list[Goal]:
         _ddb_goal("get", "get_item", 1.0),
         _ddb_goal("patch", "transact_write_items", 1.0, merge_reads=1.0),
         _ddb_goal("create", "transact_write_items", 1.0),
+        *(_floor_goal(op, limit) for op, limit in FLOOR_LIMITS.items()),
+        *(_before_after(op) for op in FLOOR_LIMITS),
     ]
 
 

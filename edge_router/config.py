@@ -1,7 +1,7 @@
 """Edge settings: one frozen dataclass read once at start; bad config stops the start.
 
 Scalar settings come from ``EDGE_<NAME>`` env vars, then top-level keys of the TOML file named
-by ``EDGE_CONFIG``, then defaults (``profile_store.config.ConfigSource`` does the reading).
+by ``EDGE_CONFIG``, then defaults (``residency_contract.settings.ConfigSource`` does the reading).
 Region pools are structured, so they come from the TOML table ``[regions."<name>"]`` or, when
 set, from ``EDGE_REGIONS_JSON`` holding the same structure::
 
@@ -24,7 +24,7 @@ from typing import Any
 
 from yarl import URL
 
-from profile_store.config import (
+from residency_contract.settings import (
     ConfigError,
     ConfigSource,
     optional_str,

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from profile_store.assertion import ASSERTION_HEADER, INTERNAL_HEADER_PREFIX
+from residency_contract.assertion import ASSERTION_HEADER, INTERNAL_HEADER_PREFIX
 
 HOP_BY_HOP = frozenset(
     {

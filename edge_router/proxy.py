@@ -35,6 +35,8 @@ from aiohttp.streams import StreamReader
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from residency_contract.signer import Signer
+
 from .config import EdgeSettings
 from .errors import (
     ClientClosed,
@@ -58,7 +60,6 @@ from .routing import (
     decide,
     may_retry,
 )
-from .signer import Signer
 from .upstream import Instance, Pools
 from .upstream_conn import (
     Answer,

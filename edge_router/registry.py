@@ -28,7 +28,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
-from profile_store.provisioning import PK_SK_KEYS
+from residency_contract.tables import PK_SK_KEYS
 
 from .errors import RegistryError
 

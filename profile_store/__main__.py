@@ -23,7 +23,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .config import ConfigError, ConfigSource, StoreSettings, region_name
+from residency_contract.settings import ConfigError, ConfigSource, region_name
+
+from .config import StoreSettings
 from .errors import StoreError
 from .keys import generate_local_master_key
 from .provisioning import PitrRequired, create_table

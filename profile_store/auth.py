@@ -16,13 +16,14 @@ request, so every key the store touches is inside the caller's own tenant.
 
 from __future__ import annotations
 
-from .assertion import (
+from residency_contract.assertion import (
     ASSERTION_HEADER,
     Assertion,
     AssertionError_,
     WrongRegion,
     verify,
 )
+
 from .config import StoreSettings
 from .errors import Forbidden, Misdirected, Unauthenticated
 

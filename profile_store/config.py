@@ -2,126 +2,27 @@
 
 Each setting comes from, in order: the environment variable ``PROFILE_STORE_<NAME>``, the TOML
 file named by ``PROFILE_STORE_CONFIG`` (top-level keys, lower-case names), the default. A bad or
-missing value stops the start with a ``ConfigError`` naming the setting and its env var.
-
-``ConfigSource`` is the small env+TOML reader with casts (in the spirit of starlette's
-``config.py``); the edge reuses it with its own prefix.
+missing value stops the start with a ``ConfigError`` naming the setting and its env var. The
+reading and the casts are ``residency_contract.settings``, shared with the edge.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import re
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-T = TypeVar("T")
-D = TypeVar("D")
+from residency_contract.settings import (
+    ConfigError,
+    ConfigSource,
+    optional_str,
+    positive,
+    region_name,
+    secret_bytes,
+    upper_str,
+)
 
-_UNSET: Any = object()
-_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
-
-
-class ConfigError(ValueError):
-    """Configuration is invalid; the message names the setting and how to set it."""
-
-
-def _to_bool(raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    if value in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError(f"expected true/false, got {raw!r}")
-
-
-class ConfigSource:
-    """Reads typed settings from env vars (``{prefix}NAME``) and an optional TOML file."""
-
-    def __init__(self, prefix: str, environ: Mapping[str, str] | None = None) -> None:
-        self.prefix = prefix
-        self.environ = os.environ if environ is None else environ
-        self.file_values: dict[str, Any] = {}
-        path = self.environ.get(f"{prefix}CONFIG")
-        if path:
-            try:
-                with Path(path).open("rb") as f:
-                    self.file_values = tomllib.load(f)
-            except (OSError, tomllib.TOMLDecodeError) as exc:
-                raise ConfigError(f"{prefix}CONFIG={path}: cannot read TOML ({exc})") from None
-
-    def env_name(self, name: str) -> str:
-        return f"{self.prefix}{name.upper()}"
-
-    def get(self, name: str, cast: Callable[[Any], T], default: Any = _UNSET) -> T:
-        env = self.env_name(name)
-        if env in self.environ:
-            raw: Any = self.environ[env]
-        elif name in self.file_values:
-            raw = self.file_values[name]
-        elif default is not _UNSET:
-            return default  # type: ignore[no-any-return]
-        else:
-            raise ConfigError(f"setting {name!r} is required: set {env} or {name} in the file")
-        try:
-            if cast is bool and isinstance(raw, str):
-                return _to_bool(raw)  # type: ignore[return-value]
-            return cast(raw)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"setting {name!r} ({env}) is invalid: {exc}") from None
-
-    def load(self, cls: type[D], casts: Mapping[str, Callable[[Any], Any]], **given: Any) -> D:
-        """Build the settings dataclass ``cls``: every field not in ``given`` is read with its
-        cast from ``casts``, its default being the field's own (no second copy to drift)."""
-        values = dict(given)
-        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-            if f.name not in values:
-                default = _UNSET if f.default is dataclasses.MISSING else f.default
-                values[f.name] = self.get(f.name, casts[f.name], default)
-        return cls(**values)
-
-    def raw_table(self, name: str) -> dict[str, Any]:
-        """A TOML table (for structured settings such as region pools); empty if absent."""
-        value = self.file_values.get(name, {})
-        if not isinstance(value, dict):
-            raise ConfigError(f"setting {name!r} in {self.prefix}CONFIG must be a table")
-        return value
-
-
-def positive(kind: Callable[[Any], T]) -> Callable[[Any], T]:
-    def cast(raw: Any) -> T:
-        value = kind(raw)
-        if value <= 0:  # type: ignore[operator]
-            raise ValueError(f"must be > 0, got {value}")
-        return value
-
-    return cast
-
-
-def region_name(raw: Any) -> str:
-    value = str(raw).strip()
-    if not _REGION.match(value):
-        raise ValueError(f"{value!r} is not an AWS region name such as eu-west-1")
-    return value
-
-
-def optional_str(raw: Any) -> str | None:
-    return str(raw) or None
-
-
-def upper_str(raw: Any) -> str:
-    return str(raw).upper()
-
-
-def secret_bytes(raw: Any) -> bytes:
-    value = str(raw)
-    if len(value) < 16:
-        raise ValueError("secret must be at least 16 characters")
-    return value.encode()
+__all__ = ["ConfigError", "StoreSettings"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,7 +46,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from profile_store.config import ConfigError
+from residency_contract.settings import ConfigError
 
 __all__ = [
     "DATA_KEY_BYTES",

@@ -26,24 +26,13 @@ from typing import Any
 
 import botocore.exceptions
 
+from residency_contract.tables import PK_SK_KEYS
+
 from .errors import client_error_code
 
 log = logging.getLogger(__name__)
 
 TTL_ATTRIBUTE = "expiresAt"
-
-# Every table of the project (regional profile tables, the account registry) has this key
-# schema: a string partition key ``pk`` and a string sort key ``sk``.
-PK_SK_KEYS: dict[str, Any] = {
-    "AttributeDefinitions": [
-        {"AttributeName": "pk", "AttributeType": "S"},
-        {"AttributeName": "sk", "AttributeType": "S"},
-    ],
-    "KeySchema": [
-        {"AttributeName": "pk", "KeyType": "HASH"},
-        {"AttributeName": "sk", "KeyType": "RANGE"},
-    ],
-}
 
 
 class PitrState(StrEnum):

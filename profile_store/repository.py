@@ -40,7 +40,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from aiobotocore.config import AioConfig
-from cachetools import LRUCache, TTLCache
+from cachetools import LRUCache
 
 from .config import StoreSettings
 from .errors import ConditionFailed, StorageUnavailable, from_botocore
@@ -64,10 +64,6 @@ _DATA_CALLS = frozenset(
         "transact_get_items",
     }
 )
-# Custom schemas are cached this long per process: a read must not cost a second GetItem, and a
-# schema change made through another instance is seen within this bound (this instance's own
-# PUT invalidates at once).
-SCHEMA_CACHE_S = 5.0
 _BATCH_RETRIES = 8
 
 
@@ -104,6 +100,13 @@ def suppression_key(account: str, email_hex: str) -> Key:
 
 def erasure_key(account: str, request_id: str) -> Key:
     return {"pk": {"S": f"A#{account}#ERASURE"}, "sk": {"S": request_id}}
+
+
+def schema_at(version: int) -> dict[str, Any]:
+    """Condition parameters: the account's schema item is at ``version`` (0: there is none)."""
+    if version == 0:
+        return {"ConditionExpression": "attribute_not_exists(pk)"}
+    return {"ConditionExpression": "version = :v", "ExpressionAttributeValues": {":v": n(version)}}
 
 
 def key(pk: str, sk: str) -> Key:
@@ -154,7 +157,6 @@ class Repository:
         self.table = table
         self.metrics = metrics
         self._salts: LRUCache[str, bytes] = LRUCache(maxsize=100_000)
-        self._schemas: TTLCache[str, CustomSchema] = TTLCache(maxsize=10_000, ttl=SCHEMA_CACHE_S)
 
     async def call(self, call: str, **kwargs: Any) -> dict[str, Any]:
         if call in _DATA_CALLS:
@@ -296,39 +298,28 @@ class Repository:
         self._salts[account] = salt_value
         return salt_value
 
-    async def custom_schema(self, account: str) -> CustomSchema:
-        cached = self._schemas.get(account)
-        if cached is not None:
-            return cached
+    async def read_custom_schema(self, account: str) -> CustomSchema:
+        """The account's custom schema as stored now (a consistent read; ``EMPTY`` if none)."""
         item = await self.get(schema_key(account))
         if item is None:
-            schema = EMPTY
-        else:
-            schema = CustomSchema(
-                fields=json.loads(get_s(item, "fields", "{}")),
-                document_ttl_days=get_n(item, "documentTTL"),
-                version=get_n(item, "version") or 0,
-            )
-        self._schemas[account] = schema
-        return schema
+            return EMPTY
+        return CustomSchema(
+            fields=json.loads(get_s(item, "fields", "{}")),
+            document_ttl_days=get_n(item, "documentTTL"),
+            version=get_n(item, "version") or 0,
+        )
 
-    async def put_custom_schema(
-        self, account: str, fields: dict[str, Any], ttl_days: int | None
-    ) -> CustomSchema:
-        current = await self.custom_schema_fresh(account)
-        schema = CustomSchema(fields=fields, document_ttl_days=ttl_days, version=current + 1)
+    async def write_custom_schema(self, account: str, schema: CustomSchema) -> None:
+        """Store ``schema`` if the stored one is still its predecessor (``version - 1``), so two
+        concurrent replacements never share a version number; else ``ConditionFailed``."""
         item: Item = {
             **schema_key(account),
-            "fields": s(json.dumps(fields, separators=(",", ":"))),
+            "fields": s(json.dumps(schema.fields, separators=(",", ":"))),
             "version": n(schema.version),
             "updatedAt": n(int(time.time())),
         }
-        if ttl_days is not None:
-            item["documentTTL"] = n(ttl_days)
-        await self.put(item)
-        self._schemas[account] = schema
-        return schema
-
-    async def custom_schema_fresh(self, account: str) -> int:
-        item = await self.get(schema_key(account))
-        return 0 if item is None else (get_n(item, "version") or 0)
+        if schema.document_ttl_days is not None:
+            item["documentTTL"] = n(schema.document_ttl_days)
+        await self.call(
+            "put_item", TableName=self.table, Item=item, **schema_at(schema.version - 1)
+        )

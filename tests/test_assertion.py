@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from profile_store import assertion as a
+from residency_contract import assertion as a
 
 KEY = b"k" * 32
 

@@ -137,3 +137,45 @@ def test_scaling_goal_takes_the_ratio_apart() -> None:
     assert "harness costs 74 µs" in out.detail and "reach 1.42x at best" in out.detail
     two.rps = 7500.0
     assert goal.evaluate([one, two]).status == "met"
+
+
+def test_store_floor_goals_are_ratios_of_direct_to_floor_cpu() -> None:
+    def e2e(target: str, op: str, conns: int, cpu: float) -> CaseResult:
+        row = _row(target, 1, conns, cpu_us_per_req=cpu)
+        row.case = f"{target}/{op}/c{conns}"
+        return row
+
+    goals = e2e_goals()
+    get = _goal(goals, "store-floor-get")
+    assert get.evaluate([e2e("e2e-direct", "get", 1, 900.0)]).status == "n/a"
+    rows = [
+        e2e("e2e-direct", "get", 1, 600.0),
+        e2e("e2e-floor", "get", 1, 500.0),
+        e2e("e2e-direct", "get", 16, 520.0),
+        e2e("e2e-floor", "get", 16, 400.0),
+        # another operation's rows are not this goal's
+        e2e("e2e-direct", "create", 1, 5000.0),
+        e2e("e2e-floor", "create", 1, 1000.0),
+    ]
+    out = get.evaluate(rows)
+    assert out.status == "met", out.detail  # 1.20x and 1.30x
+    assert "c1: 1.20x (600 vs 500 µs/req)" in out.detail and "c16: 1.30x" in out.detail
+    rows[2].cpu_us_per_req = 530.0  # 1.325x at c16: the worst concurrency decides
+    assert get.evaluate(rows).status == "not met"
+    create = _goal(goals, "store-floor-create").evaluate(rows)
+    assert create.status == "not met" and "5.00x" in create.detail and "limit 1.5x" in create.detail
+
+
+def test_before_after_goal_compares_the_earlier_store_in_the_same_run() -> None:
+    def e2e(target: str, conns: int, cpu: float) -> CaseResult:
+        row = _row(target, 1, conns, cpu_us_per_req=cpu)
+        row.case = f"{target}/get/c{conns}"
+        return row
+
+    goal = _goal(e2e_goals(), "store-before-after-get")
+    assert goal.evaluate([e2e("e2e-direct", 1, 900.0)]).status == "n/a"
+    out = goal.evaluate(
+        [e2e("e2e-before", 1, 1200.0), e2e("e2e-direct", 1, 900.0), e2e("e2e-floor", 1, 800.0)]
+    )
+    assert out.status == "n/a"  # informational
+    assert "c1: 1200 -> 900 µs/req (0.75x), over the floor 1.50x -> 1.12x" in out.detail

@@ -14,7 +14,7 @@ from aiobotocore.session import get_session
 
 from profile_store.crypto import DataKeyStore, EnvelopeCodec
 from profile_store.keys import LocalKeyProvider, generate_local_master_key
-from profile_store.provisioning import PK_SK_KEYS
+from residency_contract.tables import PK_SK_KEYS
 
 REGION = "eu-west-1"
 FAST = AioConfig(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1})

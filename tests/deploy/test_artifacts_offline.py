@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -113,3 +115,99 @@ def test_kubernetes_edge_config_is_a_valid_edge_config(tmp_path: Path) -> None:
     }
     settings = EdgeSettings.from_env({"EDGE_CONFIG": str(tmp_path / "edge.toml"), **secrets})
     assert {r.name for r in settings.regions} == {"us-east-1", "eu-west-1"}
+
+
+def dockerfile_stages() -> dict[str, dict[str, Any]]:
+    """Stages of deploy/Dockerfile: base, repo paths COPY'd in, stages COPY'd --from, CMD."""
+    stages: dict[str, dict[str, Any]] = {}
+    current: dict[str, Any] = {}
+    for raw in (DEPLOY / "Dockerfile").read_text().splitlines():
+        words = raw.split()
+        if not words or words[0].startswith("#"):
+            continue
+        if words[0] == "FROM":
+            name = words[3] if len(words) >= 4 and words[2].upper() == "AS" else words[1]
+            current = stages[name] = {"base": words[1], "sources": set(), "from": set(), "cmd": []}
+        elif words[0] == "COPY":
+            flags = [w for w in words[1:] if w.startswith("--")]
+            paths = [w for w in words[1:] if not w.startswith("--")][:-1]
+            sources = next((f.split("=", 1)[1] for f in flags if f.startswith("--from=")), None)
+            if sources is None:
+                current["sources"].update(p.rstrip("/") for p in paths)
+            else:
+                current["from"].add(sources)
+        elif words[0] == "CMD":
+            current["cmd"] = json.loads(raw.split(None, 1)[1])
+    return stages
+
+
+def copied_into(target: str, stages: dict[str, dict[str, Any]]) -> set[str]:
+    """Every repo path that ends up in ``target``'s image, through bases and COPY --from."""
+    seen, todo, sources = set(), [target], set()
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in stages:
+            continue
+        seen.add(name)
+        stage = stages[name]
+        sources |= stage["sources"]
+        todo.extend([stage["base"], *stage["from"]])
+    return sources
+
+
+def test_dockerfile_builds_an_edge_image_without_store_code() -> None:
+    stages = dockerfile_stages()
+    edge, store = copied_into("edge", stages), copied_into("store", stages)
+    assert {"edge_router", "residency_contract"} <= edge
+    assert "profile_store" not in edge
+    assert {"profile_store", "residency_contract"} <= store
+    assert "edge_router" not in store
+    assert stages["edge"]["cmd"][:2] == ["edge-router", "serve"]
+    assert stages["store"]["cmd"][:2] == ["profile-store", "serve"]
+    assert list(stages)[-1] == "edge"  # `docker build` without --target gives the edge
+
+
+def test_the_edge_image_sources_alone_run_the_edge(tmp_path: Path) -> None:
+    # What the edge target copies, and nothing else, must import every edge entry point:
+    # a stray import of profile_store would only show up in production otherwise.
+    root = DEPLOY.parent
+    for name in copied_into("edge", dockerfile_stages()):
+        src = root / name
+        if src.is_dir():
+            shutil.copytree(src, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, tmp_path / name)
+    probe = (
+        "import importlib, sys\n"
+        # the dev venv's editable install would find the whole checkout: not in the image
+        "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f)]\n"
+        "for name in ('edge_router.app', 'edge_router.server', 'edge_router.registry_cli',"
+        " 'edge_router.__main__'):\n"
+        "    importlib.import_module(name)\n"
+        "assert importlib.util.find_spec('profile_store') is None\n"
+        "print('ok')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_compose_builds_each_service_from_its_own_target() -> None:
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    stages = dockerfile_stages()
+    for name, service in compose["services"].items():
+        if "build" not in service:
+            continue
+        target = service["build"]["target"]
+        assert target in stages, name
+        command = " ".join(map(str, service.get("command", stages[target]["cmd"])))
+        # A service never runs the other image's command (it is not installed there).
+        other = "profile-store" if target == "edge" else "edge-router"
+        assert other not in command, name

@@ -1,6 +1,6 @@
 """Edge test helpers: settings builders, a fake registry, fake upstream stores.
 
-Fake upstreams verify the edge's assertion with ``profile_store.assertion.verify`` (the same
+Fake upstreams verify the edge's assertion with ``residency_contract.assertion.verify`` (the same
 check the real store makes) and echo what they received, so tests can assert on exactly what
 crossed the edge. Health probes (``/readyz``) are recorded apart from proxied requests.
 """
@@ -22,8 +22,8 @@ from aiohttp import web
 from edge_router.config import EdgeSettings, InstanceSettings, RegionSettings
 from edge_router.errors import RegistryError
 from edge_router.registry import AccountRecord, ApiKey, KeyOwner, token_hash
-from profile_store import assertion as pa
 from profile_store.dynamodb_local import free_port
+from residency_contract import assertion as pa
 
 SECRETS = {"eu-west-1": b"test-secret-eu-west-1-0000", "us-east-1": b"test-secret-us-east-1-0000"}
 

@@ -23,8 +23,8 @@ from yarl import URL
 from edge_router.__main__ import main as edge_main
 from edge_router.app import create_admin_app, create_app
 from profile_store import dynamodb_local
-from profile_store.assertion import ASSERTION_HEADER, sign
-from profile_store.provisioning import PK_SK_KEYS
+from residency_contract.assertion import ASSERTION_HEADER, sign
+from residency_contract.tables import PK_SK_KEYS
 
 from .conftest import SECRETS, make_settings
 

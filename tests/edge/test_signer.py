@@ -1,11 +1,11 @@
-"""The edge's cached signer produces exactly what ``profile_store.assertion.sign`` does."""
+"""The edge's cached signer produces exactly what ``residency_contract.assertion.sign`` does."""
 
 from __future__ import annotations
 
 import pytest
 
-from edge_router.signer import Signer
-from profile_store import assertion as pa
+from residency_contract import assertion as pa
+from residency_contract.signer import Signer
 
 KEY = b"test-secret-eu-west-1-0000"
 

@@ -10,7 +10,7 @@ import pytest
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
-from profile_store.provisioning import PK_SK_KEYS
+from residency_contract.tables import PK_SK_KEYS
 
 REGION = "eu-west-1"
 FAST = AioConfig(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1})

@@ -7,8 +7,8 @@ import time
 from typing import Any
 
 from profile_store.app import REPOSITORY
-from profile_store.assertion import sign
 from profile_store.errors import StorageUnavailable
+from residency_contract.assertion import sign
 
 from .conftest import BASE, REGION, SECRET, Api, scan_all, target, unique_profile
 

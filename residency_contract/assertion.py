@@ -15,7 +15,8 @@ query, byte for byte as forwarded), so an assertion cannot be replayed on anothe
 within its freshness window. Fields are restricted to a small safe alphabet so no separator can
 be smuggled inside one.
 
-This module is pure (no I/O) so both packages can import it and tests can mint assertions.
+This module is pure (no I/O): the edge signs with it (through ``signer.Signer``), the stores
+verify with it, and tests mint assertions with it.
 """
 
 from __future__ import annotations

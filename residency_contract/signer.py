@@ -1,4 +1,4 @@
-"""``X-Residency-Assertion`` on the hot path: the bytes of ``profile_store.assertion.sign``,
+"""``X-Residency-Assertion`` on the edge's hot path: the bytes of ``assertion.sign``,
 with the per-caller work done once.
 
 ``sign`` checks three fields against a regex, sorts and checks the roles and builds an HMAC
@@ -17,7 +17,7 @@ from binascii import b2a_base64
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from profile_store.assertion import sign
+from .assertion import sign
 
 _B64_URL = bytes.maketrans(b"+/", b"-_")  # base64 -> base64url
 

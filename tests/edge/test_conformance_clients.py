@@ -1,0 +1,251 @@
+"""Real HTTP clients through both front ends (issue 15's conformance matrix, part 1).
+
+Each client sends each operation twice -- over one kept-alive connection where the client keeps
+connections (``http.client``, ``requests``, ``httpx``, aiohttp, ``curl``), over two connections
+where it does not (``urllib``, ``http.client`` with ``Connection: close``) -- and every answer
+and every request the store received is checked. Sync clients run in a thread, since the edge
+runs in the test's loop; every client has a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import shutil
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import httpx
+import pytest
+import requests
+
+from .conformance import (  # noqa: F401  (edge, front: fixtures)
+    API,
+    AUTH,
+    BIG,
+    READ_TIMEOUT,
+    SMALL,
+    STORE_SERVER,
+    Edge,
+    edge,
+    front,
+    profile,
+)
+
+OPS: dict[str, tuple[str, str, bytes | None]] = {
+    "post-95B": ("POST", f"{API}/profiles?an=acme", SMALL),
+    "post-200KiB": ("POST", f"{API}/profiles?an=acme", BIG),
+    "put-95B": ("PUT", profile(1), SMALL),
+    "put-200KiB": ("PUT", profile(2), BIG),
+    "patch-95B": ("PATCH", profile(3), SMALL),
+    "patch-200KiB": ("PATCH", profile(4), BIG),
+    "get": ("GET", profile(5), None),
+    "delete": ("DELETE", profile(6), None),
+}
+
+
+@dataclass
+class Got:
+    status: int
+    region: str | None
+    server: str | None
+    body: bytes
+    connection: int | None = None  # which connection carried it, when the client tells
+
+
+def _headers(body: bytes | None) -> dict[str, str]:
+    return {**AUTH, **({"Content-Type": "application/json"} if body is not None else {})}
+
+
+def _http_client(port: int, method: str, target: str, body: bytes | None) -> list[Got]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=READ_TIMEOUT)
+    try:
+        out = []
+        for _ in range(2):
+            conn.request(method, target, body=body, headers=_headers(body))
+            resp = conn.getresponse()
+            data = resp.read()
+            assert not resp.will_close, resp.getheaders()
+            assert conn.sock is not None
+            out.append(
+                Got(
+                    resp.status,
+                    resp.getheader("X-Data-Region"),
+                    resp.getheader("Server"),
+                    data,
+                    id(conn.sock),
+                )
+            )
+        return out
+    finally:
+        conn.close()
+
+
+def _http_client_close(port: int, method: str, target: str, body: bytes | None) -> list[Got]:
+    out = []
+    for _ in range(2):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=READ_TIMEOUT)
+        try:
+            conn.request(
+                method, target, body=body, headers={**_headers(body), "Connection": "close"}
+            )
+            resp = conn.getresponse()
+            data = resp.read()
+            assert resp.will_close, resp.getheaders()
+            sock = conn.sock
+            # The edge closes its side after the answer: the next read is the end of stream.
+            if sock is not None:
+                sock.settimeout(READ_TIMEOUT)
+                assert sock.recv(1) == b""
+            out.append(
+                Got(resp.status, resp.getheader("X-Data-Region"), resp.getheader("Server"), data)
+            )
+        finally:
+            conn.close()
+    return out
+
+
+def _urllib(port: int, method: str, target: str, body: bytes | None) -> list[Got]:
+    out = []
+    for _ in range(2):
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}{target}", data=body, method=method, headers=_headers(body)
+        )
+        with urllib.request.urlopen(req, timeout=READ_TIMEOUT) as resp:  # noqa: S310 (http://127.0.0.1)
+            out.append(
+                Got(resp.status, resp.headers["X-Data-Region"], resp.headers["Server"], resp.read())
+            )
+    return out
+
+
+def _requests(port: int, method: str, target: str, body: bytes | None) -> list[Got]:
+    with requests.Session() as session:
+        out = []
+        for _ in range(2):
+            resp = session.request(
+                method,
+                f"http://127.0.0.1:{port}{target}",
+                data=body,
+                headers=_headers(body),
+                timeout=READ_TIMEOUT,
+            )
+            h = resp.headers
+            out.append(Got(resp.status_code, h.get("X-Data-Region"), h.get("Server"), resp.content))
+        return out
+
+
+def _httpx(port: int, method: str, target: str, body: bytes | None) -> list[Got]:
+    with httpx.Client(timeout=READ_TIMEOUT) as client:
+        out = []
+        for _ in range(2):
+            resp = client.request(
+                method, f"http://127.0.0.1:{port}{target}", content=body, headers=_headers(body)
+            )
+            h = resp.headers
+            out.append(Got(resp.status_code, h.get("X-Data-Region"), h.get("Server"), resp.content))
+        return out
+
+
+SYNC: dict[str, Callable[[int, str, str, bytes | None], list[Got]]] = {
+    "http.client": _http_client,
+    "http.client-close": _http_client_close,
+    "urllib": _urllib,
+    "requests": _requests,
+    "httpx": _httpx,
+}
+
+
+async def _aiohttp(port: int, method: str, target: str, body: bytes | None) -> list[Got]:
+    timeout = aiohttp.ClientTimeout(total=READ_TIMEOUT)
+    connector = aiohttp.TCPConnector(limit=1)  # one connection: the second request reuses it
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        out = []
+        for _ in range(2):
+            async with session.request(
+                method,
+                f"http://127.0.0.1:{port}{target}",
+                data=body,
+                headers=_headers(body),
+                skip_auto_headers=() if body is not None else ("Content-Type",),
+            ) as resp:
+                data = await resp.read()
+                h = resp.headers
+                out.append(Got(resp.status, h.get("X-Data-Region"), h.get("Server"), data))
+        return out
+
+
+async def _curl(
+    port: int, method: str, target: str, body: bytes | None, tmp: Path, expect: bool = False
+) -> list[Got]:
+    """Both requests in one curl run, which keeps the connection between them. ``expect``:
+    a body waits for ``100 Continue`` (curl would wait ``--expect100-timeout`` for none)."""
+    url = f"http://127.0.0.1:{port}{target}"
+    args = ["curl", "-sS", "--max-time", str(READ_TIMEOUT), "-X", method, "-D", str(tmp / "h")]
+    headers = _headers(body)
+    if expect and body is not None:
+        headers["Expect"] = "100-continue"
+        args += ["--expect100-timeout", str(READ_TIMEOUT * 2)]
+    for k, v in headers.items():
+        args += ["-H", f"{k}: {v}"]
+    if body is not None:
+        (tmp / "body").write_bytes(body)
+        args += ["--data-binary", f"@{tmp / 'body'}"]
+    args += ["-w", "%{http_code} %{num_connects}\\n"]
+    args += ["-o", str(tmp / "0"), url, "-o", str(tmp / "1"), url]
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), READ_TIMEOUT * 3)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode == 0, stderr
+    codes = [line.split() for line in stdout.decode().splitlines()]
+    assert [c[1] for c in codes] == ["1", "0"], codes  # the second reused the connection
+    blocks = (tmp / "h").read_bytes().decode("latin-1").split("\r\n\r\n")
+    heads = [b for b in blocks if b and not b.startswith("HTTP/1.1 1")]
+    continues = [b for b in blocks if b.startswith("HTTP/1.1 100 ")]
+    assert len(continues) == (2 if "Expect" in headers else 0), blocks
+    out = []
+    for i, (code, _connects) in enumerate(codes):
+        lines = [line.partition(":") for line in heads[i].split("\r\n")[1:]]
+        h = {k.strip().lower(): v.strip() for k, _, v in lines}
+        out.append(
+            Got(int(code), h.get("x-data-region"), h.get("server"), (tmp / str(i)).read_bytes(), 0)
+        )
+    return out
+
+
+CLIENTS = [*SYNC, "aiohttp", "curl", "curl-expect"]
+
+
+@pytest.mark.parametrize("op", list(OPS))
+@pytest.mark.parametrize("client", CLIENTS)
+async def test_client_operation(edge: Edge, client: str, op: str, tmp_path: Path) -> None:  # noqa: F811
+    method, target, body = OPS[op]
+    if client in SYNC:
+        got = await asyncio.to_thread(SYNC[client], edge.port, method, target, body)
+    elif client == "aiohttp":
+        got = await _aiohttp(edge.port, method, target, body)
+    else:
+        if shutil.which("curl") is None:
+            pytest.skip("curl is not on PATH")
+        got = await _curl(edge.port, method, target, body, tmp_path, client == "curl-expect")
+
+    sent = body or b""
+    assert len(got) == 2
+    for answer in got:
+        assert answer.status == 200, answer
+        assert answer.region == "eu-west-1"
+        assert answer.server != STORE_SERVER
+        echo = json.loads(answer.body)
+        assert (echo["raw_path"], echo["body_len"]) == (target, len(sent))
+    if got[0].connection is not None:  # one kept-alive connection carried both
+        assert got[0].connection == got[1].connection
+    assert edge.seen() == [(method, target, sent)] * 2

@@ -100,6 +100,7 @@ class EdgeProtocol(BaseProtocol):
         "_fast_sent",
         "_head_only",
         "_head_since",
+        "_http10",
         "_idle_waiter",
         "_last",
         "_payload",
@@ -132,6 +133,7 @@ class EdgeProtocol(BaseProtocol):
         self._last = False  # a request that ends the connection has been parsed
         self._chunked = False
         self._head_only = False
+        self._http10 = False  # the request being answered is HTTP/1.0: no chunked answer
         self._payload: StreamReader = EMPTY_PAYLOAD  # body of the request being answered
         self._body: StreamReader | None = None  # body the parser is filling, until its end
         self._body_since = 0.0  # when a byte of it last arrived
@@ -364,7 +366,7 @@ class EdgeProtocol(BaseProtocol):
             return False
         self.busy = self._fast = True
         self._payload = EMPTY_PAYLOAD
-        self._head_only = False
+        self._head_only = self._http10 = False
         self._fast_ex = ex
         self._fast_sent = st.forwarder.send_now(ex, self)
         if self._fast_sent is None:
@@ -461,6 +463,7 @@ class EdgeProtocol(BaseProtocol):
         ex = self._exchange(msg, payload)
         self._payload = payload
         self._head_only = msg.method == "HEAD"
+        self._http10 = msg.version != HttpVersion11
         if _ends_connection(msg):
             self._close = True
         try:
@@ -486,7 +489,7 @@ class EdgeProtocol(BaseProtocol):
         self._wake()
         status, headers, body = error_parts(err, {REQUEST_ID: request_id(None)})
         self._payload = EMPTY_PAYLOAD
-        self._head_only = False
+        self._head_only = self._http10 = False
         self.write_answer(status, None, to_block(headers), body)
         if self.transport is not None:
             self.transport.close()
@@ -521,8 +524,13 @@ class EdgeProtocol(BaseProtocol):
         no_body = self._head_only or status in _NO_BODY_STATUS or status < 200
         self._chunked = False
         if not no_body and _LENGTH.search(block) is None:
-            self._chunked = True
-            block += "\r\nTransfer-Encoding: chunked"
+            if self._http10:
+                # No Transfer-Encoding to an HTTP/1.0 client (RFC 9112 §6.1): the end of the
+                # connection ends the body.
+                self._close = True
+            else:
+                self._chunked = True
+                block += "\r\nTransfer-Encoding: chunked"
         if not self._payload.is_eof():
             self._close = True
         if self._close:

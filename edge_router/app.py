@@ -397,13 +397,28 @@ async def handle(request: web.Request) -> web.StreamResponse:
     sink = _WebSink(request)
     refused = await serve_exchange(st, ex, sink)
     if refused is not None:
-        return web.Response(
+        resp = web.Response(
             status=refused.status,
             body=refused.body,
             headers=_multidict(refused.block),
         )
+        if request.body_exists and not request.content.is_eof():
+            await _last_answer(request, resp)
+        return resp
     assert sink.response is not None
     return sink.response
+
+
+async def _last_answer(request: web.Request, resp: web.Response) -> None:
+    """A refusal before the body was read to its end (too large, too slow, malformed, never
+    invited): the stream cannot be resynced, so this answer is the connection's last, as on
+    the listener. ``force_close`` after the answer is out: otherwise aiohttp would linger up to
+    ``lingering_time`` reading a body that may never end (a chunk its parser refused fails
+    nothing), then answer that parser error as one more message."""
+    resp.force_close()
+    await resp.prepare(request)
+    await resp.write_eof()
+    request.protocol.force_close()
 
 
 def _log_access(ex: Exchange, elapsed: float) -> None:

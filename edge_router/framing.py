@@ -43,8 +43,8 @@ MAX_FIELD_SIZE = 8189
 
 def origin_form(target: str, url: URL | None) -> tuple[str, str | None]:
     """``target`` in origin form, and the authority an absolute-form target named (else None)."""
-    if target.startswith("/") or url is None or not url.absolute:
-        return target, None
+    if target.startswith("/") or url is None or not url.absolute or "://" not in target:
+        return target, None  # (CONNECT's authority form is no absolute form: refused later)
     path = url.raw_path_qs
     return (path if path.startswith("/") else "/" + path), url.raw_authority
 

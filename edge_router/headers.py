@@ -77,8 +77,11 @@ def upstream_request_items(
     scheme: str,
     via: str,
     assertion: str,
+    host: str | None = None,
 ) -> Items:
-    """Headers for the store, as (name, value) pairs in arrival order (the hot path)."""
+    """Headers for the store, as (name, value) pairs in arrival order (the hot path).
+    ``host``: the request's authority when it is not the Host header's (an absolute-form
+    target, whose authority wins over Host: RFC 9112 §3.2.2); it becomes X-Forwarded-Host."""
     named = connection_tokens(incoming)
     out: Items = []
     xff = None
@@ -102,7 +105,8 @@ def upstream_request_items(
     if xff is not None:
         out.append(("X-Forwarded-For", xff))
     out.append(("X-Forwarded-Proto", scheme))
-    host = incoming.get("Host")
+    if host is None:
+        host = incoming.get("Host")
     if host is not None:
         out.append(("X-Forwarded-Host", host))
     vias.append(f"1.1 {via}")
@@ -231,6 +235,7 @@ def upstream_request_headers(
     scheme: str,
     via: str,
     assertion: str,
+    host: str | None = None,
 ) -> CIMultiDict[str]:
     return CIMultiDict(
         upstream_request_items(
@@ -240,6 +245,7 @@ def upstream_request_headers(
             scheme=scheme,
             via=via,
             assertion=assertion,
+            host=host,
         )
     )
 

@@ -336,6 +336,7 @@ class Forwarder:
             scheme=ex.scheme,
             via=self.settings.via,
             assertion=assertion,
+            host=ex.host,
         )
         if chunked:
             items.append(("Transfer-Encoding", "chunked"))

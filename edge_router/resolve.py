@@ -1,5 +1,5 @@
 """Which account is this request for? Pure: a Host header and the ``an`` query values in, an
-account name out, or a ``BadRequest`` naming why not.
+account name out, or a ``BadRequest`` naming why not (a Host that is not a host at all too).
 
 VTEX addresses an account either by host (``{account}.vtexcommercestable.com.br``) or by the
 ``an`` query parameter (``api.vtex.com/...?an={account}``). When both are given they must
@@ -15,6 +15,11 @@ from collections.abc import Sequence
 from .errors import BadRequest
 
 ACCOUNT_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+# What a Host may be (RFC 9112 §3.2, RFC 3986 §3.2.2): uri-host [":" port]. Anything else
+# (spaces, userinfo, a path, non-ASCII) is a 400, never an account lookup nor forwarded.
+_HOST = re.compile(
+    r"(?:\[[0-9A-Za-z:._~!$&'()*+,;=-]+\]|[0-9A-Za-z._~%!$&'()*+,;=-]*)(?::[0-9]*)?", re.ASCII
+)
 
 
 def valid_account(name: str) -> bool:
@@ -50,6 +55,8 @@ class AccountResolver:
         return found or None
 
     def _from_host(self, host: str) -> str | None:
+        if _HOST.fullmatch(host) is None:
+            raise BadRequest("invalid_host", "the Host header is not a valid host")
         host = host.lower()
         if host.startswith("["):  # IPv6 literal: never an account
             return None

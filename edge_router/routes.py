@@ -91,10 +91,10 @@ def split_target(raw_target: str) -> str:
     """The path part of a raw request target (query cut off), after the policy checks."""
     if not raw_target.startswith("/") or raw_target.startswith("//"):
         raise BadRequest("invalid_path", "the request target must be an origin-form path")
+    if "#" in raw_target:  # in the query too: a request target has no fragment (RFC 9112 §3.2)
+        raise BadRequest("invalid_path", "the request target must not carry a fragment")
     q = raw_target.find("?")
     path = raw_target if q == -1 else raw_target[:q]
-    if "#" in path:
-        raise BadRequest("invalid_path", "the request target must not carry a fragment")
     # Fast path: plain paths (the common case) cannot hide a dot segment.
     if "%" in path or "/." in path or "\\" in path:  # = any of _SUSPICIOUS, without a generator
         for seg in path.split("/"):

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from edge_router import routes
 from edge_router.config import ConfigError, EdgeSettings
 from edge_router.errors import BadRequest, NotFound
+from edge_router.framing import origin_form
 from edge_router.headers import downstream_response_headers, upstream_request_headers
 from edge_router.ratelimit import RateLimiter, TokenBucket
 from edge_router.resolve import AccountResolver
@@ -42,6 +44,7 @@ RESOLVER = AccountResolver(["vtexcommercestable.com.br", "localhost"])
         ("acme.localhost", ["acme"], "acme"),
         (None, ["a"], "a"),
         ("[::1]:8080", ["acme"], "acme"),
+        ("", ["acme"], "acme"),  # an empty Host: a valid, empty authority (RFC 9112 §3.2)
     ],
 )
 def test_account_resolution_accepts(host: str | None, an: list[str], expected: str) -> None:
@@ -63,6 +66,11 @@ def test_account_resolution_accepts(host: str | None, an: list[str], expected: s
         ("127.0.0.1", ["ac_me"], "invalid_account"),
         ("a.b.localhost", [], "invalid_account"),
         ("-x.localhost", [], "invalid_account"),
+        ("bad host", ["acme"], "invalid_host"),
+        ("user@acme.localhost", [], "invalid_host"),
+        ("acme.localhost/x", [], "invalid_host"),
+        ("acme.localhost:80x", [], "invalid_host"),
+        ("\u00e9.localhost", ["acme"], "invalid_host"),
     ],
 )
 def test_account_resolution_refuses(host: str | None, an: list[str], code: str) -> None:
@@ -114,6 +122,10 @@ def test_route_templates(target: str, template: str) -> None:
         (f"{P}/profiles/a\\b", BadRequest, "invalid_path"),
         ("http://evil/api/user-rights/x", BadRequest, "invalid_path"),
         ("//api/user-rights/x", BadRequest, "invalid_path"),
+        (f"{P}/profiles#x", BadRequest, "invalid_path"),
+        (f"{P}/profiles?an=acme#x", BadRequest, "invalid_path"),  # no fragment in a query either
+        ("*", BadRequest, "invalid_path"),
+        ("api.example.com:443", BadRequest, "invalid_path"),
         ("/api/other/profiles", NotFound, "not_found"),
         ("/", NotFound, "not_found"),
         ("/api/storage/profile-systemX/profiles", NotFound, "not_found"),
@@ -124,6 +136,28 @@ def test_path_policy_refuses(target: str, exc: type, code: str) -> None:
     with pytest.raises(exc) as err:
         routes.split_target(target)
     assert err.value.code == code
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        (f"{P}/profiles?an=x", (f"{P}/profiles?an=x", None)),
+        (f"http://acme.localhost{P}/profiles?an=x", (f"{P}/profiles?an=x", "acme.localhost")),
+        ("http://acme.localhost:8080", ("/", "acme.localhost:8080")),
+        ("api.example.com:443", ("api.example.com:443", None)),  # CONNECT: not absolute form
+        ("*", ("*", None)),
+    ],
+)
+def test_origin_form(target: str, expected: tuple[str, str | None]) -> None:
+    assert origin_form(target, URL(target, encoded=True)) == expected
+
+
+def test_forwarded_host_is_the_absolute_targets_authority() -> None:
+    incoming = CIMultiDictProxy(CIMultiDict([("Host", "other.localhost")]))
+    args = dict(request_id="rid-12345678", peer=None, scheme="http", via="e", assertion="a")
+    assert upstream_request_headers(incoming, **args)["X-Forwarded-Host"] == "other.localhost"
+    out = upstream_request_headers(incoming, host="acme.localhost", **args)
+    assert out.getall("X-Forwarded-Host") == ["acme.localhost"]
 
 
 def test_dots_inside_a_segment_are_fine() -> None:

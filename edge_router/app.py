@@ -41,7 +41,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
@@ -421,6 +421,18 @@ async def _last_answer(request: web.Request, resp: web.Response) -> None:
     request.protocol.force_close()
 
 
+@web.middleware
+async def _every_target(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """aiohttp's router matches only targets that start with "/"; the others (``OPTIONS *``,
+    CONNECT's authority form) go through the same steps too, and are refused as JSON there,
+    not with aiohttp's plain-text 404."""
+    if request.match_info.http_exception is not None:
+        return await handle(request)
+    return await handler(request)
+
+
 def _log_access(ex: Exchange, elapsed: float) -> None:
     # The route template, never the raw path: ids may be e-mails or documents.
     access_log.info(
@@ -456,7 +468,9 @@ def create_app(
     # Bodies are streamed by the proxy; this bound only guards any full read by aiohttp itself.
     # auto_decompress=False: a gzip request body must reach the store exactly as sent.
     app = web.Application(
-        client_max_size=settings.max_body_bytes, handler_args={"auto_decompress": False}
+        client_max_size=settings.max_body_bytes,
+        handler_args={"auto_decompress": False},
+        middlewares=[_every_target],
     )
     app[SETTINGS] = settings
     app[METRICS] = metrics or EdgeMetrics()

@@ -34,6 +34,7 @@ AUTH = {"X-VTEX-API-AppKey": KEY.app_key, "X-VTEX-API-AppToken": KEY.token}
 STORE_SERVER = "fake-store/9.9 (must not leak)"
 READ_TIMEOUT = 5.0  # every socket read of a case
 BOUND = 5.0  # every wait for the edge's bookkeeping
+TOTAL_TIMEOUT = 3.0  # the edge's deadline per exchange: under READ_TIMEOUT, so it shows
 
 
 def profile(i: int) -> str:
@@ -152,6 +153,7 @@ async def edge(front: str) -> AsyncIterator[Edge]:
         {"eu-west-1": [f"http://127.0.0.1:{store_port}"]},
         rate_limit_rps=100_000.0,
         rate_limit_burst=100_000,
+        total_timeout_s=TOTAL_TIMEOUT,
     )
     app = create_app(settings, registry_factory=registry.factory())
     runner: web.BaseRunner
@@ -249,20 +251,23 @@ class Answer:
 class Wire:
     """One client connection, spoken to byte by byte."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float
+    ) -> None:
         self.reader = reader
         self.writer = writer
+        self.timeout = timeout  # of every read
         self.buf = b""
         self.eof = False
 
     @classmethod
-    async def open(cls, port: int) -> Wire:
+    async def open(cls, port: int, timeout: float = READ_TIMEOUT) -> Wire:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection("127.0.0.1", port), READ_TIMEOUT
         )
         sock = writer.get_extra_info("socket")
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return cls(reader, writer)
+        return cls(reader, writer, timeout)
 
     async def send(self, *chunks: bytes, gap: float = 0.005) -> None:
         """Each chunk in its own write; ``gap`` seconds between them (shaping, not syncing)."""
@@ -346,12 +351,12 @@ class Wire:
 
     async def closed(self) -> bool:
         """Whether the edge closes the connection now (bytes after the answers fail the case);
-        False if it is still open after ``READ_TIMEOUT``."""
+        False if it is still open after the read timeout."""
         assert not self.buf, f"unexpected bytes: {self.buf!r}"
         if self.eof:
             return True
         try:
-            data = await asyncio.wait_for(self.reader.read(65536), READ_TIMEOUT)
+            data = await asyncio.wait_for(self.reader.read(65536), self.timeout)
         except TimeoutError:
             return False
         except ConnectionResetError:
@@ -368,6 +373,36 @@ class Wire:
             pass
 
 
+def status(answer: Answer, expected: int) -> None:
+    if answer.status != expected:
+        raise WrongStatus(f"{answer.status} {answer.reason}, not {expected}: {answer.body[:200]!r}")
+
+
+def ok(answer: Answer, method: str, target: str, body: bytes = b"") -> None:
+    """A 200 relayed from the store, for this request."""
+    status(answer, 200)
+    assert answer.header("X-Data-Region") == "eu-west-1"
+    if method != "HEAD":
+        echo = answer.json()
+        assert (echo["raw_path"], echo["body_len"]) == (target, len(body)), echo
+
+
+async def still_usable(wire: Wire) -> None:
+    """The connection serves another request."""
+    target = profile(99)
+    await wire.send(request("GET", target))
+    ok(await wire.answer(), "GET", target)
+
+
+def chunked(body: bytes, size: int, *, ext: bool = False, trailers: Iterable[str] = ()) -> bytes:
+    """``body`` in the chunked coding, ``size`` bytes a chunk (with extensions, trailers)."""
+    out = b""
+    for i in range(0, len(body), size):
+        piece = body[i : i + size]
+        out += b"%x%s\r\n%s\r\n" % (len(piece), b';name="v";n=1' if ext else b"", piece)
+    return out + b"0\r\n" + b"".join(t.encode() + b"\r\n" for t in trailers) + b"\r\n"
+
+
 async def exchange(
     port: int, chunks: Iterable[bytes], n: int = 1, *, gap: float = 0.005, head: bool = False
 ) -> tuple[list[Answer], Wire]:
@@ -376,3 +411,7 @@ async def exchange(
     await wire.send(*chunks, gap=gap)
     answers = [await wire.answer(head=head) for _ in range(n)]
     return answers, wire
+
+
+JSON = "Content-Type: application/json"
+CHUNKED_HEAD = request("POST", PROFILES, headers=[JSON, "Transfer-Encoding: chunked"])

@@ -1,4 +1,6 @@
-"""Shared pieces of the client conformance matrix (``test_conformance_*``, issue 15).
+"""Shared pieces of the client conformance matrix (issue 15): real clients
+(``test_conformance_clients``), raw sockets on what must work (``test_conformance_raw``) and on
+what must be refused (``test_conformance_refused``).
 
 Every case runs against both front ends: the production listener (``raw``: ``EdgeRunner`` +
 ``BatchAcceptSite``) and ``aiohttp.web`` (``web``: ``AppRunner`` + ``TCPSite``), each in front of

@@ -89,22 +89,25 @@ def _http_client_close(port: int, method: str, target: str, body: bytes | None) 
     out = []
     for _ in range(2):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=READ_TIMEOUT)
+        probe = None
         try:
             conn.request(
                 method, target, body=body, headers={**_headers(body), "Connection": "close"}
             )
+            assert conn.sock is not None
+            probe = conn.sock.dup()  # http.client closes its socket after a closing answer
             resp = conn.getresponse()
             data = resp.read()
             assert resp.will_close, resp.getheaders()
-            sock = conn.sock
             # The edge closes its side after the answer: the next read is the end of stream.
-            if sock is not None:
-                sock.settimeout(READ_TIMEOUT)
-                assert sock.recv(1) == b""
+            probe.settimeout(READ_TIMEOUT)
+            assert probe.recv(1) == b""
             out.append(
                 Got(resp.status, resp.getheader("X-Data-Region"), resp.getheader("Server"), data)
             )
         finally:
+            if probe is not None:
+                probe.close()
             conn.close()
     return out
 

@@ -222,7 +222,15 @@ async def test_refused_before_the_body_is_sent(edge: Edge, refusal: str) -> None
 
 
 @pytest.mark.parametrize(
-    "shape", ["plain", "extensions", "trailers", "extensions+trailers", "200KiB-in-8KiB"]
+    "shape",
+    [
+        "plain",
+        "extensions",
+        "trailers",
+        "extensions+trailers",
+        "extensions+trailers-byte-by-byte",
+        "200KiB-in-8KiB",
+    ],
 )
 async def test_chunked_body(edge: Edge, shape: str) -> None:  # noqa: F811
     body = SMALL
@@ -237,7 +245,11 @@ async def test_chunked_body(edge: Edge, shape: str) -> None:  # noqa: F811
         trailers=["X-Checksum: abc", "X-Other: 1"] if "trailers" in shape else [],
     )
     half = len(encoded) // 2
-    (answer,), wire = await exchange(edge.port, [CHUNKED_HEAD, encoded[:half], encoded[half:]])
+    pieces = [encoded[:half], encoded[half:]]
+    gap = 0.005
+    if shape.endswith("byte-by-byte"):
+        pieces, gap = [encoded[i : i + 1] for i in range(len(encoded))], 0.001
+    (answer,), wire = await exchange(edge.port, [CHUNKED_HEAD, *pieces], gap=gap)
     try:
         ok(answer, "POST", PROFILES, body)
         await still_usable(wire)

@@ -41,6 +41,9 @@ class Addresses:
     async def create(self, caller: Caller, ref: str, kind: Kind | None, body: Any) -> Record:
         doc = dict(require_object(body, "address"))
         conform("address", doc)
+        replayed = await self.core.replay(caller, ADDRESS)
+        if replayed is not None:
+            return replayed
         pid = await self.profiles.resolve(caller, ref, kind)
         doc["profileId"] = pid
         place = _place(caller, pid, str(uuid.uuid4()))

@@ -115,6 +115,9 @@ class Profiles:
 
     async def create(self, caller: Caller, body: Any, ttl_days: int | None) -> Record:
         doc = require_object(body, "profile")
+        replayed = await self.core.replay(caller, self.family)
+        if replayed is not None:
+            return replayed
         pid = str(uuid.uuid4())
 
         async def attempt() -> Record:
@@ -247,7 +250,7 @@ class Profiles:
                 if hex_digest:
                     writes.append(self._alt_delete(caller, alt_kind, hex_digest, pid))
             try:
-                await self.repo.transact(writes)
+                await self.repo.transact(writes, intent=caller.write)
             except ConditionFailed:
                 raise LostRace from None
             self.core.keys.evict(caller.account, pid)

@@ -49,6 +49,9 @@ class Prospects:
     async def create(self, caller: Caller, body: Any) -> Record:
         doc = require_object(body, "prospect")
         conform("prospect", doc)
+        replayed = await self.core.replay(caller, PROSPECT)
+        if replayed is not None:
+            return replayed
         place = _place(caller, str(uuid.uuid4()))
         change = await self._change(caller, doc)
         change.new_key = await self.core.keys.prepare_new(caller.account, place.subject)

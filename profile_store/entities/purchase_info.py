@@ -41,6 +41,9 @@ class PurchaseInfo:
     async def create(self, caller: Caller, ref: str, kind: Kind | None, body: Any) -> Record:
         doc = require_object(body, "purchase information")
         conform("purchase_info", doc)
+        replayed = await self.core.replay(caller, PURCHASE_INFO)
+        if replayed is not None:
+            return replayed
         pid = await self.profiles.resolve(caller, ref, kind)
         return await self.core.commit(caller, PURCHASE_INFO, _place(caller, pid), Change(doc))
 

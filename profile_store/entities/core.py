@@ -34,10 +34,11 @@ Remove (``Core.remove``): the current item (and, for a subject of its own, its d
   the same transaction: copies in backups become unreadable), then its versions.
 
 Every transaction carries the request's ``ClientRequestToken`` and is re-sent with it when
-  DynamoDB's answer is lost (``Repository.transact``, ``idempotency.py``). A create with an
-  ``Idempotency-Key`` first looks for the record of an earlier one (``Core.replay``: the entity
-  as it was created; 422 for another body; 410 if deleted since) and writes its own record in
-  its transaction; losing that record's condition to a concurrent twin answers the twin's.
+  DynamoDB's answer is lost (``Repository.transact``, ``idempotency.py``). A create
+  (``Core.create``) with an ``Idempotency-Key`` first looks for the record of an earlier one
+  (``Core.replay``: the entity as it was created; 422 for another body; 410 if deleted since)
+  and writes its own record in its transaction; losing that record's condition to a concurrent
+  twin answers the twin's entity.
 """
 
 from __future__ import annotations
@@ -339,11 +340,14 @@ class Core:
             return replayed
         except ConditionFailed as exc:
             failed = set(exc.indexes)
-            if record_at in failed:
-                # A concurrent request with the same Idempotency-Key won: answer its entity.
+            if created is not None and (record_at in failed or exc.contention):
+                # A concurrent request with the same Idempotency-Key won (or is writing):
+                # answer its entity, or try again once it is done (``Core.create``).
                 replayed = await self.replay(caller, family)
                 if replayed is not None:
                     return replayed
+                if exc.contention:
+                    raise LostRace from None
             if alive_at in failed:
                 raise NotFound("profile not found") from None
             if suppressed_at in failed:
@@ -370,6 +374,20 @@ class Core:
         if change.new_key is not None:
             self.keys.remember(change.new_key)
         return Record(place.eid, change.doc, meta(current, style=family.style))
+
+    async def create(
+        self, caller: Caller, family: Family, item: str, attempt: Callable[[], Awaitable[Record]]
+    ) -> Record:
+        """A create: the answer of an earlier one with this Idempotency-Key, or ``attempt``
+        (re-run on a lost race). Requests with one key queue on one lock in this process."""
+        if caller.write is not None and caller.write.key_hash is not None:
+            item = f"IDEM|{caller.account}|{caller.write.key_hash}"
+
+        async def once() -> Record:
+            replayed = await self.replay(caller, family)
+            return replayed if replayed is not None else await attempt()
+
+        return await self.retrying(item, once)
 
     async def replay(self, caller: Caller, family: Family) -> Record | None:
         """The entity an earlier create with this request's Idempotency-Key created, as it was

@@ -115,9 +115,6 @@ class Profiles:
 
     async def create(self, caller: Caller, body: Any, ttl_days: int | None) -> Record:
         doc = require_object(body, "profile")
-        replayed = await self.core.replay(caller, self.family)
-        if replayed is not None:
-            return replayed
         pid = str(uuid.uuid4())
 
         async def attempt() -> Record:
@@ -134,7 +131,8 @@ class Profiles:
             change.new_key = new_key
             return await self.core.commit(caller, self.family, self.place(caller, pid), change)
 
-        return await self.core.retrying(f"{profile_pk(caller.account, pid)}|CUR", attempt)
+        pk = profile_pk(caller.account, pid)
+        return await self.core.create(caller, self.family, f"{pk}|CUR", attempt)
 
     async def get(
         self, caller: Caller, ref: str, kind: Kind | None, reveal: Reveal | None

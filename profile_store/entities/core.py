@@ -333,10 +333,13 @@ class Core:
         try:
             await self.repo.transact(entries, intent=caller.write)
         except AlreadyApplied:
-            # This request's token was used by a create that landed meanwhile: answer it.
-            replayed = None if created is None else await self.replay(caller, family)
-            if replayed is None:
+            if created is None:
                 raise
+            # This request's token was used by a twin (an earlier send of this request) that
+            # landed: answer its entity; still being applied: look again (``Core.create``).
+            replayed = await self.replay(caller, family)
+            if replayed is None:
+                raise LostRace from None
             return replayed
         except ConditionFailed as exc:
             failed = set(exc.indexes)

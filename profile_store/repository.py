@@ -76,6 +76,12 @@ _DATA_CALLS = frozenset(
     }
 )
 _BATCH_RETRIES = 8
+_UNKNOWN = "DynamoDB did not confirm this write in time; it may or may not have been applied. "
+_RETRY_KEYED = "Sending the same request again with the same body and Idempotency-Key is safe"
+_RETRY_BARE = (
+    "Read the resource before sending the request again "
+    "(with an Idempotency-Key the same request is safe to repeat)"
+)
 
 
 # ---- key builders -------------------------------------------------------------------------
@@ -301,11 +307,8 @@ class Repository:
                 break
             await asyncio.sleep(pause)
         if unknown:
-            raise WriteOutcomeUnknown(
-                "DynamoDB did not confirm this write in time; it may or may not have been "
-                "applied. Sending the same request again with the same body and "
-                "Idempotency-Key is safe"
-            )
+            keyed = intent is not None and intent.key_hash is not None
+            raise WriteOutcomeUnknown(_UNKNOWN + (_RETRY_KEYED if keyed else _RETRY_BARE))
         raise last or StorageUnavailable("no time left to write to DynamoDB")
 
     async def delete_keys(self, keys: Iterable[Key]) -> None:

@@ -27,6 +27,7 @@ from botocore.exceptions import ClientError
 
 from profile_store import dynamodb_local, idempotency
 from profile_store.app import REPOSITORY, create_app
+from profile_store.config import ConfigError, StoreSettings
 from profile_store.errors import (
     AlreadyApplied,
     BadRequest,
@@ -121,6 +122,22 @@ def test_record_digest_is_canonical_and_covers_the_query() -> None:
 def test_bad_idempotency_keys_are_refused(raw: str) -> None:
     with pytest.raises(BadRequest):
         idempotency.parse_key(raw)
+
+
+def test_write_settings_are_read_and_checked() -> None:
+    env = {
+        "PROFILE_STORE_REGION": "eu-west-1",
+        "PROFILE_STORE_TABLE": "profiles",
+        "PROFILE_STORE_ASSERTION_SECRET": "s" * 32,
+        "PROFILE_STORE_LOCAL_MASTER_KEY_FILE": "/dev/null",
+        "PROFILE_STORE_WRITE_ATTEMPTS": "2",
+        "PROFILE_STORE_WRITE_BUDGET_S": "1.5",
+    }
+    settings = StoreSettings.from_env(env)
+    assert (settings.write_attempts, settings.write_budget_s) == (2, 1.5)
+    assert settings.idempotency_ttl_s == 86400
+    with pytest.raises(ConfigError, match="PROFILE_STORE_IDEMPOTENCY_TTL_S"):
+        StoreSettings.from_env({**env, "PROFILE_STORE_IDEMPOTENCY_TTL_S": "60"})
 
 
 def _client_error(code: str, **extra: Any) -> ClientError:

@@ -24,7 +24,9 @@ import pytest
 from aiobotocore.session import get_session
 from aiohttp.test_utils import TestClient
 from botocore.exceptions import ClientError
+from multidict import CIMultiDict
 
+from edge_router.headers import request_id, upstream_request_items
 from profile_store import dynamodb_local, idempotency
 from profile_store.app import REPOSITORY, create_app
 from profile_store.config import ConfigError, StoreSettings
@@ -122,6 +124,19 @@ def test_record_digest_is_canonical_and_covers_the_query() -> None:
 def test_bad_idempotency_keys_are_refused(raw: str) -> None:
     with pytest.raises(BadRequest):
         idempotency.parse_key(raw)
+
+
+def test_the_edge_forwards_the_token_sources() -> None:
+    incoming = CIMultiDict({"Host": "acme.localhost", "Idempotency-Key": "k-1"})
+    items = upstream_request_items(
+        incoming,
+        request_id=request_id("client-rid-0001"),
+        peer=None,
+        scheme="http",
+        via="edge",
+        assertion="a",
+    )
+    assert ("Idempotency-Key", "k-1") in items and ("X-Request-Id", "client-rid-0001") in items
 
 
 def test_write_settings_are_read_and_checked() -> None:

@@ -9,7 +9,9 @@ middlewares that run as small named steps, and the shared state under typed ``we
 2. ``errors``: the one place any error becomes JSON ``{"error", "message"}`` (our StoreError
    tree, the envelope-encryption tree via ``errors.from_crypto``, aiohttp's own 404/405/413,
    and a last-resort 500 without a traceback);
-3. ``authenticate``: edge assertion and role (``auth``), for every path except the probes.
+3. ``authenticate``: edge assertion and role (``auth``), for every path except the probes; a
+   write request also gets its ``idempotency.WriteIntent`` (token source: ``Idempotency-Key``
+   or the request id) on the ``Caller``.
 
 Routes: the spec's Profile System operations (``handlers.ROUTES``), erasure, its status and the
 admin audit listing (``rights_handlers.RIGHTS_ROUTES``).
@@ -36,7 +38,7 @@ from aiobotocore.session import get_session
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from . import auth
+from . import auth, idempotency
 from .config import StoreSettings
 from .crypto import CryptoError, DataKeyStore
 from .domain import Caller, ProfileService
@@ -148,10 +150,20 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         method=request.method,
         target=request.raw_path,
     )
+    write = None
     if request.match_info.http_exception is None:
         operation = request.match_info.route.name or ""
         auth.authorize(assertion, auth.required_roles(request.method, operation))
-    request[CALLER] = Caller(assertion.account, assertion.principal, request[REQUEST_ID])
+        if request.method in idempotency.WRITE_METHODS:
+            write = idempotency.intent(
+                account=assertion.account,
+                operation=operation,
+                path=request.rel_url.raw_path,
+                query=tuple(sorted(request.query.items())),
+                key=idempotency.parse_key(request.headers.get(idempotency.HEADER)),
+                request_id=request[REQUEST_ID],
+            )
+    request[CALLER] = Caller(assertion.account, assertion.principal, request[REQUEST_ID], write)
     return await handler(request)
 
 
@@ -232,11 +244,22 @@ def _store_context(
                     )
                 provider = provider_from_settings(settings, kms_client=kms)
             await provider.start()
-            repo = Repository(client, settings.table, app[METRICS])
+            repo = Repository(
+                client,
+                settings.table,
+                app[METRICS],
+                write_attempts=settings.write_attempts,
+                write_budget_s=settings.write_budget_s,
+            )
             keys = DataKeyStore(client, settings.table, provider, region=settings.region)
             app[REPOSITORY] = repo
             app[KEYS] = keys
-            app[SERVICE] = ProfileService(repo, keys, update_retries=settings.update_retries)
+            app[SERVICE] = ProfileService(
+                repo,
+                keys,
+                update_retries=settings.update_retries,
+                idempotency_ttl_s=settings.idempotency_ttl_s,
+            )
             app[ERASER] = Eraser(repo, keys)
             token = CURRENT_OPERATION.set("startup")
             try:

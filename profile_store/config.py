@@ -41,6 +41,13 @@ class StoreSettings:
     ddb_read_timeout_s: float = 3.0
     ddb_max_attempts: int = 2
     update_retries: int = 32
+    # A write's transaction is re-sent with the same ClientRequestToken on a timeout, throttling
+    # or 5xx, at most ``write_attempts`` times and for at most ``write_budget_s`` after its first
+    # send (keep it below the edge's read_timeout_s, so the answer still reaches the client).
+    write_attempts: int = 4
+    write_budget_s: float = 8.0
+    # How long a create's Idempotency-Key record (key -> created id) is kept.
+    idempotency_ttl_s: int = 86400
     key_provider: str = "local"
     local_master_key_file: str | None = None
     kms_key_id: str | None = None
@@ -65,6 +72,9 @@ class StoreSettings:
             "ddb_read_timeout_s": pos_f,
             "ddb_max_attempts": pos_i,
             "update_retries": pos_i,
+            "write_attempts": pos_i,
+            "write_budget_s": pos_f,
+            "idempotency_ttl_s": pos_i,
             "key_provider": str,
             "local_master_key_file": optional_str,
             "kms_key_id": optional_str,
@@ -74,6 +84,11 @@ class StoreSettings:
         settings = ConfigSource("PROFILE_STORE_", environ).load(cls, casts)
         if not 3 <= len(settings.table) <= 255:
             raise ConfigError("setting 'table' (PROFILE_STORE_TABLE) must be 3-255 characters")
+        if settings.idempotency_ttl_s < 600:
+            raise ConfigError(
+                "setting 'idempotency_ttl_s' (PROFILE_STORE_IDEMPOTENCY_TTL_S) must be at least "
+                "600: an Idempotency-Key must outlive DynamoDB's 10-minute token window"
+            )
         if settings.key_provider not in {"local", "kms"}:
             raise ConfigError("setting 'key_provider' (PROFILE_STORE_KEY_PROVIDER): local or kms")
         if settings.key_provider == "kms" and not settings.kms_key_id:

@@ -26,9 +26,22 @@ __all__ = ["Caller", "ProfileService", "Record", "Reveal", "parse_ttl"]
 
 
 class ProfileService:
-    def __init__(self, repo: Repository, keys: DataKeyStore, *, update_retries: int) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        keys: DataKeyStore,
+        *,
+        update_retries: int,
+        idempotency_ttl_s: int = 86400,
+    ) -> None:
         self.schemas = CustomSchemas(repo)
-        core = Core(repo, keys, self.schemas, update_retries=update_retries)
+        core = Core(
+            repo,
+            keys,
+            self.schemas,
+            update_retries=update_retries,
+            idempotency_ttl_s=idempotency_ttl_s,
+        )
         self.repo = repo
         self.keys = keys
         self.codec = core.codec

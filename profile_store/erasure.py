@@ -16,7 +16,8 @@ email in the caller's account, in an order that is safe to interrupt and to retr
    old version ids can no longer be decrypted), then its items: versions and sub-resources, the
    document alternative keys, the current item, and the email alternative key last, so a retry
    after a partial failure still finds the profile. Alternative keys are deleted only while they
-   still name this profile;
+   still name this profile. The Idempotency-Key records of the subject's creates (found by the
+   ``idemHash`` its items carry, ``idempotency.py``) go first, while those items still exist;
 5. mark the request ``Completed``; a failure in 3-4 marks it ``Error`` (generic detail) and a
    new request for the same email completes the work. Finding nothing is ``Completed`` too.
 
@@ -51,6 +52,7 @@ from .repository import (
     erasure_key,
     get_n,
     get_s,
+    idempotency_key,
     key,
     n,
     profile_pk,
@@ -137,6 +139,12 @@ def response_body(item: Item, *, email: str | None) -> dict[str, Any]:
     return body
 
 
+def _records(account: str, items: list[Item]) -> list[Key]:
+    """The Idempotency-Key records of the creates that wrote ``items``."""
+    hashes = sorted({h for i in items if (h := get_s(i, "idemHash"))})
+    return [idempotency_key(account, h) for h in hashes]
+
+
 def parse_email(body: Any) -> str:
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object", code="invalid_body")
@@ -174,7 +182,8 @@ class Eraser:
         subject.alt_keys = [alt_key(account, kind, h) for kind, h in sorted(hashes)]
         subject.alt_keys.append(email_key)  # last: a retry still finds the profile through it
         rest = [i for i in items if get_s(i, "sk") != "CUR"]
-        subject.items = [key(pk, get_s(i, "sk")) for i in rest]
+        subject.items = _records(account, items)
+        subject.items += [key(pk, get_s(i, "sk")) for i in rest]
         if len(rest) != len(items):
             subject.items.append(key(pk, "CUR"))
         return subject
@@ -187,10 +196,12 @@ class Eraser:
         for rid in rids:
             if not rid:
                 continue
-            mine = [get_s(i, "sk") for i in items if get_s(i, "id") == rid]
+            own = [i for i in items if get_s(i, "id") == rid]
+            mine = [get_s(i, "sk") for i in own]
             current = f"CUR#{rid}"
             ordered = [sk for sk in mine if sk != current] + [sk for sk in mine if sk == current]
-            subjects.append(Subject("prospect", rid, [key(pk, sk) for sk in ordered]))
+            keys = _records(account, own) + [key(pk, sk) for sk in ordered]
+            subjects.append(Subject("prospect", rid, keys))
         return subjects
 
     # ---- step 4: delete ---------------------------------------------------------------------

@@ -12,11 +12,15 @@ machine code; ``app.error_middleware`` is the single place that turns one into a
     ├── NotFound                        404     not_found
     ├── MethodNotAllowed                405     method_not_allowed
     ├── Conflict                        409     duplicate_alternative_key, update_conflict, ...
-    │   └── SubjectSuppressed           409     subject_suppressed (the email was erased)
+    │   ├── SubjectSuppressed           409     subject_suppressed (the email was erased)
+    │   └── AlreadyApplied              409     already_applied (this request's token was used)
+    ├── Gone                            410     created_then_deleted (an idempotent replay)
     ├── PreconditionFailed              412     version_mismatch
     ├── PayloadTooLarge                 413     payload_too_large
     ├── Misdirected                     421     misdirected_request
+    ├── Unprocessable                   422     idempotency_key_reused
     ├── StorageUnavailable              503     dynamodb_unavailable (+ Retry-After)
+    ├── WriteOutcomeUnknown             503     write_outcome_unknown (+ Retry-After)
     ├── AuditUnavailable                503     audit_unavailable (+ Retry-After)
     ├── KeyUnavailable                  503     key_service_unavailable (+ Retry-After)
     ├── EncryptionFailure               500     encryption_error (no details)
@@ -27,6 +31,14 @@ Repository-internal signals (never answered as such, always translated by the do
 
 ``from_botocore`` is the boundary: throttling, timeouts and connection failures become
 ``StorageUnavailable`` (the caller may retry), anything else unexpected ``StorageFailure``.
+``StorageUnavailable.maybe_applied`` tells a write whether DynamoDB may have received and
+applied it (a read timeout, a dropped connection, a 5xx, a transaction still in progress) or
+surely did not (connection refused, connect timeout, throttling): the write path
+(``Repository.transact``) retries the same transaction with the same ``ClientRequestToken``
+and, if the outcome is still open when its time is up, answers ``WriteOutcomeUnknown``.
+DynamoDB's ``IdempotentParameterMismatchException`` (this token was used, within 10 minutes,
+by a transaction with other contents: the same request was already applied) is
+``AlreadyApplied``.
 ``from_crypto`` is the other one, for the envelope-encryption tree (``keys.CryptoError``): an
 unreachable key service is ``KeyUnavailable``, an erased subject (its data key was shredded) is
 ``NotFound`` like any missing record, and a failed unwrap or decryption is ``EncryptionFailure``,
@@ -44,12 +56,14 @@ import botocore.exceptions
 from .keys import CryptoError, KeyServiceUnavailable, SubjectErased
 
 __all__ = [
+    "AlreadyApplied",
     "AuditUnavailable",
     "BadRequest",
     "ConditionFailed",
     "Conflict",
     "EncryptionFailure",
     "Forbidden",
+    "Gone",
     "KeyUnavailable",
     "MethodNotAllowed",
     "Misdirected",
@@ -61,6 +75,8 @@ __all__ = [
     "StoreError",
     "SubjectSuppressed",
     "Unauthenticated",
+    "Unprocessable",
+    "WriteOutcomeUnknown",
     "from_botocore",
     "from_crypto",
 ]
@@ -115,6 +131,15 @@ class SubjectSuppressed(Conflict):
     code = "subject_suppressed"
 
 
+class AlreadyApplied(Conflict):
+    code = "already_applied"
+
+
+class Gone(StoreError):
+    status = 410
+    code = "created_then_deleted"
+
+
 class PreconditionFailed(StoreError):
     status = 412
     code = "version_mismatch"
@@ -130,9 +155,27 @@ class Misdirected(StoreError):
     code = "misdirected_request"
 
 
+class Unprocessable(StoreError):
+    status = 422
+    code = "idempotency_key_reused"
+
+
 class StorageUnavailable(StoreError):
     status = 503
     code = "dynamodb_unavailable"
+    headers = {"Retry-After": "1"}
+
+    def __init__(self, message: str, *, maybe_applied: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_applied = maybe_applied  # a write may have reached DynamoDB
+
+
+class WriteOutcomeUnknown(StoreError):
+    """A write was sent, retried with the same token until its time was up, and DynamoDB never
+    said whether it was applied. A retry with the same body and Idempotency-Key is safe."""
+
+    status = 503
+    code = "write_outcome_unknown"
     headers = {"Retry-After": "1"}
 
 
@@ -171,19 +214,34 @@ class ConditionFailed(Exception):
         self.contention = contention
 
 
-# Error codes DynamoDB uses when the caller should simply come back a little later.
-_RETRYABLE_CODES = frozenset(
+# Error codes DynamoDB uses when the caller should simply come back a little later: refused
+# before any work (throttling), or failed on DynamoDB's side, where a write may have landed.
+_THROTTLED_CODES = frozenset(
     {
         "ProvisionedThroughputExceededException",
         "ThrottlingException",
         "Throttling",
         "RequestLimitExceeded",
+        "LimitExceededException",
+    }
+)
+_SERVER_CODES = frozenset(
+    {
         "InternalServerError",
         "InternalFailure",
         "ServiceUnavailable",
         "ServiceUnavailableException",
-        "LimitExceededException",
+        # An earlier send of this very transaction (same token) is still being applied.
+        "TransactionInProgressException",
     }
+)
+_RETRYABLE_CODES = _THROTTLED_CODES | _SERVER_CODES
+# Failures before the request left this process: nothing reached DynamoDB.
+_NOT_SENT = (
+    botocore.exceptions.EndpointConnectionError,
+    botocore.exceptions.ConnectTimeoutError,
+    aiohttp.ClientConnectorError,
+    ConnectionRefusedError,
 )
 
 
@@ -212,8 +270,17 @@ def from_botocore(exc: BaseException, *, call: str) -> StoreError | ConditionFai
             return StorageFailure(f"DynamoDB cancelled {call}")
         if code == "TransactionConflictException":
             return ConditionFailed((), contention=True)
+        if code == "IdempotentParameterMismatchException":
+            return AlreadyApplied(
+                "a request with this Idempotency-Key (or X-Request-Id) and this body was "
+                "already applied in the last minutes; read the resource for its state, or send "
+                "a new key for a new write"
+            )
         if code in _RETRYABLE_CODES:
-            return StorageUnavailable(f"DynamoDB is throttling or unavailable ({call})")
+            return StorageUnavailable(
+                f"DynamoDB is throttling or unavailable ({call})",
+                maybe_applied=code in _SERVER_CODES,
+            )
         if code == "ResourceNotFoundException":
             return StorageUnavailable(f"DynamoDB table is not available ({call})")
         return StorageFailure(f"DynamoDB rejected {call} ({code or 'unknown error'})")
@@ -228,7 +295,9 @@ def from_botocore(exc: BaseException, *, call: str) -> StoreError | ConditionFai
         | asyncio.TimeoutError
         | ConnectionError,
     ):
-        return StorageUnavailable(f"DynamoDB is unreachable ({call})")
+        return StorageUnavailable(
+            f"DynamoDB is unreachable ({call})", maybe_applied=not isinstance(exc, _NOT_SENT)
+        )
     return StorageFailure(f"unexpected DynamoDB client failure ({call}: {type(exc).__name__})")
 
 

@@ -66,10 +66,13 @@ async def read_json(request: web.Request) -> Any:
         # (a 500 at storage time): refuse it here. Only escaped input can produce one.
         if b"\\u" in raw and _SURROGATE_ESCAPE.search(raw):
             json.dumps(body, ensure_ascii=False).encode()
-        return body
     except (ValueError, UnicodeError, RecursionError):
         # RecursionError: deeply nested JSON (e.g. 10k "[") must be a 400, not a 500.
         raise BadRequest("the body is not valid JSON", code="invalid_json") from None
+    caller = request.get(CALLER)
+    if caller is not None and caller.write is not None:
+        caller.write.bind_body(raw, body)  # the write's token and replay check cover the body
+    return body
 
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")

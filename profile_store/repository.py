@@ -16,6 +16,7 @@ Single-table design (other components depend on these exact keys)::
     A#{account}#AUDIT                     {iso time}#{uuid}           unmask/erasure audit trail
     A#{account}#SUPPRESS#{emailHex}       S                           erased email: no new writes
     A#{account}#ERASURE                   {requestUuid}               erasure request status
+    A#{account}#IDEM#{hash}               IDEM                        Idempotency-Key -> created id
 
 Every key starts with the account taken from the verified edge assertion, so no request can
 name another tenant's item. All of one subject's data shares one partition, so erasure is a
@@ -27,6 +28,14 @@ Every call goes through ``Repository.call``, which asks for ``ReturnConsumedCapa
 data calls, counts the call and its capacity in the metrics, and maps botocore/aiohttp failures
 into the package's exception tree (``errors.from_botocore``). Reads are strongly consistent:
 the store runs several instances per region and a client must read its own writes.
+
+Writes that change entities are one ``transact`` each, with the request's
+``ClientRequestToken`` (``idempotency.py``): a send that may have reached DynamoDB (timeout,
+dropped connection, 5xx) or was throttled is re-sent, the same transaction with the same
+token, at most ``write_attempts`` times and for at most ``write_budget_s`` after its first send
+(the store's answer must reach the client before the edge's read timeout); DynamoDB applies it
+once. If the last send still leaves the outcome open, ``WriteOutcomeUnknown`` (503
+``write_outcome_unknown``); if no send can have reached DynamoDB, ``StorageUnavailable``.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ import json
 import os
 import random
 import time
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -43,7 +53,8 @@ from aiobotocore.config import AioConfig
 from cachetools import LRUCache
 
 from .config import StoreSettings
-from .errors import ConditionFailed, StorageUnavailable, from_botocore
+from .errors import ConditionFailed, StorageUnavailable, WriteOutcomeUnknown, from_botocore
+from .idempotency import RECORD_SK, WriteIntent, record_pk
 from .metrics import StoreMetrics
 from .schema import EMPTY, CustomSchema
 
@@ -65,6 +76,12 @@ _DATA_CALLS = frozenset(
     }
 )
 _BATCH_RETRIES = 8
+_UNKNOWN = "DynamoDB did not confirm this write in time; it may or may not have been applied. "
+_RETRY_KEYED = "Sending the same request again with the same body and Idempotency-Key is safe"
+_RETRY_BARE = (
+    "Read the resource before sending the request again "
+    "(with an Idempotency-Key the same request is safe to repeat)"
+)
 
 
 # ---- key builders -------------------------------------------------------------------------
@@ -100,6 +117,10 @@ def suppression_key(account: str, email_hex: str) -> Key:
 
 def erasure_key(account: str, request_id: str) -> Key:
     return {"pk": {"S": f"A#{account}#ERASURE"}, "sk": {"S": request_id}}
+
+
+def idempotency_key(account: str, key_hash: str) -> Key:
+    return {"pk": {"S": record_pk(account, key_hash)}, "sk": {"S": RECORD_SK}}
 
 
 def schema_at(version: int) -> dict[str, Any]:
@@ -152,10 +173,20 @@ def client_config(settings: StoreSettings) -> AioConfig:
 
 
 class Repository:
-    def __init__(self, client: Any, table: str, metrics: StoreMetrics) -> None:
+    def __init__(
+        self,
+        client: Any,
+        table: str,
+        metrics: StoreMetrics,
+        *,
+        write_attempts: int = 4,
+        write_budget_s: float = 8.0,
+    ) -> None:
         self.client = client
         self.table = table
         self.metrics = metrics
+        self.write_attempts = write_attempts
+        self.write_budget_s = write_budget_s
         self._salts: LRUCache[str, bytes] = LRUCache(maxsize=100_000)
 
     async def call(self, call: str, **kwargs: Any) -> dict[str, Any]:
@@ -239,15 +270,46 @@ class Repository:
             kwargs["ExpressionAttributeValues"] = values
         await self.call("put_item", **kwargs)
 
-    async def transact(self, items: list[dict[str, Any]]) -> None:
+    async def transact(
+        self, items: list[dict[str, Any]], *, intent: WriteIntent | None = None
+    ) -> None:
         """TransactWriteItems; each entry is {"Put"|"Delete"|"ConditionCheck": {...}}.
 
         The table name is filled in here. Raises ``ConditionFailed`` naming failed positions.
+        Sent with the request's next token and re-sent with the same one (module docstring).
         """
         for entry in items:
             for body in entry.values():
                 body["TableName"] = self.table
-        await self.call("transact_write_items", TransactItems=items)
+        loop = asyncio.get_running_loop()
+        token = str(uuid.uuid4()) if intent is None else intent.next_token()
+        deadline = loop.time() + self.write_budget_s
+        unknown = False
+        last: StorageUnavailable | None = None
+        for attempt in range(self.write_attempts):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                async with asyncio.timeout(remaining):
+                    await self.call(
+                        "transact_write_items", TransactItems=items, ClientRequestToken=token
+                    )
+                return
+            except TimeoutError:  # the deadline, mid-send: DynamoDB may have it
+                unknown = True
+                break
+            except StorageUnavailable as exc:
+                unknown = unknown or exc.maybe_applied
+                last = exc
+            pause = min(1.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0)
+            if loop.time() + pause >= deadline:
+                break
+            await asyncio.sleep(pause)
+        if unknown:
+            keyed = intent is not None and intent.key_hash is not None
+            raise WriteOutcomeUnknown(_UNKNOWN + (_RETRY_KEYED if keyed else _RETRY_BARE))
+        raise last or StorageUnavailable("no time left to write to DynamoDB")
 
     async def delete_keys(self, keys: Iterable[Key]) -> None:
         """BatchWriteItem deletes, 25 per call, retrying unprocessed items a bounded number."""

@@ -41,10 +41,14 @@ class Addresses:
     async def create(self, caller: Caller, ref: str, kind: Kind | None, body: Any) -> Record:
         doc = dict(require_object(body, "address"))
         conform("address", doc)
-        pid = await self.profiles.resolve(caller, ref, kind)
-        doc["profileId"] = pid
-        place = _place(caller, pid, str(uuid.uuid4()))
-        return await self.core.commit(caller, ADDRESS, place, Change(doc))
+        aid = str(uuid.uuid4())
+
+        async def attempt() -> Record:
+            pid = await self.profiles.resolve(caller, ref, kind)
+            place = _place(caller, pid, aid)
+            return await self.core.commit(caller, ADDRESS, place, Change({**doc, "profileId": pid}))
+
+        return await self.core.create(caller, ADDRESS, f"address|{aid}", attempt)
 
     async def list_all(
         self, caller: Caller, ref: str, kind: Kind | None, reveal: Reveal | None

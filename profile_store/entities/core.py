@@ -32,6 +32,13 @@ Update (``Core.update``): a PATCH is a merge, so a lost race is not the client's
 
 Remove (``Core.remove``): the current item (and, for a subject of its own, its data key, in
   the same transaction: copies in backups become unreadable), then its versions.
+
+Every transaction carries the request's ``ClientRequestToken`` and is re-sent with it when
+  DynamoDB's answer is lost (``Repository.transact``, ``idempotency.py``). A create
+  (``Core.create``) with an ``Idempotency-Key`` first looks for the record of an earlier one
+  (``Core.replay``: the entity as it was created; 422 for another body; 410 if deleted since)
+  and writes its own record in its transaction; losing that record's condition to a concurrent
+  twin answers the twin's entity.
 """
 
 from __future__ import annotations
@@ -53,12 +60,22 @@ from ..crypto import (
     SubjectErased,
     data_key_delete_item,
 )
-from ..errors import ConditionFailed, Conflict, NotFound, PreconditionFailed
+from ..errors import (
+    AlreadyApplied,
+    ConditionFailed,
+    Conflict,
+    Gone,
+    NotFound,
+    PreconditionFailed,
+    Unprocessable,
+)
+from ..idempotency import Created
 from ..repository import (
     Item,
     Repository,
     get_n,
     get_s,
+    idempotency_key,
     is_live,
     key,
     n,
@@ -164,12 +181,14 @@ class Core:
         schemas: CustomSchemas,
         *,
         update_retries: int,
+        idempotency_ttl_s: int = 86400,
     ) -> None:
         self.repo = repo
         self.keys = keys
         self.schemas = schemas
         self.codec = EnvelopeCodec(keys)
         self.update_retries = update_retries
+        self.idempotency_ttl_s = idempotency_ttl_s
         # Weak values: a lock lives only while some request holds or waits on it.
         self._item_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
@@ -273,6 +292,18 @@ class Core:
         attrs.update(change.attrs)
         if change.schema is not None and change.schema.version:
             attrs["schemaVersion"] = n(change.schema.version)
+        created: Created | None = None
+        if origin is None and caller.write is not None and caller.write.key_hash is not None:
+            created = Created(
+                pk=place.pk,
+                current_sk=place.current_sk,
+                version_sk=f"{place.version_prefix}{vid}",
+                subject=place.subject,
+                eid=place.eid,
+                under_profile=place.profile_id is not None,
+                digest=caller.write.request_digest(),
+            )
+            attrs["idemHash"] = s(caller.write.key_hash)  # erasure finds the record by it
         current = await self._sealed(caller, place, place.current_sk, attrs, change)
         version = await self._sealed(caller, place, f"{place.version_prefix}{vid}", attrs, change)
         replaces = None if origin is None else get_s(origin, "version")
@@ -295,10 +326,31 @@ class Core:
         if change.schema is not None:
             schema_at = len(entries)
             entries.append(self.schemas.unchanged(caller.account, change.schema))
+        record_at = -1
+        if created is not None:
+            record_at = len(entries)
+            entries.append(self._record_put(caller, created, now))
         try:
-            await self.repo.transact(entries)
+            await self.repo.transact(entries, intent=caller.write)
+        except AlreadyApplied:
+            if created is None:
+                raise
+            # This request's token was used by a twin (an earlier send of this request) that
+            # landed: answer its entity; still being applied: look again (``Core.create``).
+            replayed = await self.replay(caller, family)
+            if replayed is None:
+                raise LostRace from None
+            return replayed
         except ConditionFailed as exc:
             failed = set(exc.indexes)
+            if created is not None and (record_at in failed or exc.contention):
+                # A concurrent request with the same Idempotency-Key won (or is writing):
+                # answer its entity, or try again once it is done (``Core.create``).
+                replayed = await self.replay(caller, family)
+                if replayed is not None:
+                    return replayed
+                if exc.contention:
+                    raise LostRace from None
             if alive_at in failed:
                 raise NotFound("profile not found") from None
             if suppressed_at in failed:
@@ -325,6 +377,50 @@ class Core:
         if change.new_key is not None:
             self.keys.remember(change.new_key)
         return Record(place.eid, change.doc, meta(current, style=family.style))
+
+    async def create(
+        self, caller: Caller, family: Family, item: str, attempt: Callable[[], Awaitable[Record]]
+    ) -> Record:
+        """A create: the answer of an earlier one with this Idempotency-Key, or ``attempt``
+        (re-run on a lost race). Requests with one key queue on one lock in this process."""
+        if caller.write is not None and caller.write.key_hash is not None:
+            item = f"IDEM|{caller.account}|{caller.write.key_hash}"
+
+        async def once() -> Record:
+            replayed = await self.replay(caller, family)
+            return replayed if replayed is not None else await attempt()
+
+        return await self.retrying(item, once)
+
+    async def replay(self, caller: Caller, family: Family) -> Record | None:
+        """The entity an earlier create with this request's Idempotency-Key created, as it was
+        created (its first version); None if there is no such create (or no key)."""
+        intent = caller.write
+        if intent is None or intent.key_hash is None:
+            return None
+        item = await self.repo.get(idempotency_key(caller.account, intent.key_hash))
+        if not is_live(item):
+            return None
+        assert item is not None
+        created = Created.from_item(item)
+        if created.digest != intent.request_digest():
+            raise Unprocessable(
+                "this Idempotency-Key was already used for a create with another body; "
+                "send a new key for a new create"
+            )
+        keys = [key(created.pk, created.current_sk), key(created.pk, created.version_sk)]
+        if created.under_profile:
+            keys.append(key(created.pk, "CUR"))
+        found = await self.repo.get_many(keys)
+        version = found[1]
+        gone = Gone(f"the {family.entity_type} created with this Idempotency-Key was deleted since")
+        if version is None or not all(is_live(i) for i in (found[0], *found[2:])):
+            raise gone
+        try:
+            doc = await self.open(caller, created.subject, version)
+        except SubjectErased:
+            raise gone from None
+        return Record(created.eid, doc, meta(version, style=family.style))
 
     async def update(
         self,
@@ -392,7 +488,7 @@ class Core:
         if shred:
             writes.append(self.shred(caller, place.subject))
         try:
-            await self.repo.transact(writes)
+            await self.repo.transact(writes, intent=caller.write)
         except ConditionFailed:
             raise NotFound(family.missing) from None
         if shred:
@@ -407,6 +503,20 @@ class Core:
             "ConditionCheck": {
                 "Key": suppression_key(caller.account, email_hex),
                 "ConditionExpression": "attribute_not_exists(pk)",
+            }
+        }
+
+    def _record_put(self, caller: Caller, created: Created, now: float) -> Entry:
+        """The create's Idempotency-Key record: new, or replacing one past its expiry."""
+        assert caller.write is not None and caller.write.key_hash is not None
+        item = created.item(
+            caller.account, caller.write.key_hash, now=int(now), ttl_s=self.idempotency_ttl_s
+        )
+        return {
+            "Put": {
+                "Item": item,
+                "ConditionExpression": "attribute_not_exists(pk) OR expiresAt < :now",
+                "ExpressionAttributeValues": {":now": n(int(now))},
             }
         }
 

@@ -131,7 +131,8 @@ class Profiles:
             change.new_key = new_key
             return await self.core.commit(caller, self.family, self.place(caller, pid), change)
 
-        return await self.core.retrying(f"{profile_pk(caller.account, pid)}|CUR", attempt)
+        pk = profile_pk(caller.account, pid)
+        return await self.core.create(caller, self.family, f"{pk}|CUR", attempt)
 
     async def get(
         self, caller: Caller, ref: str, kind: Kind | None, reveal: Reveal | None
@@ -247,7 +248,7 @@ class Profiles:
                 if hex_digest:
                     writes.append(self._alt_delete(caller, alt_kind, hex_digest, pid))
             try:
-                await self.repo.transact(writes)
+                await self.repo.transact(writes, intent=caller.write)
             except ConditionFailed:
                 raise LostRace from None
             self.core.keys.evict(caller.account, pid)

@@ -50,9 +50,13 @@ class Prospects:
         doc = require_object(body, "prospect")
         conform("prospect", doc)
         place = _place(caller, str(uuid.uuid4()))
-        change = await self._change(caller, doc)
-        change.new_key = await self.core.keys.prepare_new(caller.account, place.subject)
-        return await self.core.commit(caller, PROSPECT, place, change)
+
+        async def attempt() -> Record:
+            change = await self._change(caller, doc)
+            change.new_key = await self.core.keys.prepare_new(caller.account, place.subject)
+            return await self.core.commit(caller, PROSPECT, place, change)
+
+        return await self.core.create(caller, PROSPECT, f"{place.pk}|{place.current_sk}", attempt)
 
     async def list_all(self, caller: Caller, reveal: Reveal | None) -> list[Record]:
         lookup = Lookup(prospects_pk(caller.account), prefix="CUR#")

@@ -6,6 +6,7 @@ that the profile is alive. A PATCH body is checked as a whole purchase-informati
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from .. import masking
@@ -41,8 +42,12 @@ class PurchaseInfo:
     async def create(self, caller: Caller, ref: str, kind: Kind | None, body: Any) -> Record:
         doc = require_object(body, "purchase information")
         conform("purchase_info", doc)
-        pid = await self.profiles.resolve(caller, ref, kind)
-        return await self.core.commit(caller, PURCHASE_INFO, _place(caller, pid), Change(doc))
+
+        async def attempt() -> Record:
+            pid = await self.profiles.resolve(caller, ref, kind)
+            return await self.core.commit(caller, PURCHASE_INFO, _place(caller, pid), Change(doc))
+
+        return await self.core.create(caller, PURCHASE_INFO, f"create|{uuid.uuid4()}", attempt)
 
     async def get(
         self, caller: Caller, ref: str, kind: Kind | None, reveal: Reveal | None

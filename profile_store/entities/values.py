@@ -15,6 +15,7 @@ from typing import Any
 
 from .. import contract
 from ..errors import BadRequest, Conflict, SubjectSuppressed
+from ..idempotency import WriteIntent
 from ..repository import Item, get_n, get_s
 from ..schema import MAX_TTL_DAYS, CustomSchema, SchemaError, check_profile_fields
 
@@ -27,6 +28,9 @@ class Caller:
     account: str
     principal: str
     request_id: str
+    # A write request's token source and Idempotency-Key (``idempotency.py``); None: a read,
+    # or a write from a tool (random tokens, no record).
+    write: WriteIntent | None = None
 
 
 @dataclass(frozen=True, slots=True)

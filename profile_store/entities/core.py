@@ -52,6 +52,7 @@ from ..crypto import (
     NewSubjectKey,
     SubjectErased,
     data_key_delete_item,
+    encode_document,
 )
 from ..errors import ConditionFailed, Conflict, NotFound, PreconditionFailed
 from ..repository import (
@@ -273,8 +274,13 @@ class Core:
         attrs.update(change.attrs)
         if change.schema is not None and change.schema.version:
             attrs["schemaVersion"] = n(change.schema.version)
-        current = await self._sealed(caller, place, place.current_sk, attrs, change)
-        version = await self._sealed(caller, place, f"{place.version_prefix}{vid}", attrs, change)
+        # One encoding of the document: sealed twice (current item, version), and answered.
+        text = encode_document(change.doc)
+        plaintext = text.encode()
+        current = await self._sealed(caller, place, place.current_sk, attrs, change, plaintext)
+        version = await self._sealed(
+            caller, place, f"{place.version_prefix}{vid}", attrs, change, plaintext
+        )
         replaces = None if origin is None else get_s(origin, "version")
         entries = _versioned_puts(current, version, replaces=replaces)
         if change.new_key is not None:
@@ -324,7 +330,7 @@ class Core:
             raise Conflict(message, code=code) from None
         if change.new_key is not None:
             self.keys.remember(change.new_key)
-        return Record(place.eid, change.doc, meta(current, style=family.style))
+        return Record(place.eid, change.doc, meta(current, style=family.style), text)
 
     async def update(
         self,
@@ -417,7 +423,13 @@ class Core:
         )
 
     async def _sealed(
-        self, caller: Caller, place: Place, sk: str, attrs: dict[str, Any], change: Change
+        self,
+        caller: Caller,
+        place: Place,
+        sk: str,
+        attrs: dict[str, Any],
+        change: Change,
+        plaintext: bytes,
     ) -> Item:
         # Without a new key the subject must have one: an erased subject gets no fresh key.
         sealed = await self.codec.seal(
@@ -427,6 +439,7 @@ class Core:
             doc=change.doc,
             new_key=change.new_key,
             create=False,
+            plaintext=plaintext,
         )
         return {**key(place.pk, sk), **attrs, **sealed}
 

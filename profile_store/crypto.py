@@ -79,7 +79,6 @@ __all__ = [
     "data_key_item_key",
     "data_key_put_item",
     "document_aad",
-    "encode_document",
     "open_document",
     "seal_document",
 ]
@@ -167,25 +166,9 @@ def document_aad(region: str, account: str, subject_id: str, entity_id: str) -> 
     return _DOC_LABEL + length_prefixed(bytes([_FORMAT_V1]), region, account, subject_id, entity_id)
 
 
-def encode_document(doc: dict[str, Any]) -> str:
-    """The JSON a document is sealed as (compact, UTF-8 as is): also the JSON of the answer
-    to the write, so a write encodes its document once."""
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
-
-
-def seal_document(
-    key: SubjectKey,
-    *,
-    region: str,
-    entity_id: str,
-    doc: dict[str, Any],
-    plaintext: bytes | None = None,
-) -> bytes:
-    """``doc`` as version byte + nonce + AES-256-GCM ciphertext, bound to where it belongs.
-    ``plaintext``: ``encode_document(doc)`` already encoded (one document sealed into a
-    current item and its version is encoded once)."""
-    if plaintext is None:
-        plaintext = encode_document(doc).encode()
+def seal_document(key: SubjectKey, *, region: str, entity_id: str, doc: dict[str, Any]) -> bytes:
+    """``doc`` as version byte + nonce + AES-256-GCM ciphertext, bound to where it belongs."""
+    plaintext = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
     nonce = secrets.token_bytes(_NONCE_BYTES)
     aad = document_aad(region, key.account, key.subject_id, entity_id)
     return bytes([_FORMAT_V1]) + nonce + key.aead.encrypt(nonce, plaintext, aad)
@@ -380,7 +363,6 @@ class EnvelopeCodec:
         doc: dict[str, Any],
         new_key: NewSubjectKey | None = None,
         create: bool = True,
-        plaintext: bytes | None = None,
     ) -> dict[str, Any]:
         """Attributes to put on the item: ``{"doc": {"B": ...}}``.
 
@@ -389,7 +371,6 @@ class EnvelopeCodec:
         raises ``SubjectErased`` (a write to an existing subject must never mint a fresh key
         for one that was just erased). With ``new_key`` (from ``keys.prepare_new``) it is used
         as is; its ``put`` must go into the same transaction as these attributes.
-        ``plaintext``: ``encode_document(doc)`` already encoded, to seal as is.
         """
         if new_key is not None:
             if (new_key.key.account, new_key.key.subject_id) != (account, subject_id):
@@ -399,9 +380,7 @@ class EnvelopeCodec:
             key = await self.keys.get_or_create(account, subject_id)
         else:
             key = await self.keys.load(account, subject_id)
-        blob = seal_document(
-            key, region=self.region, entity_id=entity_id, doc=doc, plaintext=plaintext
-        )
+        blob = seal_document(key, region=self.region, entity_id=entity_id, doc=doc)
         return {DOC_ATTRIBUTE: {"B": blob}}
 
     async def open(

@@ -47,18 +47,6 @@ def respond(body: Any, status: int = 200) -> web.Response:
     return web.json_response(body, status=status, dumps=dumps)
 
 
-def respond_record(record: Record, status: int = 200) -> web.Response:
-    """One record's answer. A document just written comes as the JSON it was sealed as
-    (``Record.document_json``), spliced in: the same bytes ``respond(record.body())`` gives,
-    without encoding the document a second time."""
-    if record.document_json is None:
-        return respond(record.body(), status)
-    text = (
-        f'{{"id":{dumps(record.id)},"document":{record.document_json},"meta":{dumps(record.meta)}}}'
-    )
-    return web.Response(text=text, status=status, content_type="application/json")
-
-
 def no_content() -> web.Response:
     return web.Response(status=204)
 
@@ -137,7 +125,7 @@ async def create_profile(request: web.Request) -> web.Response:
     svc, caller = _ctx(request)
     ttl = _ttl(request)
     body = await read_json(request)
-    return respond_record(await svc.create_profile(caller, body, ttl), 201)
+    return respond((await svc.create_profile(caller, body, ttl)).body(), 201)
 
 
 async def get_profile(request: web.Request) -> web.Response:
@@ -160,7 +148,7 @@ async def update_profile(request: web.Request) -> web.Response:
     record = await svc.update_profile(
         caller, request.match_info["profileId"], kind, body, ttl, if_match
     )
-    return respond_record(record)
+    return respond(record.body())
 
 
 async def delete_profile(request: web.Request) -> web.Response:
@@ -202,7 +190,7 @@ async def create_address(request: web.Request) -> web.Response:
     kind = _kind(request)
     body = await read_json(request)
     record = await svc.create_address(caller, request.match_info["profileId"], kind, body)
-    return respond_record(record, 201)
+    return respond(record.body(), 201)
 
 
 async def list_addresses(request: web.Request) -> web.Response:
@@ -224,7 +212,7 @@ async def get_address(request: web.Request) -> web.Response:
     svc, caller = _ctx(request)
     m = request.match_info
     record = await svc.get_address(caller, m["profileId"], _kind(request), m["addressId"], None)
-    return respond_record(record)
+    return respond(record.body())
 
 
 async def get_unmasked_address(request: web.Request) -> web.Response:
@@ -232,7 +220,7 @@ async def get_unmasked_address(request: web.Request) -> web.Response:
     m = request.match_info
     kind, reveal = _kind(request), _reveal(request)
     record = await svc.get_address(caller, m["profileId"], kind, m["addressId"], reveal)
-    return respond_record(record)
+    return respond(record.body())
 
 
 async def get_address_version(request: web.Request) -> web.Response:
@@ -241,7 +229,7 @@ async def get_address_version(request: web.Request) -> web.Response:
     record = await svc.get_address(
         caller, m["profileId"], _kind(request), m["addressId"], None, m["addressVersionId"]
     )
-    return respond_record(record)
+    return respond(record.body())
 
 
 async def get_unmasked_address_version(request: web.Request) -> web.Response:
@@ -251,7 +239,7 @@ async def get_unmasked_address_version(request: web.Request) -> web.Response:
     record = await svc.get_address(
         caller, m["profileId"], kind, m["addressId"], reveal, m["addressVersionId"]
     )
-    return respond_record(record)
+    return respond(record.body())
 
 
 async def update_address(request: web.Request) -> web.Response:
@@ -260,7 +248,7 @@ async def update_address(request: web.Request) -> web.Response:
     kind, if_match = _kind(request), _if_match(request)
     body = await read_json(request)
     record = await svc.update_address(caller, m["profileId"], kind, m["addressId"], body, if_match)
-    return respond_record(record)
+    return respond(record.body())
 
 
 async def delete_address(request: web.Request) -> web.Response:
@@ -278,7 +266,7 @@ async def create_purchase_info(request: web.Request) -> web.Response:
     kind = _kind(request)
     body = await read_json(request)
     record = await svc.create_purchase_info(caller, request.match_info["profileId"], kind, body)
-    return respond_record(record, 200)  # the spec answers 200 here, not 201
+    return respond(record.body(), 200)  # the spec answers 200 here, not 201
 
 
 async def get_purchase_info(request: web.Request) -> web.Response:
@@ -303,7 +291,7 @@ async def update_purchase_info(request: web.Request) -> web.Response:
     record = await svc.update_purchase_info(
         caller, request.match_info["profileId"], kind, body, if_match
     )
-    return respond_record(record)
+    return respond(record.body())
 
 
 async def delete_purchase_info(request: web.Request) -> web.Response:
@@ -318,7 +306,7 @@ async def delete_purchase_info(request: web.Request) -> web.Response:
 async def create_prospect(request: web.Request) -> web.Response:
     svc, caller = _ctx(request)
     body = await read_json(request)
-    return respond_record(await svc.create_prospect(caller, body), 201)
+    return respond((await svc.create_prospect(caller, body)).body(), 201)
 
 
 async def list_prospects(request: web.Request) -> web.Response:
@@ -334,14 +322,14 @@ async def list_unmasked_prospects(request: web.Request) -> web.Response:
 async def get_prospect(request: web.Request) -> web.Response:
     svc, caller = _ctx(request)
     record = await svc.get_prospect(caller, request.match_info["prospectId"], None)
-    return respond_record(record)
+    return respond(record.body())
 
 
 async def get_unmasked_prospect(request: web.Request) -> web.Response:
     svc, caller = _ctx(request)
     reveal = _reveal(request)
     record = await svc.get_prospect(caller, request.match_info["prospectId"], reveal)
-    return respond_record(record)
+    return respond(record.body())
 
 
 async def update_prospect(request: web.Request) -> web.Response:
@@ -349,7 +337,7 @@ async def update_prospect(request: web.Request) -> web.Response:
     if_match = _if_match(request)
     body = await read_json(request)
     record = await svc.update_prospect(caller, request.match_info["prospectId"], body, if_match)
-    return respond_record(record)
+    return respond(record.body())
 
 
 async def delete_prospect(request: web.Request) -> web.Response:

@@ -52,7 +52,6 @@ from ..crypto import (
     NewSubjectKey,
     SubjectErased,
     data_key_delete_item,
-    encode_document,
 )
 from ..errors import ConditionFailed, Conflict, NotFound, PreconditionFailed
 from ..repository import (
@@ -274,13 +273,8 @@ class Core:
         attrs.update(change.attrs)
         if change.schema is not None and change.schema.version:
             attrs["schemaVersion"] = n(change.schema.version)
-        # One encoding of the document: sealed twice (current item, version), and answered.
-        text = encode_document(change.doc)
-        plaintext = text.encode()
-        current = await self._sealed(caller, place, place.current_sk, attrs, change, plaintext)
-        version = await self._sealed(
-            caller, place, f"{place.version_prefix}{vid}", attrs, change, plaintext
-        )
+        current = await self._sealed(caller, place, place.current_sk, attrs, change)
+        version = await self._sealed(caller, place, f"{place.version_prefix}{vid}", attrs, change)
         replaces = None if origin is None else get_s(origin, "version")
         entries = _versioned_puts(current, version, replaces=replaces)
         if change.new_key is not None:
@@ -330,7 +324,7 @@ class Core:
             raise Conflict(message, code=code) from None
         if change.new_key is not None:
             self.keys.remember(change.new_key)
-        return Record(place.eid, change.doc, meta(current, style=family.style), text)
+        return Record(place.eid, change.doc, meta(current, style=family.style))
 
     async def update(
         self,
@@ -423,13 +417,7 @@ class Core:
         )
 
     async def _sealed(
-        self,
-        caller: Caller,
-        place: Place,
-        sk: str,
-        attrs: dict[str, Any],
-        change: Change,
-        plaintext: bytes,
+        self, caller: Caller, place: Place, sk: str, attrs: dict[str, Any], change: Change
     ) -> Item:
         # Without a new key the subject must have one: an erased subject gets no fresh key.
         sealed = await self.codec.seal(
@@ -439,7 +427,6 @@ class Core:
             doc=change.doc,
             new_key=change.new_key,
             create=False,
-            plaintext=plaintext,
         )
         return {**key(place.pk, sk), **attrs, **sealed}
 

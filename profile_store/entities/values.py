@@ -9,7 +9,7 @@ body goes through before anything is written: JSON object, the spec's own schema
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,9 +42,6 @@ class Record:
     id: str
     document: dict[str, Any]
     meta: dict[str, Any]
-    # A document just written: the JSON it was sealed as (``crypto.encode_document``), which
-    # the answer reuses instead of encoding it again.
-    document_json: str | None = field(default=None, repr=False, compare=False)
 
     def body(self) -> dict[str, Any]:
         return {"id": self.id, "document": self.document, "meta": self.meta}

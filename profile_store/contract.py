@@ -8,22 +8,16 @@ that the vendored file equals a fresh extraction from the spec, and
 ``python -m profile_store.contract SPEC`` refreshes it.
 
 OpenAPI 3.0 ``nullable: true`` is not JSON Schema; extraction turns it into a ``"null"`` type.
-Validators are compiled once, on first use, twice over: ``jsonschema``'s, which finds and names
-the first error, and a plain predicate built from the same schemas (``compile_predicate``: the
-few keywords these schemas use, nested closures, no per-call ref resolution or error objects),
-which answers only "valid or not" in a fraction of the time. A valid body (nearly every
-request) is passed by the predicate alone; any other is handed to ``jsonschema``, so what is
-refused, and the message, are ``jsonschema``'s. Error messages name the field and the expected
-type, never the offending value (it may be personal data).
+Validators are compiled once, on first use. Error messages name the field and the expected type,
+never the offending value (it may be personal data).
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import numbers
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -99,106 +93,6 @@ def _validators() -> dict[tuple[str, bool], Draft7Validator]:
     return out
 
 
-Predicate = Callable[[Any], bool]
-
-# Draft 7's types, as jsonschema's default type checker decides them.
-_TYPE_TESTS: dict[str, Predicate] = {
-    "string": lambda v: isinstance(v, str),
-    "object": lambda v: isinstance(v, dict),
-    "array": lambda v: isinstance(v, list),
-    "boolean": lambda v: isinstance(v, bool),
-    "null": lambda v: v is None,
-    "number": lambda v: isinstance(v, numbers.Number) and not isinstance(v, bool),
-    "integer": lambda v: (
-        (isinstance(v, int) and not isinstance(v, bool))
-        or (isinstance(v, float) and v.is_integer())
-    ),
-}
-# Keywords that never fail a value: annotations, and ``format`` (the validators are built
-# without a format checker, so it is an annotation too).
-_ANNOTATIONS = frozenset({"description", "title", "format", "example", "definitions"})
-
-
-class NotCompilable(ValueError):
-    """The schema uses a keyword ``compile_predicate`` does not implement."""
-
-
-def compile_predicate(schema: dict[str, Any], definitions: dict[str, Any]) -> Predicate:
-    """A function telling whether a value is valid against ``schema`` (Draft 7, refs into
-    ``definitions``), for the keywords the spec's request schemas use: ``$ref`` (siblings
-    ignored, as Draft 7 does), ``type``, ``properties``, ``items`` (one schema), ``required``.
-    Anything else raises ``NotCompilable``: such a schema is left to ``jsonschema`` alone."""
-    compiled: dict[str, Predicate] = {}
-
-    def ref(name: str) -> Predicate:
-        # Late-bound: a definition may refer to itself.
-        def check(value: Any) -> bool:
-            return compiled[name](value)
-
-        if name not in compiled:
-            compiled[name] = lambda value: True  # placeholder while compiling (recursion)
-            compiled[name] = build(definitions[name])
-        return check
-
-    def build(node: dict[str, Any]) -> Predicate:
-        if "$ref" in node:
-            target = node["$ref"]
-            prefix = "#/definitions/"
-            if not isinstance(target, str) or not target.startswith(prefix):
-                raise NotCompilable(f"$ref {target!r}")
-            return ref(target[len(prefix) :])
-        unknown = set(node) - _ANNOTATIONS - {"type", "properties", "items", "required"}
-        if unknown:
-            raise NotCompilable(f"keywords {sorted(unknown)}")
-        checks: list[Predicate] = []
-        if "type" in node:
-            kinds = node["type"] if isinstance(node["type"], list) else [node["type"]]
-            tests = tuple(_TYPE_TESTS[k] for k in kinds)
-            checks.append(lambda v: any(t(v) for t in tests))
-        if "required" in node:
-            required = tuple(node["required"])
-            checks.append(lambda v: not isinstance(v, dict) or all(r in v for r in required))
-        if "properties" in node:
-            props = {name: build(sub) for name, sub in node["properties"].items()}
-
-            def properties(v: Any) -> bool:
-                if not isinstance(v, dict):
-                    return True
-                for name, value in v.items():
-                    test = props.get(name)
-                    if test is not None and not test(value):
-                        return False
-                return True
-
-            checks.append(properties)
-        if "items" in node:
-            if not isinstance(node["items"], dict):
-                raise NotCompilable("items as a list of schemas")
-            item = build(node["items"])
-            checks.append(lambda v: not isinstance(v, list) or all(item(i) for i in v))
-        if len(checks) == 1:
-            return checks[0]
-        every = tuple(checks)
-        return lambda v: all(c(v) for c in every)
-
-    return build(schema)
-
-
-@functools.cache
-def _predicates() -> dict[tuple[str, bool], Predicate | None]:
-    definitions = json.loads(SCHEMAS_FILE.read_text())["definitions"]
-    out: dict[tuple[str, bool], Predicate | None] = {}
-    for entity, name in ENTITIES.items():
-        full = definitions[name]
-        partial = {k: v for k, v in full.items() if k != "required"}
-        for is_partial, schema in ((False, full), (True, partial)):
-            try:
-                out[entity, is_partial] = compile_predicate(schema, definitions)
-            except NotCompilable:
-                out[entity, is_partial] = None
-    return out
-
-
 def _describe(error: ValidationError) -> str:
     where = ".".join(str(p) for p in error.absolute_path) or "body"
     if error.validator == "type":
@@ -213,9 +107,6 @@ def _describe(error: ValidationError) -> str:
 
 def check(entity: str, body: dict[str, Any], *, partial: bool = False) -> None:
     """Raise ContractViolation when ``body`` breaks the spec's schema for ``entity``."""
-    valid = _predicates()[entity, partial]
-    if valid is not None and valid(body):
-        return
     error = next(iter(_validators()[entity, partial].iter_errors(body)), None)
     if error is not None:
         raise ContractViolation(_describe(error))

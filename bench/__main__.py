@@ -40,7 +40,7 @@ from bench.core import (
 from bench.core import skipped as skipped_row
 from bench.e2e import BEFORE, E2E, OPERATIONS, TARGETS, e2e_stack
 from bench.goals import e2e_goals, edge_goals, harness_goals
-from bench.report import before_after, machine_info, write_outputs
+from bench.report import FLOOR_HEADING, before_after, floor_section, machine_info, write_outputs
 from bench.targets import (
     DEFAULT_ACCOUNTS,
     EDGE_BENCH_SETTINGS,
@@ -142,7 +142,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=1,
         help="rounds of the end-to-end cases on one stack, each case reporting its median "
-        "round like --repeat (the store-floor ratios are then each taken in one round)",
+        "round like --repeat; the store-floor ratios are the medians of the rounds' own "
+        "ratios (store and floor measured in the same round)",
     )
     args = ap.parse_args(argv)
     smoke = args.smoke
@@ -420,6 +421,8 @@ def rerender(args: argparse.Namespace) -> int:
         sections.append(
             ("Before / after (edge)", before_after(json.loads(args.baseline.read_text()), rows))
         )
+    if floor_lines := floor_section(rows):
+        sections.append((FLOOR_HEADING, floor_lines))
     # One re-render note, however often a file is re-rendered; the run's own time is kept.
     rerendered = "Report re-rendered from "
     notes = [n for n in doc.get("notes", []) if not n.startswith(rerendered)]
@@ -530,6 +533,8 @@ def main(argv: list[str] | None = None) -> int:
             if not args.smoke and args.baseline and args.baseline.is_file():
                 baseline = json.loads(args.baseline.read_text())
                 sections.append(("Before / after (edge)", before_after(baseline, rows)))
+            if floor_lines := floor_section(rows):
+                sections.append((FLOOR_HEADING, floor_lines))
             write_outputs(
                 sections=sections,
                 md_path=args.out,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.core import CaseResult, GoalOutcome
+from bench.goals import FLOOR_LIMITS, floor_ratios
 from bench.targets import nginx_version
 from bench.wrk import wrk_version
 
@@ -341,3 +342,51 @@ def before_after(
     else:
         lines.append(f"(no {target} rows in common with the baseline)")
     return lines
+
+
+FLOOR_HEADING = "Store CPU floor"
+
+
+def floor_section(rows: Sequence[CaseResult]) -> list[str]:
+    """Lines of the "Store CPU floor" section: per operation and concurrency, the direct
+    store's CPU per request, the floor's, their ratio and its target; with --e2e-before, the
+    earlier store's too. [] when the run has no floor rows."""
+    found = [
+        (op, limit, f) for op, limit in FLOOR_LIMITS.items() for f in floor_ratios(list(rows), op)
+    ]
+    if not found:
+        return []
+    before = any(f.before is not None for _, _, f in found)
+    header = ["operation", "conns"]
+    header += ["before CPU µs/req"] if before else []
+    header += ["store CPU µs/req", "floor CPU µs/req"]
+    header += ["before / floor"] if before else []
+    header += ["store / floor", "rounds (store / floor each round)", "target", "status"]
+    table = []
+    for op, limit, f in found:
+        line = [op, str(f.connections)]
+        line += [_f(f.before.a, ".0f") if f.before else "-"] if before else []
+        line += [_f(f.store.a, ".0f"), _f(f.store.b, ".0f")]
+        line += [f"{f.before.ratio:.2f}x" if f.before else "-"] if before else []
+        line += [
+            f"{f.store.ratio:.2f}x",
+            f.store.rounds_text(),
+            f"<= {limit:g}x",
+            "met" if f.store.ratio <= limit else "**not met**",
+        ]
+        table.append(line)
+    return [
+        "The direct store (one us-east-1 instance, the edge's assertion signed by the load "
+        "generator) against `bench.store_floor`: a minimal aiohttp + aiobotocore service "
+        "making the same DynamoDB calls with items of the same sizes, and no crypto, masking, "
+        "validation, assertion check or metrics, on the same table in the same run. Each "
+        "round measures both one after the other; the ratio is the median of the rounds' "
+        "ratios, the CPU figures the medians of each case's rounds"
+        + (
+            "; before = the store of the --e2e-before tree, measured like the direct store."
+            if before
+            else "."
+        ),
+        "",
+        *_table(header, table),
+    ]

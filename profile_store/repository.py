@@ -49,6 +49,8 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+import aiobotocore
+import botocore
 from aiobotocore.config import AioConfig
 from cachetools import LRUCache
 
@@ -163,12 +165,23 @@ def is_live(item: Item | None, now: float | None = None) -> bool:
     return expires is None or expires > (time.time() if now is None else now)
 
 
+# A fixed User-Agent: without one botocore rebuilds its string (SDK, OS, language, feature and
+# config metadata) on every request, ~45 µs of a GET's ~0.9 ms of CPU here.
+USER_AGENT = f"profile-store aiobotocore/{aiobotocore.__version__} botocore/{botocore.__version__}"
+
+
 def client_config(settings: StoreSettings) -> AioConfig:
+    """The store's AWS clients (DynamoDB, KMS). Every call's parameters are built by this
+    package, never passed through from a request, so botocore's client-side parameter
+    validation would only re-check our own code on each call (what the tests check once);
+    the service still validates every request it receives."""
     return AioConfig(
         connect_timeout=settings.ddb_connect_timeout_s,
         read_timeout=settings.ddb_read_timeout_s,
         retries={"max_attempts": settings.ddb_max_attempts, "mode": "standard"},
         max_pool_connections=64,
+        parameter_validation=False,
+        user_agent=USER_AGENT,
     )
 
 

@@ -204,11 +204,19 @@ class Profiles:
     ) -> Change:
         """The profile's attributes and alternative-key entries for a create (no ``old_doc``)
         or an update: put new or re-dated keys, delete replaced ones."""
-        change = Change(doc, email_hex=digest(salt, "email", doc["email"]), schema=schema)
+        # Each value hashed once: the email's hash is also its suppression key, and a value the
+        # update leaves as it was keeps its hash.
+        hashes = {kind: alt_hash(salt, kind, doc) for kind in KINDS}
+        email_hex = hashes["email"] or digest(salt, "email", doc["email"])
+        change = Change(doc, email_hex=email_hex, schema=schema)
         if expires is not None:
             change.attrs["expiresAt"] = n(expires)
         for kind in KINDS:
-            old_hash, new_hash = alt_hash(salt, kind, old_doc), alt_hash(salt, kind, doc)
+            new_hash = hashes[kind]
+            if old_doc is not None and old_doc.get(kind) == doc.get(kind):
+                old_hash = new_hash
+            else:
+                old_hash = alt_hash(salt, kind, old_doc)
             if new_hash:
                 change.attrs[f"{kind}Hash"] = s(new_hash)
                 if new_hash != old_hash or expires != old_expires:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from bench.core import CaseResult
+from bench.core import CaseResult, merge_rounds
 from bench.goals import e2e_goals, edge_goals
-from bench.report import before_after
+from bench.report import before_after, floor_section
 
 
 def _row(target: str, workers: int, conns: int, **kw: object) -> CaseResult:
@@ -179,3 +179,55 @@ def test_before_after_goal_compares_the_earlier_store_in_the_same_run() -> None:
     )
     assert out.status == "n/a"  # informational
     assert "c1: 1200 -> 900 µs/req (0.75x), over the floor 1.50x -> 1.12x" in out.detail
+
+
+def _rounds(target: str, op: str, conns: int, cpus: list[float]) -> list[CaseResult]:
+    """One row per round, as the e2e runner appends them (req/s falls as CPU rises)."""
+    out = []
+    for cpu in cpus:
+        row = _row(target, 1, conns, cpu_us_per_req=cpu, rps=1e6 / cpu)
+        row.case = f"{target}/{op}/c{conns}"
+        out.append(row)
+    return out
+
+
+def test_floor_ratio_is_the_median_of_the_rounds_ratios() -> None:
+    # A slow second round (the machine busy) falls on the store and the floor alike; the ratio
+    # of the median rows (store round 1, floor round 3) would say 1.50x, the rounds say 1.20x.
+    rows = merge_rounds(
+        [
+            *_rounds("e2e-direct", "get", 16, [600.0, 1200.0, 660.0]),
+            *_rounds("e2e-floor", "get", 16, [500.0, 1000.0, 400.0]),
+        ]
+    )
+    out = _goal(e2e_goals(), "store-floor-get").evaluate(rows)
+    assert out.status == "met", out.detail
+    assert "c16: 1.20x (660 vs 500 µs/req; rounds 1.20 / 1.20 / 1.65)" in out.detail
+    rows = merge_rounds(
+        [
+            *_rounds("e2e-direct", "get", 16, [600.0, 1320.0, 700.0]),
+            *_rounds("e2e-floor", "get", 16, [500.0, 1000.0, 400.0]),
+        ]
+    )
+    assert _goal(e2e_goals(), "store-floor-get").evaluate(rows).status == "not met"  # 1.32x
+
+
+def test_floor_section_lists_each_operation_against_its_target() -> None:
+    assert floor_section([_row("e2e-direct", 1, 1, cpu_us_per_req=900.0)]) == []
+    rows = merge_rounds(
+        [
+            *_rounds("e2e-direct", "get", 1, [600.0, 660.0]),
+            *_rounds("e2e-floor", "get", 1, [500.0, 500.0]),
+            *_rounds("e2e-direct", "create", 1, [1800.0]),
+            *_rounds("e2e-floor", "create", 1, [1000.0]),
+        ]
+    )
+    text = "\n".join(floor_section(rows))
+    assert "| get | 1 | 630 | 500 | 1.26x | 1.20 / 1.32 | <= 1.3x | met |" in text
+    assert "| create | 1 | 1800 | 1000 | 1.80x | 1.80 | <= 1.5x | **not met** |" in text
+    assert "before" not in text.split("\n")[2]  # no --e2e-before: no such columns
+    rows += _rounds("e2e-before", "get", 1, [900.0])
+    text = "\n".join(floor_section(rows))
+    assert "| operation | conns | before CPU µs/req | store CPU µs/req |" in text
+    assert "| get | 1 | 900 | 630 | 500 | 1.80x | 1.26x |" in text  # before: round 1 only
+    assert "| create | 1 | - | 1800 | 1000 | - | 1.80x |" in text

@@ -44,7 +44,7 @@ def make_settings(regions: dict[str, list[str]], **over: Any) -> EdgeSettings:
         regions=regs,
         host_suffixes=("localhost", "vtexcommercestable.com.br"),
         health_interval_s=30.0,
-        health_timeout_s=0.5,
+        health_timeout_s=2.0,  # a first probe on a loaded 2-core machine can take >0.5 s
         connect_timeout_s=0.5,
         total_timeout_s=5.0,
         read_timeout_s=5.0,

@@ -296,7 +296,11 @@ def main(argv: list[str] | None = None) -> int:
             stopping = True
             raise KeyboardInterrupt
 
+    # SIGINT too, explicitly: a process started from a non-interactive shell's background job
+    # inherits SIGINT ignored, and Python then leaves it ignored (Ctrl-C / the test's SIGINT
+    # did nothing under CI and the whole stack outlived it).
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
         stack.up()
         print(

@@ -96,6 +96,9 @@ def test_one_command_stack_serves_the_printed_session(tmp_path: Path) -> None:
         stderr=subprocess.DEVNULL,
         text=True,
         cwd=REPO,
+        # Started as from a non-interactive shell's background job, which is how CI may run
+        # it: SIGINT inherited ignored. Ctrl-C (the SIGINT below) must stop the stack anyway.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     try:
         banner = read_until_ready(proc, timeout=150)
@@ -135,7 +138,12 @@ def test_one_command_stack_serves_the_printed_session(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=60)
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.terminate()  # so a failed stop does not leave the stack running after the test
+            proc.wait(timeout=60)
+            raise
     assert code == 0
     leftovers = [p for p in ports if port_open(p)]
     assert leftovers == [], f"ports still open after Ctrl-C: {leftovers}"

@@ -24,7 +24,6 @@ serves behind the production listener (``http_server``) and behind ``aiohttp.web
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -257,7 +256,10 @@ class Forwarder:
         self.pools = pools
         self.metrics = metrics
         self.signer = Signer({r.name: r.assertion_secret for r in settings.regions})
-        self._tick = itertools.count()
+        # Round-robin position per region: one shared counter would hand a region only the
+        # ticks the other regions' traffic leaves it (strictly alternating accounts of two
+        # regions: every eu request got an even tick, so one eu instance took them all).
+        self._ticks: dict[str, int] = dict.fromkeys(self.pools.by_region, 0)
         # The loop's clock, looked up once (get_running_loop() costs a getpid() per call).
         self._loop_time = asyncio.get_running_loop().time
         self._total_timeout_s = settings.total_timeout_s
@@ -348,14 +350,16 @@ class Forwarder:
         ``UpstreamConnection.send``). None, having done nothing, when that needs waiting (no
         idle socket, a refusal to explain): then ``forward`` does it all."""
         pools = self.pools.by_region
-        decision = decide(ex.region, pools, self.pools.clock(), tick=next(self._tick))
+        region = ex.region
+        tick = self._ticks.get(region, 0)
+        decision = decide(region, pools, self.pools.clock(), tick=tick)
         if not isinstance(decision, RouteDecision):
             return None
-        inst = pools[ex.region][decision.index]
+        inst = pools[region][decision.index]
         pool = inst.pool
         conn = pool.take_idle()
         if conn is None:
-            return None
+            return None  # the tick is not used up: ``forward`` decides with the same one
         line, rest = self._request_parts(ex, False)
         head = line + inst.host_line + rest
         s = self.settings
@@ -372,6 +376,7 @@ class Forwarder:
         except ConnectionBroken:
             pool.release(conn, False)
             return None
+        self._ticks[region] = tick + 1
         inst.outstanding += 1
         ex.attempts = 1
         ex.upstream = inst.name
@@ -436,11 +441,13 @@ class Forwarder:
                 sent = None
             else:
                 now = self.pools.clock()
-                decision = decide(ex.region, pools, now, tried=tried, tick=next(self._tick))
+                tick = self._ticks.get(ex.region, 0)
+                decision = decide(ex.region, pools, now, tried=tried, tick=tick)
                 if isinstance(decision, Refusal):
                     if decision.reason == "instances_exhausted":
                         raise self._error_for(failure)
                     raise self._refuse(decision)
+                self._ticks[ex.region] = tick + 1
                 inst = pools[ex.region][decision.index]
                 tried.add(decision.index)
                 ex.attempts += 1

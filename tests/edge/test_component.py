@@ -314,6 +314,18 @@ async def test_failover_inside_the_region(build) -> None:  # type: ignore[no-unt
     assert 'edge_region_healthy_instances{region="eu-west-1"} 1.0' in text
 
 
+async def test_round_robin_is_per_region(build) -> None:  # type: ignore[no-untyped-def]
+    # Strictly alternating traffic of two accounts in two regions: with one counter shared by
+    # all regions, every eu request drew an even tick and one eu instance took them all.
+    st = await build({"eu-west-1": ["store", "store"], "us-east-1": ["store", "store"]})
+    for i in range(40):
+        assert (await st.get(f"{P}/profiles/e{i}?an=acme")).status == 200
+        assert (await st.get(f"{P}/profiles/u{i}?an=bolt", key=US_KEY)).status == 200
+    for region in ("eu-west-1", "us-east-1"):
+        shares = [s.proxied for s in st.stores[region]]
+        assert sum(shares) == 40 and min(shares) >= 18, (region, shares)
+
+
 async def test_post_is_not_retried_after_send_but_is_on_connect_failure(build) -> None:  # type: ignore[no-untyped-def]
     bad = FakeStore("eu-west-1", "bad", status=503)
     good = FakeStore("eu-west-1", "good")

@@ -447,7 +447,10 @@ class Forwarder:
                     if decision.reason == "instances_exhausted":
                         raise self._error_for(failure)
                     raise self._refuse(decision)
-                self._ticks[ex.region] = tick + 1
+                if not ex.attempts:
+                    # Only a first try moves the rotation: if retries did, the instance that
+                    # fails (and is retried away from) would get every first try.
+                    self._ticks[ex.region] = tick + 1
                 inst = pools[ex.region][decision.index]
                 tried.add(decision.index)
                 ex.attempts += 1
@@ -551,11 +554,13 @@ class Forwarder:
                 except TimeoutError:
                     pool.release(conn, False)
                     self._check_body(streamed)
+                    self._timed_out(inst, conn)
                     return TIMED_OUT
                 except _BROKEN as exc:
                     pool.release(conn, False)
                     self._check_body(streamed)
                     if conn.timed_out:
+                        self._timed_out(inst, conn)
                         return TIMED_OUT
                     stale = (
                         reused
@@ -568,10 +573,14 @@ class Forwarder:
                     if stale:  # the store had closed this idle socket: nothing reached it
                         fresh = True
                         continue
+                    self.pools.failed(inst, "broken connections")
                     return SEND_FAILED
             self.metrics.observe_upstream(ex.region, time.perf_counter() - t0)
             status = answer.status
-            self.pools.answered(inst, status)
+            if status == 503:  # is it the instance's failure or its dependency's?
+                self.pools.answered(inst, status, answer.block, answer.body)
+            else:
+                self.pools.answered(inst, status)
             if status in _RETRY_STATUSES and self._can_retry_status(ex, streamed, tried):
                 pool.release(conn, False)
                 return UPSTREAM_5XX
@@ -609,6 +618,12 @@ class Forwarder:
             return None
         finally:
             inst.outstanding -= 1
+
+    def _timed_out(self, inst: Instance, conn: UpstreamConnection) -> None:
+        # The instance's own failure only when it was silent for the whole read timeout; an
+        # attempt that the request's deadline cut short says little about the instance.
+        if self._loop_time() >= conn.last_data + self.settings.read_timeout_s - 0.001:
+            self.pools.failed(inst, "timeouts")
 
     def _check_body(self, streamed: _StreamedBody | None) -> None:
         # A size overrun inside the body stream surfaces as some send error; say what it was.

@@ -25,6 +25,7 @@ from edge_router.routing import (
     decide,
     may_retry,
 )
+from edge_router.upstream import reports_dependency
 
 RESOLVER = AccountResolver(["vtexcommercestable.com.br", "localhost"])
 
@@ -359,6 +360,30 @@ def test_may_retry(
         may_retry(method, failure, body_replayable=replayable, attempt=attempt, max_attempts=2)
         is expected
     )
+
+
+@pytest.mark.parametrize(
+    ("status", "block", "body", "dependency"),
+    [
+        (503, "\r\nRetry-After: 1", b'{"error":"dynamodb_unavailable"}', True),
+        (503, "\r\nretry-after: 5\r\nContent-Type: application/json", b"", True),
+        (503, "\r\nRetry-After: 1", b'{"error":"audit_unavailable"}', True),  # any, with R-A
+        (503, "", b'{"error":"key_service_unavailable","message":"m"}', True),
+        (503, "", b'{"error":"dynamodb_unavailable"}', True),
+        (503, "", b'{"error":"overloaded"}', False),  # no Retry-After, not a dependency code
+        (503, "", b"<html>busy</html>", False),
+        (503, "", b"[1, 2]", False),
+        (503, "\r\nX-Retry-After-Ish: 1", b"", False),
+        (500, "\r\nRetry-After: 1", b'{"error":"dynamodb_unavailable"}', False),  # its own
+        (502, "", b'{"error":"dynamodb_error"}', False),
+        (504, "\r\nRetry-After: 1", b"", False),
+        (200, "", b"", False),
+    ],
+)
+def test_which_answers_report_a_dependency(
+    status: int, block: str, body: bytes, dependency: bool
+) -> None:
+    assert reports_dependency(status, block, body) is dependency
 
 
 def test_token_bucket() -> None:

@@ -417,6 +417,12 @@ def test_settings_from_toml_and_env(tmp_path: Path) -> None:
     }
     s = EdgeSettings.from_env(env)
     assert s.port == 8081 and s.cache_ttl_s == 9.0
+    assert s.stale_while_revalidate_s is None  # unset: as long as stale_if_error_s
+    assert (s.registry_breaker_failures, s.registry_breaker_open_s) == (3, 5.0)
+    s3 = EdgeSettings.from_env(
+        {**env, "EDGE_STALE_WHILE_REVALIDATE_S": "0", "EDGE_REGISTRY_BREAKER_OPEN_S": "2.5"}
+    )
+    assert (s3.stale_while_revalidate_s, s3.registry_breaker_open_s) == (0.0, 2.5)
     eu = s.region("eu-west-1")
     assert eu is not None and [i.name for i in eu.instances] == ["127.0.0.1:8101", "eu-b"]
     assert eu.assertion_secret == b"x" * 20
@@ -450,6 +456,15 @@ def _rj(**spec: object) -> dict[str, str]:
         ({"EDGE_MAX_BODY_BYTES": "abc"}, "EDGE_MAX_BODY_BYTES"),
         ({"EDGE_HOST_SUFFIXES": "bad host!"}, "EDGE_HOST_SUFFIXES"),
         ({"EDGE_BUFFER_BODY_BYTES": "999999999"}, "buffer_body_bytes"),
+        ({"EDGE_STALE_WHILE_REVALIDATE_S": "-1"}, "EDGE_STALE_WHILE_REVALIDATE_S"),
+        ({"EDGE_STALE_WHILE_REVALIDATE_S": "nan"}, "EDGE_STALE_WHILE_REVALIDATE_S"),
+        (
+            {"EDGE_STALE_WHILE_REVALIDATE_S": "400", "EDGE_STALE_IF_ERROR_S": "300"},
+            "stale_while_revalidate_s",
+        ),
+        ({"EDGE_REGISTRY_BREAKER_FAILURES": "0"}, "EDGE_REGISTRY_BREAKER_FAILURES"),
+        ({"EDGE_REGISTRY_BREAKER_OPEN_S": "0"}, "EDGE_REGISTRY_BREAKER_OPEN_S"),
+        ({"EDGE_REGISTRY_MAX_ATTEMPTS": "0"}, "EDGE_REGISTRY_MAX_ATTEMPTS"),
     ],
 )
 def test_settings_refuse_bad_config(env: dict[str, str], fragment: str) -> None:

@@ -127,6 +127,7 @@ def _state_ctx(
                 stale_if_error_s=s.stale_if_error_s,
                 stale_while_revalidate_s=s.stale_while_revalidate_s,
                 breaker=breaker,
+                wait_s=s.registry_wait_s,
                 clock=clock,
                 retry_after_s=s.retry_after_s,
             )

@@ -21,6 +21,9 @@ bounded. A request never waits for the registry about a key it has an answer for
                                        requests wait (single flight), ``miss``; when the
                                        breaker is open: ``error`` at once (503
                                        ``registry_unavailable``), and so when the read fails.
+                                       A request waits at most ``wait_s``: a read still out
+                                       then counts as failed for the breaker (a hanging
+                                       registry opens it after a few such waits).
 
 "The last answer" is exactly that: an entry is replaced only by a newer registry answer, so
 staleness can never turn "no such key" or a revoked key (an ``ApiKey`` with ``active=False``)
@@ -80,6 +83,7 @@ class CachedLookup(Generic[V]):
         stale_if_error_s: float,
         stale_while_revalidate_s: float | None = None,
         error_retry_s: float = 1.0,
+        wait_s: float | None = None,
         on_result: Callable[[str], None] | None = None,
         on_stale: Callable[[str], None] | None = None,
         breaker: Breaker | None = None,
@@ -96,6 +100,8 @@ class CachedLookup(Generic[V]):
         self._error_retry = min(error_retry_s, ttl_s)
         self._clock = clock
         self._breaker = breaker
+        self._wait_s = wait_s  # the longest a request waits for a read (None: the read's own)
+        self._slow_reads: set[asyncio.Future[V | None]] = set()  # outlived a waiter: counted
         self._cache: TTLCache[Hashable, _Entry[V]] = TTLCache(
             maxsize=maxsize, ttl=ttl_s + stale_if_error_s, timer=clock
         )
@@ -173,11 +179,24 @@ class CachedLookup(Generic[V]):
             return self._on_error(key, BREAKER_OPEN)
         future = self._inflight.get(key) or self._start_load(key)
         try:
-            value = await asyncio.shield(future)
+            async with asyncio.timeout(self._wait_s):
+                value = await asyncio.shield(future)
+        except TimeoutError:
+            # Slower than any healthy registry read: the request stops waiting (the read goes
+            # on, and its answer is cached), and the read counts as a failure for the breaker
+            # now -- so a registry that hangs opens it within a few waits, not a few timeouts.
+            self._slow(future)
+            return self._on_error(key, REGISTRY_ERROR)
         except RegistryError:
             return self._on_error(key, REGISTRY_ERROR)
         self._on_result(MISS)
         return value
+
+    def _slow(self, future: asyncio.Future[V | None]) -> None:
+        if future not in self._slow_reads and not future.done():
+            self._slow_reads.add(future)  # its outcome, when it comes, is not reported again
+            if self._breaker is not None:
+                self._breaker.failure()
 
     def _refresh(self, key: str) -> None:
         """One background read for ``key`` unless one is running or the breaker says no."""
@@ -196,21 +215,20 @@ class CachedLookup(Generic[V]):
         return future
 
     async def _load(self, key: str, future: asyncio.Future[V | None]) -> None:
-        breaker = self._breaker
         try:
             value = await self._loader(key)
         except RegistryError as exc:
-            self._failed(key)
+            self._failed(key, future)
             future.set_exception(exc)
         except BaseException as exc:  # never leave waiters hanging
-            self._failed(key)
+            self._failed(key, future)
             future.set_exception(RegistryError(f"registry read failed: {type(exc).__name__}"))
             if isinstance(exc, asyncio.CancelledError):
                 raise
         else:
             self.last_ok = True
-            if breaker is not None:
-                breaker.success()
+            if self._breaker is not None and not self._was_slow(future):
+                self._breaker.success()
             ttl = self._ttl if value is not None else self._negative_ttl
             now = self._clock()
             entry = _Entry(value, now + ttl, now + ttl * (1 - REFRESH_AHEAD))
@@ -224,9 +242,15 @@ class CachedLookup(Generic[V]):
             if future.done() and not future.cancelled():
                 future.exception()  # mark retrieved: no "never retrieved" warnings
 
-    def _failed(self, key: str) -> None:
+    def _was_slow(self, future: asyncio.Future[V | None]) -> bool:
+        if future in self._slow_reads:
+            self._slow_reads.discard(future)
+            return True
+        return False
+
+    def _failed(self, key: str, future: asyncio.Future[V | None]) -> None:
         self.last_ok = False
-        if self._breaker is not None:
+        if self._breaker is not None and not self._was_slow(future):
             self._breaker.failure()
         # The next background read of this key waits a little (not one per request).
         entry = self._cache.get(key)

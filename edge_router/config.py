@@ -181,6 +181,9 @@ class EdgeSettings:
     # open it; open, no read starts for registry_breaker_open_s, then one probe read.
     registry_breaker_failures: int = 3
     registry_breaker_open_s: float = 5.0
+    # The longest a request waits for a registry read (an account or key it has no usable
+    # answer for): then 503 registry_unavailable, and the read counts as failed for the breaker.
+    registry_wait_s: float = 1.0
     cache_size: int = 10_000
     cache_ttl_s: float = 30.0
     negative_ttl_s: float = 5.0
@@ -247,6 +250,7 @@ class EdgeSettings:
             "registry_max_attempts": pos_i,
             "registry_breaker_failures": pos_i,
             "registry_breaker_open_s": pos_f,
+            "registry_wait_s": pos_f,
             "cache_size": pos_i,
             "cache_ttl_s": pos_f,
             "negative_ttl_s": pos_f,

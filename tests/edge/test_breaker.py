@@ -279,6 +279,29 @@ async def test_half_open_probe_runs_in_the_background_and_closes_the_breaker() -
     assert (await _get(cache, "bolt")).region == "us-east-1"  # a read again, answered
 
 
+async def test_a_hanging_registry_is_waited_for_at_most_wait_s() -> None:
+    reg, clock = ControlledRegistry(), Clock()
+    cache = _cache(reg, clock, wait_s=0.05)
+    reg.mode = "hang"  # reads never end by themselves (until the test releases them)
+    for name in ("anna", "bert"):
+        with pytest.raises(Unavailable):
+            await _get(cache, name)  # 503 after wait_s, the read still out
+    assert cache.breaker.state == OPEN  # two slow reads count as two failures
+    with pytest.raises(Unavailable):
+        await _get(cache, "carl")  # open: refused at once, no read
+    assert len(reg.hung) == 2
+    reg.add("anna", "eu-west-1", [])
+    reg.release(fail=False)  # the slow reads answer after all: their answers are kept
+    await wait_until(lambda: not cache._inflight, BOUND)
+    assert (await _get(cache, "anna")).region == "eu-west-1"
+    assert cache.breaker.state == OPEN  # counted as failed already; the probe decides
+    clock.now = 5
+    reg.mode = "answer"
+    with pytest.raises(Unavailable):
+        await _get(cache, "carl")  # refused at once; its read is the probe
+    await wait_until(lambda: cache.breaker.state == CLOSED, BOUND)
+
+
 async def test_a_failing_read_is_not_repeated_per_request() -> None:
     reg, clock = ControlledRegistry(), Clock()
     reg.add("acme", "eu-west-1", [KEY])

@@ -30,7 +30,9 @@ from .test_faults import create_profile
 pytestmark = pytest.mark.slow
 
 EU, US = "eu-west-1", "us-east-1"
-PACE_S = 0.02  # per worker between requests: a steady load, not a CPU-bound flood
+# Per worker between requests: a steady load (~35 requests/s per worker; the issue's drill
+# ran ~14/s per region), not a flood whose own CPU use sets the tail on a shared 2-core box.
+PACE_S = 0.02
 OUTAGE_S = 8.0  # eu DynamoDB stopped: longer than the stores' DynamoDB timeouts (2 x 2 s)
 
 
@@ -106,6 +108,8 @@ def metric(text: str, pattern: str) -> float:
     return float(m.group(1)) if m else 0.0
 
 
+MISSES = r'edge_registry_lookups_total\{result="miss"\}'
+STALE_AFTER_ERROR = r'edge_registry_stale_served_total\{lookup="account",reason="registry_error"\}'
 BREAKER_OPEN = r'edge_registry_breaker_state\{state="open"\}'
 BREAKER_CLOSED = r'edge_registry_breaker_state\{state="closed"\}'
 
@@ -128,6 +132,7 @@ async def test_registry_outage_stalls_nothing(
         t_base = time.monotonic()
         await asyncio.sleep(2.0)  # a measurement window: the same load before the fault
         STATS.fault(f"SIGSTOP the registry's DynamoDB Local for {outage_s:.0f} s under load")
+        m_before = await edge_metrics(client, stack)
         t_stop = time.monotonic()
         stack.pause(stack.registry_ddb)
         try:
@@ -151,6 +156,7 @@ async def test_registry_outage_stalls_nothing(
         finally:
             stack.resume(stack.registry_ddb)
         t_cont = time.monotonic()
+        m_during = await edge_metrics(client, stack)
         # recovery: the half-open probe notices the registry is back, no restart needed
         await poll(
             "the breaker closes after the registry returns",
@@ -168,7 +174,12 @@ async def test_registry_outage_stalls_nothing(
     finally:
         await timed.stop()
 
-    # every request of a known account was answered, and none waited for the registry
+    # No request waited for the registry, whatever the machine's noise: a request that waits
+    # for a read counts a miss (the read answered) or a stale serve for a registry_error (it
+    # failed); a never-seen account's wait is an error, counted apart.
+    for name in (MISSES, STALE_AFTER_ERROR):
+        assert metric(m_during, name) == metric(m_before, name), name
+    # every request of a known account was answered, fast
     figures = []
     for region in (EU, US):
         during = timed.between(region, t_stop, t_cont)
@@ -182,7 +193,7 @@ async def test_registry_outage_stalls_nothing(
             f"max {ms(max(s.seconds for s in during))} (n={len(during)}; before: p99 "
             f"{ms(pct([s.seconds for s in base], 0.99))})"
         )
-        assert p99 < 0.100, figures[-1]
+        assert p99 < 0.100, (figures[-1], sorted(s.seconds for s in during)[-10:])
     STATS.figure(f"registry DynamoDB stopped {outage_s:.0f} s, known accounts", "; ".join(figures))
 
     assert t_open, "the breaker never opened"
@@ -198,21 +209,28 @@ async def test_registry_outage_stalls_nothing(
         f"before that waited up to {ms(max(before_open, default=0.0))}; closed "
         f"{t_closed - t_cont:.1f} s after SIGCONT",
     )
-    assert max(after_open) < 0.050, after_open
+    # p99 under 50 ms; and none near a registry wait (registry_wait_s): a CPU hiccup of the
+    # shared machine may cost one refusal some tens of ms, waiting for the registry ~250 ms
+    assert pct(after_open, 0.99) < 0.050, sorted(after_open)[-5:]
+    assert max(after_open) < EDGE_OVERRIDES["registry_wait_s"] / 2, sorted(after_open)[-5:]
     text = await edge_metrics(client, stack)
     assert (
         metric(text, r'edge_registry_stale_served_total\{lookup="account",reason="breaker_open"\}')
         > 0
     )
 
-    # and the registry answers again: an unknown account is "no such account" now
-    answer = await client.call(
-        "GET",
-        f"{API}/profiles/x",
-        headers={**auth_headers(ACCOUNT_OF[EU]), "Host": "never-seen-account.localhost"},
-        expect=(404,),
-    )
-    assert answer.status == 404 and answer.body["error"] == "unknown_account"
+    # and the registry answers again: an unknown account is "no such account" now (polled:
+    # the just-continued JVM may take longer than registry_wait_s for its first reads)
+    async def unknown_is_404() -> bool:
+        answer = await client.call(
+            "GET",
+            f"{API}/profiles/x",
+            headers={**auth_headers(ACCOUNT_OF[EU]), "Host": "never-seen-account.localhost"},
+            expect=(404, 503),
+        )
+        return answer.status == 404 and answer.body["error"] == "unknown_account"
+
+    await poll("an unknown account is 404 again", unknown_is_404, 15, interval=0.1)
 
 
 async def _eu_up(

@@ -8,7 +8,10 @@ bounded. A request never waits for the registry about a key it has an answer for
 * fresh entry                       -> ``hit`` (or ``negative_hit`` for "no such account")
 * fresh, in the last ``REFRESH_AHEAD`` of its TTL -> still a ``hit``, and one background read
                                        refreshes it (single flight): in steady state no request
-                                       ever waits for the registry.
+                                       ever waits for the registry. Without this, every request
+                                       in flight when a hot account expired waited for the read
+                                       (and counted a miss): 99.7% hits at 256-1,000 connections
+                                       on the bench, and a latency step every TTL.
 * past its TTL (stale-while-revalidate) -> the last answer is served at once (``stale``) while
                                        ONE background read per key refreshes it. Up to
                                        ``stale_while_revalidate`` past the TTL while the registry
@@ -227,7 +230,7 @@ class CachedLookup(Generic[V]):
                 raise
         else:
             self.last_ok = True
-            if self._breaker is not None and not self._was_slow(future):
+            if self._breaker is not None and future not in self._slow_reads:
                 self._breaker.success()
             ttl = self._ttl if value is not None else self._negative_ttl
             now = self._clock()
@@ -239,18 +242,13 @@ class CachedLookup(Generic[V]):
             future.set_result(value)
         finally:
             self._inflight.pop(key, None)
+            self._slow_reads.discard(future)
             if future.done() and not future.cancelled():
                 future.exception()  # mark retrieved: no "never retrieved" warnings
 
-    def _was_slow(self, future: asyncio.Future[V | None]) -> bool:
-        if future in self._slow_reads:
-            self._slow_reads.discard(future)
-            return True
-        return False
-
     def _failed(self, key: str, future: asyncio.Future[V | None]) -> None:
         self.last_ok = False
-        if self._breaker is not None and not self._was_slow(future):
+        if self._breaker is not None and future not in self._slow_reads:
             self._breaker.failure()
         # The next background read of this key waits a little (not one per request).
         entry = self._cache.get(key)

@@ -7,7 +7,8 @@ may raise an ``EdgeError`` and only ``serve_exchange`` turns one into JSON
     check_message  HTTP version, transfer coding, header count, Host 505 / 501 / 431 / 400
     check_path     raw target policy + route template                400 / 404
     find_account   Host / ?an= -> account name                       400
-    load_account   registry (cached, single flight, stale-if-error)  404 / 503
+    load_account   registry (cached, single flight, stale-while-revalidate,
+                   circuit breaker)                                  404 / 503
                    (``cached_account``: the same without awaiting, on a fresh hit)
     authenticate   app key + token, then account status              401 / 403
                    (``authenticated``: the success path, pure)
@@ -51,6 +52,7 @@ from yarl import URL
 
 from . import logfilter
 from .auth import APP_KEY_HEADER, APP_TOKEN_HEADER, authenticate, check_key
+from .breaker import CLOSED, OPEN, Breaker
 from .cache import HIT, MISSING, CachedLookup
 from .config import EdgeSettings
 from .errors import ClientClosed, EdgeError, NotFound, RateLimited, Unavailable, error_parts
@@ -98,6 +100,7 @@ def default_registry(settings: EdgeSettings) -> DynamoRegistry:
         region=settings.registry_region,
         connect_timeout_s=settings.registry_connect_timeout_s,
         read_timeout_s=settings.registry_read_timeout_s,
+        max_attempts=settings.registry_max_attempts,
     )
 
 
@@ -110,18 +113,33 @@ def _state_ctx(
         metrics.bind_regions([r.name for r in s.regions])
         lookup = metrics.lookup
         async with registry_factory(s) as registry:
+            # One breaker for both lookups: they read the same registry table.
+            breaker = Breaker(
+                failure_threshold=s.registry_breaker_failures,
+                open_s=s.registry_breaker_open_s,
+                clock=clock,
+                on_change=_breaker_changed(metrics),
+            )
             cache_args = dict(
                 maxsize=s.cache_size,
                 ttl_s=s.cache_ttl_s,
                 negative_ttl_s=s.negative_ttl_s,
                 stale_if_error_s=s.stale_if_error_s,
+                stale_while_revalidate_s=s.stale_while_revalidate_s,
+                breaker=breaker,
+                wait_s=s.registry_wait_s,
                 clock=clock,
                 retry_after_s=s.retry_after_s,
             )
             accounts: CachedLookup[AccountRecord] = CachedLookup(
-                registry.get_account, on_result=lookup, **cache_args
+                registry.get_account,
+                on_result=lookup,
+                on_stale=metrics.stale_served("account"),
+                **cache_args,
             )
-            key_owners: CachedLookup[KeyOwner] = CachedLookup(registry.get_key_owner, **cache_args)
+            key_owners: CachedLookup[KeyOwner] = CachedLookup(
+                registry.get_key_owner, on_stale=metrics.stale_served("key_owner"), **cache_args
+            )
             pools = Pools(s, metrics, clock)
             await pools.start()
             try:
@@ -146,6 +164,21 @@ def _state_ctx(
                 await pools.close()
 
     return ctx
+
+
+def _breaker_changed(metrics: EdgeMetrics) -> Callable[[str, str], None]:
+    def changed(old: str, new: str) -> None:
+        metrics.breaker_changed(old, new)
+        if new == OPEN:
+            log.warning(
+                "registry circuit open (was %s): known accounts are served from cache, "
+                "unknown ones get 503 registry_unavailable at once",
+                old,
+            )
+        elif new == CLOSED:
+            log.warning("registry circuit closed: the registry answers again")
+
+    return changed
 
 
 # -- the policy steps ----------------------------------------------------------------------

@@ -1,24 +1,40 @@
-"""The registry behind a cache: fresh hits, negative hits, single flight, stale-if-error.
+"""The registry behind a cache: fresh hits, negative hits, single flight, stale-while-revalidate.
 
-Each entry records what the registry said (a value, or "no such thing") and until when that
-answer is fresh. Entries live in a ``cachetools.TTLCache`` whose TTL is the longest an answer
-may ever be used (fresh TTL + ``stale_if_error``), so memory and staleness are both bounded:
+Each entry records what the registry last said (a value, or "no such thing") and until when
+that answer is fresh. Entries live in a ``cachetools.TTLCache`` whose TTL is the longest an
+answer may ever be used (fresh TTL + ``stale_if_error``), so memory and staleness are both
+bounded. A request never waits for the registry about a key it has an answer for:
 
-* fresh entry                      -> ``hit`` (or ``negative_hit`` for "no such account")
-* fresh entry in the last ``REFRESH_AHEAD`` of its TTL -> still a ``hit``, and one background
-                                      read refreshes it (single flight): in steady state no
-                                      request ever waits for the registry. Without this, every
-                                      request in flight when a hot account expired waited for
-                                      the read (and counted a miss): 99.7% hits at 256-1,000
-                                      connections on the bench, and a latency step every TTL.
-* missing or expired entry         -> one registry read per key however many requests wait
-                                      (single flight), ``miss``
-* registry read fails, known value -> the last value is served (``stale``) while it is within
-                                      the stale bound; the next retry is delayed a little so an
-                                      outage does not add a failed read to every request
-* registry read fails, nothing known (or only "no such account") -> ``error``: fail closed.
+* fresh entry                       -> ``hit`` (or ``negative_hit`` for "no such account")
+* fresh, in the last ``REFRESH_AHEAD`` of its TTL -> still a ``hit``, and one background read
+                                       refreshes it (single flight): in steady state no request
+                                       ever waits for the registry. Without this, every request
+                                       in flight when a hot account expired waited for the read
+                                       (and counted a miss): 99.7% hits at 256-1,000 connections
+                                       on the bench, and a latency step every TTL.
+* past its TTL (stale-while-revalidate) -> the last answer is served at once (``stale``) while
+                                       ONE background read per key refreshes it. Up to
+                                       ``stale_while_revalidate`` past the TTL while the registry
+                                       is answering; beyond that the request waits for the read
+                                       (and still gets the old answer if the read fails).
+* the registry is failing (``breaker`` not closed) -> the last answer is served at once for
+                                       as long as TTLCache keeps it (``stale_if_error``); the
+                                       half-open probe is a background read, never waited for.
+* no entry, or only an expired "no such thing" -> one registry read per key however many
+                                       requests wait (single flight), ``miss``; when the
+                                       breaker is open: ``error`` at once (503
+                                       ``registry_unavailable``), and so when the read fails.
+                                       A request waits at most ``wait_s``: a read still out
+                                       then counts as failed for the breaker (a hanging
+                                       registry opens it after a few such waits).
 
-Results are reported through a callback so metrics stay out of this module.
+"The last answer" is exactly that: an entry is replaced only by a newer registry answer, so
+staleness can never turn "no such key" or a revoked key (an ``ApiKey`` with ``active=False``)
+into an accept -- a stale entry refuses what it refused when it was fresh.
+
+Results are reported through callbacks so metrics stay out of this module: ``on_result``
+(hit / miss / negative_hit / stale / error) and ``on_stale`` (why a stale answer was served:
+``revalidating`` / ``registry_error`` / ``breaker_open``).
 """
 
 from __future__ import annotations
@@ -30,25 +46,33 @@ from typing import Generic, TypeVar
 
 from cachetools import TTLCache
 
+from .breaker import Breaker
 from .errors import RegistryError, Unavailable
 
 V = TypeVar("V")
 
 HIT, MISS, NEGATIVE_HIT, STALE, ERROR = "hit", "miss", "negative_hit", "stale", "error"
-MISSING = object()  # peek(): not cached (or not fresh)
+REVALIDATING, REGISTRY_ERROR, BREAKER_OPEN = "revalidating", "registry_error", "breaker_open"
+STALE_REASONS = (REVALIDATING, REGISTRY_ERROR, BREAKER_OPEN)
+MISSING = object()  # peek(): nothing that may be served without asking the registry
 
 
 REFRESH_AHEAD = 0.2  # fraction of the TTL before expiry when a hit also refreshes the entry
 
 
 class _Entry(Generic[V]):
-    __slots__ = ("fresh_until", "refresh_at", "stale", "value")
+    __slots__ = ("fresh_until", "refresh_at", "value")
 
     def __init__(self, value: V | None, fresh_until: float, refresh_at: float) -> None:
         self.value = value
         self.fresh_until = fresh_until
-        self.refresh_at = refresh_at  # a hit after this starts a background refresh
-        self.stale = False  # served past its TTL because the registry failed
+        # No background read before this: a hit after it refreshes ahead; after a failed read
+        # it is pushed back by ``error_retry_s``, so a failing key is not re-read per request.
+        self.refresh_at = refresh_at
+
+
+def _ignore(_result: str) -> None:
+    pass
 
 
 class CachedLookup(Generic[V]):
@@ -60,16 +84,27 @@ class CachedLookup(Generic[V]):
         ttl_s: float,
         negative_ttl_s: float,
         stale_if_error_s: float,
+        stale_while_revalidate_s: float | None = None,
         error_retry_s: float = 1.0,
+        wait_s: float | None = None,
         on_result: Callable[[str], None] | None = None,
+        on_stale: Callable[[str], None] | None = None,
+        breaker: Breaker | None = None,
         clock: Callable[[], float] = time.monotonic,
         retry_after_s: int = 1,
     ) -> None:
         self._loader = loader
         self._ttl = ttl_s
         self._negative_ttl = negative_ttl_s
+        # None: as long as the stale bound itself (a known key never waits for the registry).
+        self._swr = (
+            stale_if_error_s if stale_while_revalidate_s is None else stale_while_revalidate_s
+        )
         self._error_retry = min(error_retry_s, ttl_s)
         self._clock = clock
+        self._breaker = breaker
+        self._wait_s = wait_s  # the longest a request waits for a read (None: the read's own)
+        self._slow_reads: set[asyncio.Future[V | None]] = set()  # outlived a waiter: counted
         self._cache: TTLCache[Hashable, _Entry[V]] = TTLCache(
             maxsize=maxsize, ttl=ttl_s + stale_if_error_s, timer=clock
         )
@@ -80,7 +115,8 @@ class CachedLookup(Generic[V]):
         self._latest: dict[Hashable, _Entry[V]] = {}
         self._maxsize = maxsize
         self._tasks: set[asyncio.Task[None]] = set()
-        self._on_result = on_result or (lambda _r: None)
+        self._on_result = on_result or _ignore
+        self._on_stale = on_stale or _ignore
         self._retry_after = retry_after_s
         self.last_ok: bool = True  # did the last registry read succeed? (readiness)
 
@@ -88,32 +124,49 @@ class CachedLookup(Generic[V]):
         return len(self._cache)
 
     def peek(self, key: str) -> V | object | None:
-        """The fresh answer without awaiting (counted like ``get``), or ``MISSING``: the hot
-        path needs no coroutine for a hit."""
+        """The answer to serve without awaiting (counted like ``get``; starts whatever
+        background read is due), or ``MISSING``: the hot path needs no coroutine for a hit,
+        nor for a stale answer."""
         try:
             # Indexing, not .get(): TTLCache.get() checks the expiry twice (``in``, then ``[]``).
             entry = self._cache[key]
         except KeyError:
             return MISSING
-        if entry is not None:
-            now = self._clock()
-            if now < entry.fresh_until:
-                if entry.value is None:
-                    self._on_result(NEGATIVE_HIT)
-                elif entry.stale:
-                    self._on_result(STALE)
-                else:
-                    self._on_result(HIT)
-                    if now >= entry.refresh_at and key not in self._inflight:
-                        self._start_load(key)  # refresh ahead; this request does not wait
-                return entry.value
-        return MISSING
+        now = self._clock()
+        if now < entry.fresh_until:
+            if entry.value is None:
+                self._on_result(NEGATIVE_HIT)
+            else:
+                self._on_result(HIT)
+                if now >= entry.refresh_at:
+                    self._refresh(key)  # refresh ahead; this request does not wait
+            return entry.value
+        # Past its TTL; TTLCache still holds it, so it is within the stale bound.
+        if entry.value is None:
+            return MISSING  # "no such thing" is never served stale (a new account shows up)
+        breaker = self._breaker
+        if breaker is None or breaker.closed:
+            if now < entry.fresh_until + self._swr:
+                reason = REVALIDATING
+            elif now < entry.refresh_at:
+                reason = REGISTRY_ERROR  # its read failed a moment ago: not again per request
+            else:
+                return MISSING  # too old to serve unasked while the registry answers: ``get``
+        else:
+            reason = BREAKER_OPEN
+        if now >= entry.refresh_at:
+            self._refresh(key)
+        self._served_stale(reason)
+        return entry.value
 
     def fresh(self, key: str) -> V | None:
         """A fresh, known value with no effect at all (not counted, no refresh started), or
         None -- also when a refresh-ahead is due: ``peek`` or ``get`` then does what is due."""
         entry = self._latest.get(key)
-        if entry is None or entry.stale or self._clock() >= entry.refresh_at:
+        if entry is None:
+            return None
+        now = self._clock()
+        if now >= entry.refresh_at or now >= entry.fresh_until:
             return None
         return entry.value
 
@@ -121,13 +174,37 @@ class CachedLookup(Generic[V]):
         found = self.peek(key)
         if found is not MISSING:
             return found  # type: ignore[return-value]
+        breaker = self._breaker
+        if breaker is not None and not breaker.closed:
+            # The registry is failing: nobody waits for it. The probe, if one is due, is a
+            # background read whose answer the next request for this key will find.
+            self._refresh(key)
+            return self._on_error(key, BREAKER_OPEN)
         future = self._inflight.get(key) or self._start_load(key)
         try:
-            value = await asyncio.shield(future)
+            async with asyncio.timeout(self._wait_s):
+                value = await asyncio.shield(future)
+        except TimeoutError:
+            # Slower than any healthy registry read: the request stops waiting (the read goes
+            # on, and its answer is cached), and the read counts as a failure for the breaker
+            # now -- so a registry that hangs opens it within a few waits, not a few timeouts.
+            self._slow(future)
+            return self._on_error(key, REGISTRY_ERROR)
         except RegistryError:
-            return self._on_error(key)
+            return self._on_error(key, REGISTRY_ERROR)
         self._on_result(MISS)
         return value
+
+    def _slow(self, future: asyncio.Future[V | None]) -> None:
+        if future not in self._slow_reads and not future.done():
+            self._slow_reads.add(future)  # its outcome, when it comes, is not reported again
+            if self._breaker is not None:
+                self._breaker.failure()
+
+    def _refresh(self, key: str) -> None:
+        """One background read for ``key`` unless one is running or the breaker says no."""
+        if key not in self._inflight and (self._breaker is None or self._breaker.allow()):
+            self._start_load(key)
 
     def _start_load(self, key: str) -> asyncio.Future[V | None]:
         loop = asyncio.get_running_loop()
@@ -144,17 +221,17 @@ class CachedLookup(Generic[V]):
         try:
             value = await self._loader(key)
         except RegistryError as exc:
-            self.last_ok = False
-            self._delay_refresh(key)
+            self._failed(key, future)
             future.set_exception(exc)
         except BaseException as exc:  # never leave waiters hanging
-            self.last_ok = False
-            self._delay_refresh(key)
+            self._failed(key, future)
             future.set_exception(RegistryError(f"registry read failed: {type(exc).__name__}"))
             if isinstance(exc, asyncio.CancelledError):
                 raise
         else:
             self.last_ok = True
+            if self._breaker is not None and future not in self._slow_reads:
+                self._breaker.success()
             ttl = self._ttl if value is not None else self._negative_ttl
             now = self._clock()
             entry = _Entry(value, now + ttl, now + ttl * (1 - REFRESH_AHEAD))
@@ -165,23 +242,28 @@ class CachedLookup(Generic[V]):
             future.set_result(value)
         finally:
             self._inflight.pop(key, None)
+            self._slow_reads.discard(future)
             if future.done() and not future.cancelled():
                 future.exception()  # mark retrieved: no "never retrieved" warnings
 
-    def _delay_refresh(self, key: str) -> None:
-        # A failed refresh-ahead is retried after a pause, not on the very next hit.
+    def _failed(self, key: str, future: asyncio.Future[V | None]) -> None:
+        self.last_ok = False
+        if self._breaker is not None and future not in self._slow_reads:
+            self._breaker.failure()
+        # The next background read of this key waits a little (not one per request).
         entry = self._cache.get(key)
         if entry is not None:
             entry.refresh_at = self._clock() + self._error_retry
 
-    def _on_error(self, key: str) -> V | None:
+    def _served_stale(self, reason: str) -> None:
+        self._on_result(STALE)
+        self._on_stale(reason)
+
+    def _on_error(self, key: str, reason: str) -> V | None:
         entry = self._cache.get(key)
         if entry is not None and entry.value is not None:
-            # Keep serving the last known value; do not retry on every request meanwhile.
-            # The entry's TTLCache expiry (set at insertion) still bounds how long.
-            entry.fresh_until = self._clock() + self._error_retry
-            entry.stale = True
-            self._on_result(STALE)
+            # The last answer the registry gave, within the stale bound (TTLCache's expiry).
+            self._served_stale(reason)
             return entry.value
         self._on_result(ERROR)
         raise Unavailable(

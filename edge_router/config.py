@@ -71,6 +71,13 @@ def _suffixes(raw: Any) -> tuple[str, ...]:
     return tuple(sorted(set(out), key=len, reverse=True))
 
 
+def _non_negative(raw: Any) -> float:
+    value = float(raw)
+    if not value >= 0:  # also refuses NaN
+        raise ValueError(f"{raw!r} must be >= 0")
+    return value
+
+
 def _secret_env(region: str) -> str:
     return "EDGE_REGION_SECRET_" + region.upper().replace("-", "_")
 
@@ -169,10 +176,22 @@ class EdgeSettings:
     registry_region: str = "us-east-1"
     registry_connect_timeout_s: float = 1.0
     registry_read_timeout_s: float = 2.0
+    registry_max_attempts: int = 2
+    # The circuit breaker around the registry (breaker.py): this many failed reads in a row
+    # open it; open, no read starts for registry_breaker_open_s, then one probe read.
+    registry_breaker_failures: int = 3
+    registry_breaker_open_s: float = 5.0
+    # The longest a request waits for a registry read (an account or key it has no usable
+    # answer for): then 503 registry_unavailable, and the read counts as failed for the breaker.
+    registry_wait_s: float = 1.0
     cache_size: int = 10_000
     cache_ttl_s: float = 30.0
     negative_ttl_s: float = 5.0
+    # How long a known answer may be used past its TTL while the registry is failing, and
+    # (stale_while_revalidate_s, at most as long; unset = the same) served at once while one
+    # background read refreshes it although the registry answers.
     stale_if_error_s: float = 300.0
+    stale_while_revalidate_s: float | None = None
     connect_timeout_s: float = 1.0
     read_timeout_s: float = 10.0
     total_timeout_s: float = 30.0
@@ -228,10 +247,15 @@ class EdgeSettings:
             "registry_region": region_name,
             "registry_connect_timeout_s": pos_f,
             "registry_read_timeout_s": pos_f,
+            "registry_max_attempts": pos_i,
+            "registry_breaker_failures": pos_i,
+            "registry_breaker_open_s": pos_f,
+            "registry_wait_s": pos_f,
             "cache_size": pos_i,
             "cache_ttl_s": pos_f,
             "negative_ttl_s": pos_f,
             "stale_if_error_s": pos_f,
+            "stale_while_revalidate_s": _non_negative,
             "connect_timeout_s": pos_f,
             "read_timeout_s": pos_f,
             "total_timeout_s": pos_f,
@@ -279,6 +303,17 @@ class EdgeSettings:
         if self.negative_ttl_s > self.cache_ttl_s:
             raise ConfigError(
                 "setting 'negative_ttl_s' (EDGE_NEGATIVE_TTL_S) must be <= cache_ttl_s"
+            )
+        swr = self.stale_while_revalidate_s
+        if swr is not None and not 0 <= swr <= self.stale_if_error_s:
+            raise ConfigError(
+                "setting 'stale_while_revalidate_s' (EDGE_STALE_WHILE_REVALIDATE_S) must be "
+                "between 0 and stale_if_error_s"
+            )
+        if self.registry_breaker_failures < 1 or self.registry_breaker_open_s <= 0:
+            raise ConfigError(
+                "settings 'registry_breaker_failures' (EDGE_REGISTRY_BREAKER_FAILURES) must be "
+                ">= 1 and 'registry_breaker_open_s' (EDGE_REGISTRY_BREAKER_OPEN_S) > 0"
             )
         if self.rate_limit_burst < 1:
             raise ConfigError("setting 'rate_limit_burst' (EDGE_RATE_LIMIT_BURST) must be >= 1")

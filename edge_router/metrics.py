@@ -29,11 +29,16 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from .breaker import CLOSED
+from .breaker import STATES as BREAKER_STATES
+from .cache import STALE_REASONS
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "POST", "PATCH"})
 _STATUS_CLASS = ("1xx", "2xx", "3xx", "4xx", "5xx")
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 FLUSH_INTERVAL_S = 1.0
+STALE_LOOKUPS = ("account", "key_owner")  # the registry caches (app._state_ctx)
 
 
 class _HistogramTally:
@@ -111,6 +116,25 @@ class EdgeMetrics:
         self.registry_lookups = Counter(
             "edge_registry_lookups_total", "Account registry lookups", ["result"], registry=r
         )
+        self.registry_stale = Counter(
+            "edge_registry_stale_served_total",
+            "Answers served from a registry cache entry past its TTL, by lookup and why",
+            ["lookup", "reason"],
+            registry=r,
+        )
+        self.breaker_state = Gauge(
+            "edge_registry_breaker_state",
+            "1 for the registry circuit breaker's current state (closed, open, half_open)",
+            ["state"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.breaker_transitions = Counter(
+            "edge_registry_breaker_transitions_total",
+            "Registry circuit breaker state changes, by the state entered",
+            ["state"],
+            registry=r,
+        )
         self.auth_failures = Counter(
             "edge_auth_failures_total", "Refused credentials", ["reason"], registry=r
         )
@@ -149,6 +173,14 @@ class EdgeMetrics:
             k: [self.registry_lookups.labels(k), 0]
             for k in ("hit", "miss", "negative_hit", "stale", "error")
         }
+        self._stale: dict[tuple[str, str], list[Any]] = {
+            (lookup, reason): [self.registry_stale.labels(lookup, reason), 0]
+            for lookup in STALE_LOOKUPS
+            for reason in STALE_REASONS
+        }
+        for state in BREAKER_STATES:
+            self.breaker_state.labels(state).set(1 if state == CLOSED else 0)
+            self.breaker_transitions.labels(state)
         self.in_flight_source: Callable[[], int] | None = None
         self._flusher: asyncio.TimerHandle | None = None
         self._exposition_registry = r
@@ -188,9 +220,26 @@ class EdgeMetrics:
     def lookup(self, result: str) -> None:
         self._lookup[result][1] += 1
 
+    def stale_served(self, lookup: str) -> Callable[[str], None]:
+        """The ``CachedLookup.on_stale`` callback of one lookup (``account``, ``key_owner``):
+        during a registry outage every request is a stale serve, so it is tallied, not a
+        prometheus ``inc`` each."""
+        entries = {reason: self._stale[(lookup, reason)] for reason in STALE_REASONS}
+
+        def count(reason: str) -> None:
+            entries[reason][1] += 1
+
+        return count
+
+    def breaker_changed(self, old: str, new: str) -> None:
+        """The ``Breaker.on_change`` callback (rare: straight to prometheus)."""
+        self.breaker_state.labels(old).set(0)
+        self.breaker_state.labels(new).set(1)
+        self.breaker_transitions.labels(new).inc()
+
     def flush(self) -> None:
         """Move the pending tallies into prometheus_client (and the in-flight gauge)."""
-        for entries in (self._req.values(), self._lookup.values()):
+        for entries in (self._req.values(), self._lookup.values(), self._stale.values()):
             for entry in entries:
                 if entry[1]:
                     entry[0].inc(entry[1])

@@ -24,7 +24,6 @@ serves behind the production listener (``http_server``) and behind ``aiohttp.web
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -257,7 +256,10 @@ class Forwarder:
         self.pools = pools
         self.metrics = metrics
         self.signer = Signer({r.name: r.assertion_secret for r in settings.regions})
-        self._tick = itertools.count()
+        # Round-robin position per region: one shared counter would hand a region only the
+        # ticks the other regions' traffic leaves it (strictly alternating accounts of two
+        # regions: every eu request got an even tick, so one eu instance took them all).
+        self._ticks: dict[str, int] = dict.fromkeys(self.pools.by_region, 0)
         # The loop's clock, looked up once (get_running_loop() costs a getpid() per call).
         self._loop_time = asyncio.get_running_loop().time
         self._total_timeout_s = settings.total_timeout_s
@@ -349,14 +351,16 @@ class Forwarder:
         ``UpstreamConnection.send``). None, having done nothing, when that needs waiting (no
         idle socket, a refusal to explain): then ``forward`` does it all."""
         pools = self.pools.by_region
-        decision = decide(ex.region, pools, self.pools.clock(), tick=next(self._tick))
+        region = ex.region
+        tick = self._ticks.get(region, 0)
+        decision = decide(region, pools, self.pools.clock(), tick=tick)
         if not isinstance(decision, RouteDecision):
             return None
-        inst = pools[ex.region][decision.index]
+        inst = pools[region][decision.index]
         pool = inst.pool
         conn = pool.take_idle()
         if conn is None:
-            return None
+            return None  # the tick is not used up: ``forward`` decides with the same one
         line, rest = self._request_parts(ex, False)
         head = line + inst.host_line + rest
         s = self.settings
@@ -373,6 +377,7 @@ class Forwarder:
         except ConnectionBroken:
             pool.release(conn, False)
             return None
+        self._ticks[region] = tick + 1
         inst.outstanding += 1
         ex.attempts = 1
         ex.upstream = inst.name
@@ -437,11 +442,16 @@ class Forwarder:
                 sent = None
             else:
                 now = self.pools.clock()
-                decision = decide(ex.region, pools, now, tried=tried, tick=next(self._tick))
+                tick = self._ticks.get(ex.region, 0)
+                decision = decide(ex.region, pools, now, tried=tried, tick=tick)
                 if isinstance(decision, Refusal):
                     if decision.reason == "instances_exhausted":
                         raise self._error_for(failure)
                     raise self._refuse(decision)
+                if not ex.attempts:
+                    # Only a first try moves the rotation: if retries did, the instance that
+                    # fails (and is retried away from) would get every first try.
+                    self._ticks[ex.region] = tick + 1
                 inst = pools[ex.region][decision.index]
                 tried.add(decision.index)
                 ex.attempts += 1
@@ -545,11 +555,13 @@ class Forwarder:
                 except TimeoutError:
                     pool.release(conn, False)
                     self._check_body(streamed)
+                    self._timed_out(inst, conn)
                     return TIMED_OUT
                 except _BROKEN as exc:
                     pool.release(conn, False)
                     self._check_body(streamed)
                     if conn.timed_out:
+                        self._timed_out(inst, conn)
                         return TIMED_OUT
                     stale = (
                         reused
@@ -562,10 +574,14 @@ class Forwarder:
                     if stale:  # the store had closed this idle socket: nothing reached it
                         fresh = True
                         continue
+                    self.pools.failed(inst, "broken connections")
                     return SEND_FAILED
             self.metrics.observe_upstream(ex.region, time.perf_counter() - t0)
             status = answer.status
-            self.pools.answered(inst, status)
+            if status == 503:  # is it the instance's failure or its dependency's?
+                self.pools.answered(inst, status, answer.block, answer.body)
+            else:
+                self.pools.answered(inst, status)
             if status in _RETRY_STATUSES and self._can_retry_status(ex, streamed, tried):
                 pool.release(conn, False)
                 return UPSTREAM_5XX
@@ -603,6 +619,12 @@ class Forwarder:
             return None
         finally:
             inst.outstanding -= 1
+
+    def _timed_out(self, inst: Instance, conn: UpstreamConnection) -> None:
+        # The instance's own failure only when it was silent for the whole read timeout; an
+        # attempt that the request's deadline cut short says little about the instance.
+        if self._loop_time() >= conn.last_data + self.settings.read_timeout_s - 0.001:
+            self.pools.failed(inst, "timeouts")
 
     def _check_body(self, streamed: _StreamedBody | None) -> None:
         # A size overrun inside the body stream surfaces as some send error; say what it was.

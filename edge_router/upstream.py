@@ -1,9 +1,23 @@
 """Region pools: the instances of each region, their health, and one connection pool each.
 
 An instance is *available* when its last active health check (``GET /readyz``) passed and it
-is not in a passive-ejection cool-down. Passive ejection happens at once on a connect failure
-and after ``eject_consecutive_5xx`` 5xx answers in a row; a cool-down ends by time alone, so a
-flapping instance is not put back by one lucky probe.
+is not passively ejected. Passive ejection counts only the instance's OWN failures:
+
+* a connect failure ejects at once (nothing listens there);
+* ``eject_consecutive_5xx`` own failures in a row eject it: its 5xx answers, resets and
+  broken answers, and read timeouts it had the whole ``read_timeout_s`` for;
+* a dependency error it reports is not its failure and counts neither way: a 503 that says
+  its DynamoDB or key service is unavailable (``{"error": "dynamodb_unavailable"}`` or
+  ``key_service_unavailable``) or any 503 with ``Retry-After`` -- what ``profile_store.errors``
+  sends for every dependency it waits on. Counting them ejected a region's only live instance
+  over and over after its DynamoDB came back, on late answers of requests queued meanwhile.
+* the repeated-failure rule never ejects the last available instance of a region: ejection
+  moves traffic to a sibling, and with none it would only turn answers into refusals; the
+  active health check is the judge of a lone instance.
+
+Health checks and ejection agree within one interval: an ejected instance whose next health
+check (one that started after the ejection) passes is readmitted then, without waiting out
+``eject_cooldown_s``; the cool-down bounds an ejection only when no check says otherwise.
 
 Each instance owns one ``upstream_conn.ConnectionPool`` capped at ``upstream_pool_limit``
 sockets: the cap is per upstream, a slow instance cannot starve the others of sockets, and
@@ -16,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -33,12 +48,34 @@ log = logging.getLogger("edge_router.upstream")
 # the store rarely closes a socket we are about to reuse.
 IDLE_TIMEOUT_S = 30.0
 
+# What a store answers when a dependency, not the store itself, is down (profile_store.errors).
+DEPENDENCY_ERRORS = frozenset({"dynamodb_unavailable", "key_service_unavailable"})
+
+
+def reports_dependency(status: int, block: str, body: bytes) -> bool:
+    """Is this answer a dependency error the instance reports rather than its own failure?
+    A 503 with ``Retry-After`` (every dependency 503 of the store carries one), or a 503 whose
+    JSON ``error`` names a dependency. ``block``: the answer's header lines (``headers.Block``);
+    ``body``: the whole body when it was read whole, else b"" (then the header decides)."""
+    if status != 503:
+        return False
+    if "\r\nretry-after:" in block.lower():
+        return True
+    if not body or len(body) > 4096:
+        return False
+    try:
+        code = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        return False
+    return code in DEPENDENCY_ERRORS
+
 
 class Instance:
     __slots__ = (
         "_gauge",
         "base",
-        "consecutive_5xx",
+        "consecutive_failures",
+        "ejected_at",
         "ejected_until",
         "healthy",
         "host_line",
@@ -47,6 +84,7 @@ class Instance:
         "pool",
         "readyz",
         "region",
+        "spared",
     )
 
     def __init__(self, region: str, spec: InstanceSettings) -> None:
@@ -61,8 +99,10 @@ class Instance:
         self.pool: ConnectionPool | None = None
         self.outstanding = 0
         self.healthy = True
+        self.ejected_at = 0.0
         self.ejected_until = 0.0
-        self.consecutive_5xx = 0
+        self.consecutive_failures = 0  # own failures in a row (see the module docstring)
+        self.spared = False  # not ejected as its region's last available instance (logged once)
         self._gauge = None
 
     def available(self, now: float) -> bool:
@@ -148,6 +188,7 @@ class Pools:
 
     async def _probe(self, inst: Instance) -> None:
         assert self._probe_session is not None
+        started = self.clock()
         ok = False
         try:
             async with self._probe_session.get(
@@ -162,6 +203,11 @@ class Pools:
                 "instance %s in %s is now %s", inst.name, inst.region, "up" if ok else "down"
             )
         inst.healthy = ok
+        if ok and inst.ejected_until > self.clock() and inst.ejected_at <= started:
+            # A check that began after the ejection passed: health and ejection agree now.
+            inst.ejected_until = 0.0
+            inst.consecutive_failures = 0
+            log.warning("readmitting %s in %s: health check passed", inst.name, inst.region)
 
     def publish(self) -> None:
         """Push availability to the gauges (also called after passive state changes)."""
@@ -178,20 +224,46 @@ class Pools:
     # -- passive signals from the proxy ------------------------------------------------------
 
     def connect_failed(self, inst: Instance) -> None:
-        inst.ejected_until = self.clock() + self.settings.eject_cooldown_s
-        log.warning("ejecting %s in %s: connect failed", inst.name, inst.region)
-        self.publish()
+        self._eject(inst, "connect failed")
 
-    def answered(self, inst: Instance, status: int) -> None:
+    def answered(self, inst: Instance, status: int, block: str = "", body: bytes = b"") -> None:
+        """An answer from ``inst``: ``block`` and ``body`` are looked at only for a 503."""
         if status < 500:
-            inst.consecutive_5xx = 0
+            inst.consecutive_failures = 0
+            inst.spared = False
             return
-        inst.consecutive_5xx += 1
-        if inst.consecutive_5xx >= self.settings.eject_consecutive_5xx:
-            inst.consecutive_5xx = 0
-            inst.ejected_until = self.clock() + self.settings.eject_cooldown_s
-            log.warning("ejecting %s in %s: repeated 5xx", inst.name, inst.region)
-            self.publish()
+        if status == 503 and reports_dependency(status, block, body):
+            return  # its dependency failed, not the instance: neither a failure nor a success
+        self.failed(inst, f"{status} answers")
+
+    def failed(self, inst: Instance, what: str) -> None:
+        """One of the instance's own failures (a 5xx of its own, a reset, a read timeout)."""
+        inst.consecutive_failures += 1
+        if inst.consecutive_failures < self.settings.eject_consecutive_5xx:
+            return
+        inst.consecutive_failures = 0
+        now = self.clock()
+        if not inst.available(now):
+            return
+        if not any(o.available(now) for o in self.by_region[inst.region] if o is not inst):
+            if not inst.spared:
+                inst.spared = True
+                log.warning(
+                    "not ejecting %s in %s (repeated %s): the region's last available instance",
+                    inst.name,
+                    inst.region,
+                    what,
+                )
+            return
+        self._eject(inst, f"repeated {what}")
+
+    def _eject(self, inst: Instance, why: str) -> None:
+        now = self.clock()
+        inst.ejected_at = now
+        inst.ejected_until = now + self.settings.eject_cooldown_s
+        inst.consecutive_failures = 0
+        log.warning("ejecting %s in %s: %s", inst.name, inst.region, why)
+        self.publish()
 
     def has_available(self) -> bool:
         now = self.clock()

@@ -4,6 +4,17 @@ instances per region, the account registry with two demo accounts, and the edge.
 Run through ``deploy/local/run-stack`` (which installs what is missing first). Ctrl-C (SIGINT)
 or SIGTERM stops every process this started; nothing is left behind.
 
+The running stack supervises its processes: when a store (or the edge) exits, it says so in
+one line naming the process and its region, and everything else keeps running -- so a failover
+can be tried locally (``kill -9`` a store, watch its region carry on with the other one). From
+another shell, talking to the running stack over a control socket (found by the edge port)::
+
+    run-stack status                       the processes, their ports, pids and state
+    run-stack stop store-eu-west-1-1       stop one store (SIGTERM); the others keep running
+    run-stack restart store-eu-west-1-1    start it again (same port, same settings), wait ready
+
+``--port`` names the stack when it is not on the default edge port.
+
 LOCAL DEMO ONLY: the secrets and API keys below are clearly-marked demo values.
 """
 
@@ -13,7 +24,9 @@ import argparse
 import contextlib
 import json
 import os
+import select
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -69,6 +82,10 @@ class Stack:
     python: str = sys.executable
     ddbs: dict[str, dynamodb_local.DynamoDBLocal] = field(default_factory=dict)
     procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    # what ``spawn`` started under each name, to start it again (``restart``)
+    specs: dict[str, tuple[list[str], dict[str, str]]] = field(default_factory=dict)
+    ready_urls: dict[str, str] = field(default_factory=dict)  # name -> its readiness URL
+    region_of: dict[str, str] = field(default_factory=dict)  # store name -> region
 
     def base_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PROFILE_STORE_", "EDGE_"))}
@@ -113,6 +130,34 @@ class Stack:
         )
         log.close()
         self.procs.append((name, proc))
+        self.specs[name] = (argv, env)
+        return proc
+
+    def current(self) -> dict[str, subprocess.Popen[bytes]]:
+        """The latest process started under each name (a restart adds a newer one)."""
+        return dict(self.procs)
+
+    def stop_process(self, name: str) -> int | None:
+        """SIGTERM ``name``'s process group (SIGKILL after 15 s); its exit code."""
+        proc = self.current()[name]
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+        return proc.returncode
+
+    def restart_process(self, name: str) -> subprocess.Popen[bytes]:
+        """Start ``name`` again with the argv and environment it was first started with (so
+        the same port), stopping it first if it still runs; returns once it is ready."""
+        self.stop_process(name)
+        argv, env = self.specs[name]
+        proc = self.spawn(name, argv, env)
+        wait_http_ok(self.ready_urls[name], 60, proc)
         return proc
 
     def up(self) -> None:
@@ -172,10 +217,13 @@ class Stack:
                     [self.python, "-m", "profile_store", "serve"],
                     self.store_env(region, name, port),
                 )
-                wait_http_ok(f"http://127.0.0.1:{port}/readyz", 60, proc)
+                self.region_of[name] = region
+                self.ready_urls[name] = f"http://127.0.0.1:{port}/readyz"
+                wait_http_ok(self.ready_urls[name], 60, proc)
         say(f"starting the edge on 127.0.0.1:{self.edge_port} (admin {self.admin_port})")
         proc = self.spawn("edge", [self.python, "-m", "edge_router", "serve"], self.edge_env())
-        wait_http_ok(f"http://127.0.0.1:{self.admin_port}/readyz", 60, proc)
+        self.ready_urls["edge"] = f"http://127.0.0.1:{self.admin_port}/readyz"
+        wait_http_ok(self.ready_urls["edge"], 60, proc)
 
     def pick_store_ports(self) -> dict[str, list[int]]:
         ports: dict[str, list[int]] = {}
@@ -278,17 +326,172 @@ class Stack:
         )
 
 
+# -- supervision and the control socket --------------------------------------------------------
+
+
+def control_path(edge_port: int) -> Path:
+    """Where the stack on ``edge_port`` listens for ``status``/``stop``/``restart``."""
+    return Path(tempfile.gettempdir()) / f"residency-stack-{edge_port}.sock"
+
+
+def _what(stack: Stack, name: str) -> str:
+    region = stack.region_of.get(name)
+    return f"{name} ({region})" if region else name
+
+
+def _status(stack: Stack) -> list[str]:
+    lines = []
+    for name, proc in stack.current().items():
+        code = proc.poll()
+        state = "running" if code is None else f"exited (code {code})"
+        url = stack.ready_urls.get(name, "").removesuffix("/readyz")
+        lines.append(
+            f"{name:<20} {stack.region_of.get(name, '-'):<10} {url:<24} pid {proc.pid:<8} {state}"
+        )
+    return lines
+
+
+def _name(stack: Stack, raw: str) -> str | None:
+    for name in (raw, f"store-{raw}"):
+        if name in stack.specs and name in stack.ready_urls:
+            return name
+    return None
+
+
+def _command(stack: Stack, request: dict[str, str], reported: set[int]) -> dict[str, object]:
+    command = request.get("command")
+    if command == "status":
+        return {"ok": True, "lines": _status(stack)}
+    name = _name(stack, request.get("name") or "")
+    if name is None:
+        known = ", ".join(n for n in stack.current() if n in stack.ready_urls)
+        return {"ok": False, "lines": [f"no such process {request.get('name')!r}; one of: {known}"]}
+    reported.add(stack.current()[name].pid)  # stopped on request: not news when it exits
+    if command == "stop":
+        code = stack.stop_process(name)
+        say(f"{_what(stack, name)} stopped on request (code {code})")
+        return {"ok": True, "lines": [f"{name} stopped (code {code})"]}
+    if command == "restart":
+        say(f"restarting {_what(stack, name)} on request ...")
+        try:
+            proc = stack.restart_process(name)
+        except RuntimeError as exc:
+            say(f"{_what(stack, name)} did not start: {exc}")
+            return {"ok": False, "lines": [f"{name} did not start: {exc}"]}
+        say(f"{_what(stack, name)} is running again (pid {proc.pid})")
+        return {"ok": True, "lines": [f"{name} restarted (pid {proc.pid}) and ready"]}
+    return {"ok": False, "lines": [f"unknown command {command!r}"]}
+
+
+def _serve_one(stack: Stack, server: socket.socket, reported: set[int]) -> None:
+    conn, _ = server.accept()
+    with conn:
+        conn.settimeout(5)
+        try:
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                data += chunk
+            answer = _command(stack, json.loads(data), reported)
+            conn.settimeout(None)
+            conn.sendall(json.dumps(answer).encode() + b"\n")
+        except (OSError, ValueError) as exc:
+            say(f"control request failed: {exc}")
+
+
+def supervise(stack: Stack, server: socket.socket, workdir: Path, hint: str) -> int:
+    """Watch the processes and answer control requests until Ctrl-C / SIGTERM. A store or the
+    edge exiting is said once (and again after each restart); the others keep running. A
+    DynamoDB Local exiting ends the stack: its data is gone."""
+    reported: set[int] = set()
+    while True:
+        ready, _, _ = select.select([server], [], [], 0.5)
+        if ready:
+            _serve_one(stack, server, reported)
+        for name, proc in stack.current().items():
+            if proc.poll() is not None and proc.pid not in reported:
+                reported.add(proc.pid)
+                say(
+                    f"{_what(stack, name)} exited with code {proc.returncode}; the other "
+                    f"processes keep running (log: {workdir}/{name}.log; "
+                    f"start it again: ./deploy/local/run-stack restart {name}{hint})"
+                )
+        for region, ddb in stack.ddbs.items():
+            if ddb.process.poll() is not None:
+                say(f"DynamoDB Local for {region} exited; its data is gone: stopping the stack")
+                return 1
+
+
+def control(edge_port: int, request: dict[str, str]) -> int:
+    """``status`` / ``stop`` / ``restart``: ask the running stack, print its answer."""
+    path = control_path(edge_port)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(120)  # a restart waits up to 60 s for the store to be ready
+            conn.connect(str(path))
+            conn.sendall(json.dumps(request).encode() + b"\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    except OSError as exc:
+        say(
+            f"no running stack on edge port {edge_port} ({path}: {exc}); start one with "
+            "./deploy/local/run-stack"
+        )
+        return 2
+    answer = json.loads(data)
+    for line in answer["lines"]:
+        print(line, flush=True)
+    return 0 if answer["ok"] else 1
+
+
+def _listen(edge_port: int) -> socket.socket:
+    path = control_path(edge_port)
+    if path.exists():
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(path))
+            except OSError:
+                path.unlink()  # left by a stack that did not stop cleanly
+            else:
+                raise RuntimeError(f"another stack already runs on edge port {edge_port}")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    os.chmod(path, 0o600)
+    server.listen(4)
+    return server
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="commands: up (default) | status | stop NAME | restart NAME "
+        "(the last three talk to the stack running on --port)",
+    )
+    parser.add_argument(
+        "command", nargs="?", default="up", choices=["up", "status", "stop", "restart"]
+    )
+    parser.add_argument("name", nargs="?", help="process for stop/restart, e.g. store-eu-west-1-1")
     parser.add_argument("--port", type=int, default=8080, help="edge port (default 8080)")
     parser.add_argument("--admin-port", type=int, default=9090, help="admin port (default 9090)")
     parser.add_argument("--workdir", type=Path, default=None, help="logs and generated config")
     args = parser.parse_args(argv)
+    if args.command != "up":
+        if args.command != "status" and not args.name:
+            parser.error(f"{args.command} needs a process name, e.g. store-eu-west-1-1")
+        return control(args.port, {"command": args.command, "name": args.name or ""})
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="residency-stack-"))
     workdir.mkdir(parents=True, exist_ok=True)
     stack = Stack(workdir=workdir, edge_port=args.port, admin_port=args.admin_port)
+    hint = "" if args.port == 8080 else f" --port {args.port}"
     stopping = False
+    server: socket.socket | None = None
 
     def on_signal(signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -302,22 +505,20 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
+        server = _listen(args.port)
         stack.up()
         print(
             f"\nEdge:    http://127.0.0.1:{args.port}   (accounts resolve from Host "
             f"'<account>.localhost' or ?an=<account>)\n"
             f"Admin:   http://127.0.0.1:{args.admin_port}/metrics  /healthz  /readyz\n"
             f"Logs:    {workdir}\n"
-            f"Demo accounts (LOCAL DEMO keys): demo-us -> us-east-1, demo-eu -> eu-west-1\n\n"
+            f"Demo accounts (LOCAL DEMO keys): demo-us -> us-east-1, demo-eu -> eu-west-1\n"
+            f"Failover: ./deploy/local/run-stack status|stop NAME|restart NAME{hint} "
+            f"(from another shell)\n\n"
             f"{stack.session()}\n\nREADY. Ctrl-C stops everything.",
             flush=True,
         )
-        while True:
-            for name, proc in stack.procs:
-                if proc.poll() is not None:
-                    say(f"{name} exited with code {proc.returncode}; see {workdir}/{name}.log")
-                    return 1
-            time.sleep(0.5)
+        return supervise(stack, server, workdir, hint)
     except KeyboardInterrupt:
         say("stopping ...")
         return 0
@@ -325,6 +526,10 @@ def main(argv: list[str] | None = None) -> int:
         say(f"start failed: {exc}")
         return 1
     finally:
+        if server is not None:
+            server.close()
+            with contextlib.suppress(OSError):
+                control_path(args.port).unlink()
         stack.down()
         say("all processes stopped")
 

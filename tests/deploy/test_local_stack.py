@@ -218,3 +218,119 @@ def create_patch_delete(call: Call, base: str) -> None:
     assert status in (200, 204), (who, status)
     status, _ = call("GET", f"{base}/profiles/{pid}?an=demo-eu", None)
     assert status == 404, (who, status)
+
+
+# -- supervision: a dead store is said, the rest keeps running, and it can be restarted -------
+
+
+def _stack_command(edge_port: int, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(REPO / "deploy/local/stack.py"), *args, "--port", str(edge_port)],
+        capture_output=True,
+        text=True,
+        timeout=150,
+        cwd=REPO,
+    )
+
+
+def _status(edge_port: int) -> dict[str, tuple[int, str]]:
+    done = _stack_command(edge_port, "status")
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = {}
+    for line in done.stdout.splitlines():
+        m = re.match(r"^(\S+)\s.*\bpid (\d+)\s+(.+)$", line)
+        assert m, line
+        out[m[1]] = (int(m[2]), m[3].strip())
+    return out
+
+
+def _get_eu(edge_port: int) -> int:
+    key, token = LOCAL_DEMO_KEY
+    url = f"http://127.0.0.1:{edge_port}/api/storage/profile-system/profiles/none?an=demo-eu"
+    request = urllib.request.Request(
+        url, headers={"X-VTEX-API-AppKey": key, "X-VTEX-API-AppToken": token}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def _wait(what: str, pred: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
+        time.sleep(0.1)
+
+
+def test_a_dead_store_is_said_the_rest_keeps_running_and_it_restarts(tmp_path: Path) -> None:
+    edge_port, admin_port = free_port(), free_port()
+    workdir = tmp_path / "stack"
+    stderr = tmp_path / "stack.stderr"
+    with stderr.open("w") as err:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(REPO / "deploy/local/stack.py"),
+                "--port",
+                str(edge_port),
+                "--admin-port",
+                str(admin_port),
+                "--workdir",
+                str(workdir),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            cwd=REPO,
+        )
+    try:
+        banner = read_until_ready(proc, timeout=150)
+        assert f"restart NAME --port {edge_port}" in banner
+        before = _status(edge_port)
+        assert set(before) == {
+            "store-us-east-1-1",
+            "store-us-east-1-2",
+            "store-eu-west-1-1",
+            "store-eu-west-1-2",
+            "edge",
+        }
+        assert all(state == "running" for _pid, state in before.values()), before
+        # a store dies (SIGKILL, as in a crash): one line says which, in which region
+        os.kill(before["store-eu-west-1-1"][0], signal.SIGKILL)
+        _wait(
+            "the death is said",
+            lambda: "store-eu-west-1-1 (eu-west-1) exited with code -9" in stderr.read_text(),
+            10,
+        )
+        said = [line for line in stderr.read_text().splitlines() if "exited" in line]
+        assert len(said) == 1 and "keep running" in said[0], said
+        assert proc.poll() is None  # the stack goes on
+        now = _status(edge_port)
+        assert now["store-eu-west-1-1"][1] == "exited (code -9)"
+        assert all(s == "running" for n, (_p, s) in now.items() if n != "store-eu-west-1-1")
+        # eu-west-1 still serves through its other store (404: no such profile, but served)
+        assert [_get_eu(edge_port) for _ in range(6)] == [404] * 6
+        # restart it from another shell: same port, ready when the command returns
+        done = _stack_command(edge_port, "restart", "store-eu-west-1-1")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "restarted" in done.stdout
+        after = _status(edge_port)
+        assert after["store-eu-west-1-1"][1] == "running"
+        assert after["store-eu-west-1-1"][0] != before["store-eu-west-1-1"][0]
+        # stop / restart on request are not reported as deaths; unknown names are refused
+        assert _stack_command(edge_port, "stop", "eu-west-1-2").returncode == 0
+        assert _status(edge_port)["store-eu-west-1-2"][1].startswith("exited")
+        assert _stack_command(edge_port, "restart", "eu-west-1-2").returncode == 0
+        bad = _stack_command(edge_port, "restart", "store-mars-1-1")
+        assert bad.returncode == 1 and "no such process" in bad.stdout
+        assert len([line for line in stderr.read_text().splitlines() if "exited" in line]) == 1
+        _wait("eu served by both again", lambda: _get_eu(edge_port) == 404, 10)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=60)
+    assert code == 0
+    assert processes_mentioning(str(workdir)) == []
+    assert _stack_command(edge_port, "status").returncode == 2  # no stack any more

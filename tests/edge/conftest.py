@@ -128,6 +128,8 @@ class FakeStore:
     status: int = 200
     gzip_body: bool = False
     fail_assertion_with_401: bool = True
+    error: str | None = None  # answer {"error": error} (with ``status``) instead of the echo
+    retry_after: str | None = None  # a Retry-After header on every data answer
 
     def app(self) -> web.Application:
         app = web.Application(handler_args={"auto_decompress": False})
@@ -161,6 +163,8 @@ class FakeStore:
             payload = json.dumps(
                 {"instance": self.name, "raw_path": request.raw_path, "body_len": len(body)}
             ).encode()
+            if self.error is not None:
+                payload = json.dumps({"error": self.error, "message": "test"}).encode()
             resp_headers = {
                 "Content-Type": "application/json",
                 "X-Store-Instance": self.name,
@@ -168,6 +172,8 @@ class FakeStore:
                 "X-Hop": "1",
                 "Keep-Alive": "timeout=5",
             }
+            if self.retry_after is not None:
+                resp_headers["Retry-After"] = self.retry_after
             if self.gzip_body:
                 payload = gzip.compress(payload)
                 resp_headers["Content-Encoding"] = "gzip"

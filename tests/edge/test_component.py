@@ -314,6 +314,106 @@ async def test_failover_inside_the_region(build) -> None:  # type: ignore[no-unt
     assert 'edge_region_healthy_instances{region="eu-west-1"} 1.0' in text
 
 
+async def test_round_robin_is_per_region(build) -> None:  # type: ignore[no-untyped-def]
+    # Strictly alternating traffic of two accounts in two regions: with one counter shared by
+    # all regions, every eu request drew an even tick and one eu instance took them all.
+    st = await build({"eu-west-1": ["store", "store"], "us-east-1": ["store", "store"]})
+    for i in range(40):
+        assert (await st.get(f"{P}/profiles/e{i}?an=acme")).status == 200
+        assert (await st.get(f"{P}/profiles/u{i}?an=bolt", key=US_KEY)).status == 200
+    for region in ("eu-west-1", "us-east-1"):
+        shares = [s.proxied for s in st.stores[region]]
+        assert sum(shares) == 40 and min(shares) >= 18, (region, shares)
+
+
+async def _posts(st: Stack, n: int) -> list[int]:
+    url = URL(f"{P}/profiles?an=acme", encoded=True)
+    statuses = []
+    for _ in range(n):  # POSTs: not retried after sending, so each answer is the instance's own
+        resp = await st.edge.post(url, data=b"{}", headers=auth(EU_KEY))
+        statuses.append(resp.status)
+    return statuses
+
+
+@pytest.mark.parametrize(
+    ("error", "retry_after"),
+    [("dynamodb_unavailable", "1"), ("key_service_unavailable", None), ("audit_unavailable", "1")],
+)
+async def test_dependency_errors_never_eject(build, caplog, error, retry_after) -> None:  # type: ignore[no-untyped-def]
+    # A store whose DynamoDB (key service, audit table) is down says so; it is not the
+    # instance's failure, and ejecting it only moved load and, once the dependency was back,
+    # kept a recovered region out of service.
+    dep = FakeStore("eu-west-1", "dep", status=503, error=error, retry_after=retry_after)
+    st = await build({"eu-west-1": [dep, "store"], "us-east-1": ["store"]})
+    caplog.set_level("WARNING", logger="edge_router.upstream")
+    statuses = await _posts(st, 12)
+    assert statuses.count(503) == dep.proxied >= 6, statuses  # every one reached the store
+    pools = st.app[STATE].pools
+    assert all(i.available(pools.clock()) for i in pools.by_region["eu-west-1"])
+    assert "ejecting" not in caplog.text
+
+
+async def test_own_5xx_eject_but_never_the_last_instance(build, caplog) -> None:  # type: ignore[no-untyped-def]
+    bad = FakeStore("eu-west-1", "bad", status=500)
+    st = await build({"eu-west-1": [bad, "store"], "us-east-1": ["store"]}, eject_cooldown_s=60)
+    caplog.set_level("WARNING", logger="edge_router.upstream")
+    pools = st.app[STATE].pools
+    eu = pools.by_region["eu-west-1"]
+    await _posts(st, 6)  # three of them to "bad": its own 500s, three in a row
+    assert not eu[0].available(pools.clock()) and eu[1].available(pools.clock())
+    assert "ejecting eu-west-1-0 in eu-west-1: repeated 500 answers" in caplog.text
+    # a 503 without Retry-After or a dependency code is the instance's own failure too
+    st2 = await build(
+        {"eu-west-1": [FakeStore("eu-west-1", "lone", status=500)], "us-east-1": ["store"]}
+    )
+    lone = st2.app[STATE].pools.by_region["eu-west-1"][0]
+    statuses = await _posts(st2, 9)
+    assert statuses == [500] * 9  # its answers, not "region_unavailable" refusals
+    assert lone.available(st2.app[STATE].pools.clock())
+    assert caplog.text.count("not ejecting eu-west-1-0 in eu-west-1") == 1
+
+
+async def test_own_503_without_retry_after_counts(build) -> None:  # type: ignore[no-untyped-def]
+    bad = FakeStore("eu-west-1", "bad", status=503, error="something_else")
+    st = await build({"eu-west-1": [bad, "store"], "us-east-1": ["store"]}, eject_cooldown_s=60)
+    await _posts(st, 6)
+    pools = st.app[STATE].pools
+    assert not pools.by_region["eu-west-1"][0].available(pools.clock())
+
+
+async def test_a_passing_health_check_readmits_an_ejected_instance(build) -> None:  # type: ignore[no-untyped-def]
+    bad = FakeStore("eu-west-1", "bad", status=500)
+    st = await build(
+        {"eu-west-1": [bad, "store"], "us-east-1": ["store"]},
+        eject_cooldown_s=60,
+        health_interval_s=0.05,
+    )
+    pools = st.app[STATE].pools
+    inst = pools.by_region["eu-west-1"][0]
+    await _posts(st, 6)
+    assert not inst.available(pools.clock())
+    ejected_at = pools.clock()
+    bad.status = 200  # fixed; its /readyz passed all along
+    await wait_until(lambda: inst.available(pools.clock()), timeout=5)
+    assert pools.clock() - ejected_at < 2  # a health interval or two, not the 60 s cool-down
+
+
+async def test_timeouts_of_the_instance_eject_it(build) -> None:  # type: ignore[no-untyped-def]
+    slow = FakeStore("eu-west-1", "slow", delay=2.0)
+    st = await build(
+        {"eu-west-1": [slow, "store"], "us-east-1": ["store"]},
+        read_timeout_s=0.2,
+        eject_consecutive_5xx=2,
+        eject_cooldown_s=60,
+    )
+    pools = st.app[STATE].pools
+    statuses = [(await st.get(f"{P}/profiles/p{i}?an=acme")).status for i in range(4)]
+    assert statuses.count(504) == 2, statuses
+    assert not pools.by_region["eu-west-1"][0].available(pools.clock())
+    statuses = [(await st.get(f"{P}/profiles/q{i}?an=acme")).status for i in range(4)]
+    assert statuses == [200] * 4
+
+
 async def test_post_is_not_retried_after_send_but_is_on_connect_failure(build) -> None:  # type: ignore[no-untyped-def]
     bad = FakeStore("eu-west-1", "bad", status=503)
     good = FakeStore("eu-west-1", "good")

@@ -27,6 +27,7 @@ from edge_router.routing import (
     decide,
     may_retry,
 )
+from edge_router.upstream import reports_dependency
 
 RESOLVER = AccountResolver(["vtexcommercestable.com.br", "localhost"])
 
@@ -395,6 +396,30 @@ def test_may_retry(
     )
 
 
+@pytest.mark.parametrize(
+    ("status", "block", "body", "dependency"),
+    [
+        (503, "\r\nRetry-After: 1", b'{"error":"dynamodb_unavailable"}', True),
+        (503, "\r\nretry-after: 5\r\nContent-Type: application/json", b"", True),
+        (503, "\r\nRetry-After: 1", b'{"error":"audit_unavailable"}', True),  # any, with R-A
+        (503, "", b'{"error":"key_service_unavailable","message":"m"}', True),
+        (503, "", b'{"error":"dynamodb_unavailable"}', True),
+        (503, "", b'{"error":"overloaded"}', False),  # no Retry-After, not a dependency code
+        (503, "", b"<html>busy</html>", False),
+        (503, "", b"[1, 2]", False),
+        (503, "\r\nX-Retry-After-Ish: 1", b"", False),
+        (500, "\r\nRetry-After: 1", b'{"error":"dynamodb_unavailable"}', False),  # its own
+        (502, "", b'{"error":"dynamodb_error"}', False),
+        (504, "\r\nRetry-After: 1", b"", False),
+        (200, "", b"", False),
+    ],
+)
+def test_which_answers_report_a_dependency(
+    status: int, block: str, body: bytes, dependency: bool
+) -> None:
+    assert reports_dependency(status, block, body) is dependency
+
+
 def test_token_bucket() -> None:
     b = TokenBucket(rate=2.0, burst=3, now=0.0)
     assert [b.take(0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
@@ -426,6 +451,12 @@ def test_settings_from_toml_and_env(tmp_path: Path) -> None:
     }
     s = EdgeSettings.from_env(env)
     assert s.port == 8081 and s.cache_ttl_s == 9.0
+    assert s.stale_while_revalidate_s is None  # unset: as long as stale_if_error_s
+    assert (s.registry_breaker_failures, s.registry_breaker_open_s) == (3, 5.0)
+    s3 = EdgeSettings.from_env(
+        {**env, "EDGE_STALE_WHILE_REVALIDATE_S": "0", "EDGE_REGISTRY_BREAKER_OPEN_S": "2.5"}
+    )
+    assert (s3.stale_while_revalidate_s, s3.registry_breaker_open_s) == (0.0, 2.5)
     eu = s.region("eu-west-1")
     assert eu is not None and [i.name for i in eu.instances] == ["127.0.0.1:8101", "eu-b"]
     assert eu.assertion_secret == b"x" * 20
@@ -459,6 +490,16 @@ def _rj(**spec: object) -> dict[str, str]:
         ({"EDGE_MAX_BODY_BYTES": "abc"}, "EDGE_MAX_BODY_BYTES"),
         ({"EDGE_HOST_SUFFIXES": "bad host!"}, "EDGE_HOST_SUFFIXES"),
         ({"EDGE_BUFFER_BODY_BYTES": "999999999"}, "buffer_body_bytes"),
+        ({"EDGE_STALE_WHILE_REVALIDATE_S": "-1"}, "EDGE_STALE_WHILE_REVALIDATE_S"),
+        ({"EDGE_STALE_WHILE_REVALIDATE_S": "nan"}, "EDGE_STALE_WHILE_REVALIDATE_S"),
+        (
+            {"EDGE_STALE_WHILE_REVALIDATE_S": "400", "EDGE_STALE_IF_ERROR_S": "300"},
+            "stale_while_revalidate_s",
+        ),
+        ({"EDGE_REGISTRY_BREAKER_FAILURES": "0"}, "EDGE_REGISTRY_BREAKER_FAILURES"),
+        ({"EDGE_REGISTRY_BREAKER_OPEN_S": "0"}, "EDGE_REGISTRY_BREAKER_OPEN_S"),
+        ({"EDGE_REGISTRY_MAX_ATTEMPTS": "0"}, "EDGE_REGISTRY_MAX_ATTEMPTS"),
+        ({"EDGE_REGISTRY_WAIT_S": "0"}, "EDGE_REGISTRY_WAIT_S"),
     ],
 )
 def test_settings_refuse_bad_config(env: dict[str, str], fragment: str) -> None:

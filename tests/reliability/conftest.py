@@ -9,8 +9,9 @@
   ``test_zz_logs.py`` and shown in the summary);
 * ``load`` -- how much load to run: small by default, more with ``--long``.
 
-The summary (faults tried, requests sent, errors by kind, cross-region requests, PII found in
-logs) is printed by ``pytest_terminal_summary`` at the end of the run.
+The summary (faults tried, requests sent, errors by kind, measured figures such as latencies
+under a fault, cross-region requests, PII found in logs) is printed by
+``pytest_terminal_summary`` at the end of the run.
 """
 
 from __future__ import annotations
@@ -44,9 +45,13 @@ class Stats:
     cross_region_checks: int = 0
     pii_values: set[str] = field(default_factory=set)
     pii_found: list[str] | None = None  # None: logs not scanned yet
+    figures: dict[str, str] = field(default_factory=dict)  # measured figures, by name
 
     def fault(self, name: str) -> None:
         self.faults.append(name)
+
+    def figure(self, name: str, value: str) -> None:
+        self.figures[name] = value
 
 
 STATS = Stats()
@@ -224,6 +229,10 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             tr.write_line(f"  {n:6d}  {kind}")
     else:
         tr.write_line("errors by kind: none")
+    if STATS.figures:
+        tr.write_line("figures:")
+        for name, value in STATS.figures.items():
+            tr.write_line(f"  {name}: {value}")
     tr.write_line(
         f"cross-region requests (stores' own counters, {STATS.cross_region_checks} checks): "
         f"{STATS.cross_region}"

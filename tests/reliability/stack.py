@@ -71,6 +71,10 @@ EDGE_OVERRIDES: dict[str, Any] = {
     "cache_ttl_s": 1.0,
     "negative_ttl_s": 0.5,
     "stale_if_error_s": 120.0,
+    # the registry's circuit breaker: a probe a second after it opened, so a test sees the
+    # recovery quickly (the failures that open it are the default, 3 in a row)
+    "registry_breaker_open_s": 1.0,
+    "registry_wait_s": 0.25,
     "rate_limit_rps": 100000.0,
     "rate_limit_burst": 100000,
     "max_body_bytes": 64 * 1024,

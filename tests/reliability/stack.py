@@ -74,7 +74,7 @@ EDGE_OVERRIDES: dict[str, Any] = {
     # the registry's circuit breaker: a probe a second after it opened, so a test sees the
     # recovery quickly (the failures that open it are the default, 3 in a row)
     "registry_breaker_open_s": 1.0,
-    "registry_wait_s": 0.25,
+    "registry_wait_s": 0.5,  # a refusal that waited is unmistakable beside a loaded machine's noise
     "rate_limit_rps": 100000.0,
     "rate_limit_burst": 100000,
     "max_body_bytes": 64 * 1024,

@@ -74,6 +74,23 @@ def wait_http_ok(url: str, timeout: float, proc: subprocess.Popen[bytes] | None 
     raise RuntimeError(f"{url} not ready after {timeout:.0f}s ({last})")
 
 
+def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group of ``proc`` (each service runs in its own session)."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    """Wait for a terminated ``proc``; SIGKILL its group after 15 s."""
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+
+
 @dataclass
 class Stack:
     workdir: Path
@@ -140,15 +157,8 @@ class Stack:
     def stop_process(self, name: str) -> int | None:
         """SIGTERM ``name``'s process group (SIGKILL after 15 s); its exit code."""
         proc = self.current()[name]
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
+        _terminate(proc)
+        _reap(proc)
         return proc.returncode
 
     def restart_process(self, name: str) -> subprocess.Popen[bytes]:
@@ -255,17 +265,11 @@ class Stack:
         (self.workdir / "edge.toml").write_text("\n".join(lines) + "\n")
 
     def down(self) -> None:
+        # All are told at once, then reaped: the stops overlap instead of adding up.
         for _name, proc in reversed(self.procs):
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
+            _terminate(proc)
         for _name, proc in reversed(self.procs):
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
+            _reap(proc)
         for ddb in self.ddbs.values():
             ddb.stop()
 

@@ -19,6 +19,7 @@ import urllib.request
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -78,10 +79,11 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
-def test_one_command_stack_serves_the_printed_session(tmp_path: Path) -> None:
-    edge_port, admin_port = free_port(), free_port()
-    workdir = tmp_path / "stack"
-    proc = subprocess.Popen(
+def start_stack(
+    edge_port: int, admin_port: int, workdir: Path, stderr: IO[str] | int
+) -> subprocess.Popen[str]:
+    """``deploy/local/stack.py`` on these ports, its stdout piped for the banner."""
+    return subprocess.Popen(
         [
             sys.executable,
             str(REPO / "deploy/local/stack.py"),
@@ -93,13 +95,19 @@ def test_one_command_stack_serves_the_printed_session(tmp_path: Path) -> None:
             str(workdir),
         ],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr,
         text=True,
         cwd=REPO,
         # Started as from a non-interactive shell's background job, which is how CI may run
-        # it: SIGINT inherited ignored. Ctrl-C (the SIGINT below) must stop the stack anyway.
+        # it: SIGINT inherited ignored. Ctrl-C (the tests' SIGINT) must stop the stack anyway.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
+
+
+def test_one_command_stack_serves_the_printed_session(tmp_path: Path) -> None:
+    edge_port, admin_port = free_port(), free_port()
+    workdir = tmp_path / "stack"
+    proc = start_stack(edge_port, admin_port, workdir, subprocess.DEVNULL)
     try:
         banner = read_until_ready(proc, timeout=150)
         session = banner[banner.index(BEGIN) : banner.index(END)]
@@ -269,22 +277,7 @@ def test_a_dead_store_is_said_the_rest_keeps_running_and_it_restarts(tmp_path: P
     workdir = tmp_path / "stack"
     stderr = tmp_path / "stack.stderr"
     with stderr.open("w") as err:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(REPO / "deploy/local/stack.py"),
-                "--port",
-                str(edge_port),
-                "--admin-port",
-                str(admin_port),
-                "--workdir",
-                str(workdir),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-            cwd=REPO,
-        )
+        proc = start_stack(edge_port, admin_port, workdir, err)
     try:
         banner = read_until_ready(proc, timeout=150)
         assert f"restart NAME --port {edge_port}" in banner

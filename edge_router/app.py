@@ -24,9 +24,6 @@ wait from the first step to the last byte of the answer is bounded by one deadli
 (``Forwarder.start_clock``: ``total_timeout_s``). A client that goes away is a 499 in the
 metrics and the access log (nginx's "client closed request"), never a 500.
 
-``start_now`` is the same steps for the listener's fast lane: pure checks first, then the
-effects, never awaiting; whatever it cannot decide on the spot is left to ``serve_exchange``.
-
 Two front ends feed it: the production listener (``http_server``: aiohttp's C request parser
 on a bare asyncio protocol, no per-request ``web.Request``) and ``handle`` below, which adapts
 an ``aiohttp.web`` request so ``create_app`` works anywhere an ``Application`` does (tests,
@@ -53,14 +50,14 @@ from yarl import URL
 from . import logfilter
 from .auth import APP_KEY_HEADER, APP_TOKEN_HEADER, authenticate, check_key
 from .breaker import CLOSED, OPEN, Breaker
-from .cache import HIT, MISSING, CachedLookup
+from .cache import MISSING, CachedLookup
 from .config import EdgeSettings
 from .errors import ClientClosed, EdgeError, NotFound, RateLimited, Unavailable, error_parts
 from .framing import check_message as check_framing
 from .framing import origin_form
 from .headers import DATA_REGION, REQUEST_ID, Block, Items, request_id, split_line, to_block
 from .metrics import CONTENT_TYPE, EdgeMetrics
-from .proxy import Exchange, Forwarder, Sent, Sink
+from .proxy import Exchange, Forwarder, Sink
 from .ratelimit import RateLimiter
 from .registry import AccountRecord, DynamoRegistry, KeyOwner, RegistryReader
 from .resolve import AccountResolver
@@ -269,35 +266,27 @@ class ErrorAnswer:
         self.body = body
 
 
-async def serve_exchange(
-    st: EdgeState, ex: Exchange, sink: Sink, sent: Sent | None = None, *, admitted: bool = False
-) -> ErrorAnswer | None:
-    """Run the steps and forward. Returns the refusal to render, or None once answered.
-
-    ``admitted``: ``start_now`` has run the steps already (and maybe sent the request: ``sent``);
-    only the forwarding is left."""
+async def serve_exchange(st: EdgeState, ex: Exchange, sink: Sink) -> ErrorAnswer | None:
+    """Run the steps and forward. Returns the refusal to render, or None once answered."""
     forwarder = st.forwarder
-    if not admitted:
-        ex.t0 = time.perf_counter()
-        forwarder.start_clock(ex)
-    counted = admitted
+    ex.t0 = time.perf_counter()
+    forwarder.start_clock(ex)
+    counted = False
     refused: ErrorAnswer | None = None
     try:
-        body = None
-        if not admitted:
-            check_message(ex)
-            check_path(st, ex)
-            find_account(st, ex)
-            record = cached_account(st, ex) or await load_account(st, ex)
-            if not authenticated(ex, record):
-                await authenticate_step(st, ex, record)  # failures: 401/403 and their reasons
-            rate_limit(st, ex)
-            forwarder.check_declared_length(ex)
-            body = await forwarder.receive_body(ex, sink)
-            admit(st)
-            st.in_flight += 1
-            counted = True
-        await forwarder.forward(ex, sink, sent, body)
+        check_message(ex)
+        check_path(st, ex)
+        find_account(st, ex)
+        record = cached_account(st, ex) or await load_account(st, ex)
+        if not authenticated(ex, record):
+            await authenticate_step(st, ex, record)  # failures: 401/403 and their reasons
+        rate_limit(st, ex)
+        forwarder.check_declared_length(ex)
+        body = await forwarder.receive_body(ex, sink)
+        admit(st)
+        st.in_flight += 1
+        counted = True
+        await forwarder.forward(ex, sink, body)
     except ClientClosed:
         # Nobody to answer; not the edge's failure, and not an error worth a traceback.
         ex.error = ClientClosed.code
@@ -323,37 +312,6 @@ async def serve_exchange(
             st.in_flight -= 1
         done(st, ex)
     return refused
-
-
-def start_now(st: EdgeState, ex: Exchange) -> bool:
-    """The steps of ``serve_exchange`` for the common request, without awaiting: True once
-    they all passed and the request is admitted (the caller forwards it: ``send_now``, else
-    ``serve_exchange(..., admitted=True)``); False, with no effect at all, when any step would
-    refuse or await (a registry read, a refresh due, a key to look up, a token to wait for):
-    then ``serve_exchange`` runs them all again and answers as usual.
-
-    Only pure checks run before the first effect (the rate limiter's token), so a request that
-    falls back is neither counted nor limited twice."""
-    ex.t0 = time.perf_counter()
-    if st.in_flight >= st.settings.max_concurrent_requests:
-        return False
-    try:
-        check_message(ex)
-        check_path(st, ex)
-        find_account(st, ex)
-    except EdgeError:
-        return False
-    assert ex.account is not None
-    record = st.accounts.fresh(ex.account)
-    if record is None or not authenticated(ex, record):
-        return False
-    ex.region = record.region
-    if st.limiter.check(ex.account, time.monotonic()):
-        return False  # no token taken: rate_limit refuses it on the general path
-    st.metrics.lookup(HIT)  # the hit cached_account would have counted
-    st.forwarder.start_clock(ex)
-    st.in_flight += 1
-    return True
 
 
 def done(st: EdgeState, ex: Exchange) -> None:

@@ -109,11 +109,6 @@ class CachedLookup(Generic[V]):
             maxsize=maxsize, ttl=ttl_s + stale_if_error_s, timer=clock
         )
         self._inflight: dict[str, asyncio.Future[V | None]] = {}
-        # The last entry loaded per key, in a plain dict for ``fresh`` (TTLCache's lookup is
-        # several Python calls). Only ever read for entries still fresh by their own clock,
-        # which TTLCache (expiring at fresh TTL + stale bound) would also still hold.
-        self._latest: dict[Hashable, _Entry[V]] = {}
-        self._maxsize = maxsize
         self._tasks: set[asyncio.Task[None]] = set()
         self._on_result = on_result or _ignore
         self._on_stale = on_stale or _ignore
@@ -157,17 +152,6 @@ class CachedLookup(Generic[V]):
         if now >= entry.refresh_at:
             self._refresh(key)
         self._served_stale(reason)
-        return entry.value
-
-    def fresh(self, key: str) -> V | None:
-        """A fresh, known value with no effect at all (not counted, no refresh started), or
-        None -- also when a refresh-ahead is due: ``peek`` or ``get`` then does what is due."""
-        entry = self._latest.get(key)
-        if entry is None:
-            return None
-        now = self._clock()
-        if now >= entry.refresh_at or now >= entry.fresh_until:
-            return None
         return entry.value
 
     async def get(self, key: str) -> V | None:
@@ -236,9 +220,6 @@ class CachedLookup(Generic[V]):
             now = self._clock()
             entry = _Entry(value, now + ttl, now + ttl * (1 - REFRESH_AHEAD))
             self._cache[key] = entry
-            if len(self._latest) >= self._maxsize:
-                self._latest.clear()
-            self._latest[key] = entry
             future.set_result(value)
         finally:
             self._inflight.pop(key, None)

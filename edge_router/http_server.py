@@ -10,13 +10,6 @@ protocol ~35 µs). The edge has one route and a fixed pipeline, so it needs none
   each, one at a time per connection (pipelined requests are answered in order). It is its
   own ``proxy.Sink``: a whole answer goes out in ONE ``transport.write``; a streamed one is
   framed as the store framed it (Content-Length) or chunked, with ``drain`` backpressure.
-* the common request -- no body, keep-alive, account fresh in the cache, a warm socket to its
-  home region free -- takes the fast lane: ``data_received`` runs the steps (``app.start_now``),
-  writes the request to the store (``Forwarder.send_now``), and the store's whole answer is
-  relayed from the upstream socket's own read callback (``on_answer``). No task, no future is
-  woken for it (two event-loop hops per request less). Anything else at any point -- a step
-  that would refuse or await, no free socket, an answer that streams, fails or may be retried
-  -- continues in a task (``resume``) through the same ``serve_exchange`` and ``forward``.
 * flow control is aiohttp's ``BaseProtocol``: a request body the store does not take fast
   enough pauses the client socket; a queue of pipelined requests is bounded the same way.
 * the client's timeouts (head, body, send, keep-alive: ``EdgeProtocol``) are enforced by one
@@ -46,13 +39,12 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.http_parser import HttpRequestParser, RawRequestMessage
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 
-from .app import STATE, EdgeState, done, serve_exchange, start_now
+from .app import STATE, EdgeState, serve_exchange
 from .config import EdgeSettings
 from .errors import ClientClosed, EdgeError, RequestTimeout, error_parts
 from .framing import MAX_FIELD_SIZE, MAX_REQUEST_LINE, origin_form, parse_error
 from .headers import REQUEST_ID, Block, encode_block, request_id, to_block
-from .proxy import Exchange, Sent
-from .upstream_conn import Answer
+from .proxy import Exchange
 
 log = logging.getLogger("edge_router.http_server")
 
@@ -94,10 +86,6 @@ class EdgeProtocol(BaseProtocol):
         "_chunked",
         "_close",
         "_dead",
-        "_drained",
-        "_fast",
-        "_fast_ex",
-        "_fast_sent",
         "_head_only",
         "_head_since",
         "_http10",
@@ -141,12 +129,6 @@ class EdgeProtocol(BaseProtocol):
         self._write_paused_since: float | None = None
         self.peer: str | None = None
         self.idle_since = 0.0
-        # The fast lane (``start_now`` + ``send_now``): an exchange answered from callbacks,
-        # without the connection's task; ``_fast`` until it (or its continuation) is done.
-        self._fast = False
-        self._fast_ex: Exchange | None = None
-        self._fast_sent: Sent | None = None
-        self._drained: asyncio.Future[None] | None = None  # for shutdown: wait for the lane
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -195,18 +177,9 @@ class EdgeProtocol(BaseProtocol):
         if upgraded:  # no protocol switch through the edge: answer the request, then close
             self._pause_reading_for_buffer()
         if messages:
-            if (
-                not self.busy
-                and len(messages) == 1
-                and not self._queue
-                and self._start_fast(*messages[0])
-            ):
-                return
             self._queue.extend(messages)
             if len(self._queue) > _MAX_PIPELINED:
                 self._pause_reading_for_buffer()
-            if self._fast:
-                return  # answered in order once the fast exchange is done (``_fast_done``)
             self._kick()
 
     def _track(self, completed: bool) -> None:
@@ -324,11 +297,10 @@ class EdgeProtocol(BaseProtocol):
             pass  # gone while waiting to write
         finally:
             self._idle_waiter = None
-            if not self._fast:  # else the lane closes it once its exchange is done
-                self.busy = False
-                self.idle_since = loop.time()
-                if self.transport is not None:
-                    self.transport.close()
+            self.busy = False
+            self.idle_since = loop.time()
+            if self.transport is not None:
+                self.transport.close()
 
     def _kick(self) -> None:
         """Queued requests for the connection's task: start it (the first time) or wake it."""
@@ -343,95 +315,6 @@ class EdgeProtocol(BaseProtocol):
             self._idle_waiter = None
             if not waiter.done():
                 waiter.set_result(None)
-
-    # -- the fast lane ------------------------------------------------------------------------
-
-    def _start_fast(self, msg: RawRequestMessage, payload: StreamReader) -> bool:
-        """A bodiless keep-alive request on an idle connection, without the connection's task:
-        the steps run here (``start_now``), the request goes out on a warm socket
-        (``send_now``) and the store's answer is relayed from the socket's read callback
-        (``on_answer``). Whatever needs awaiting goes on in a task (``resume``): the same
-        ``serve_exchange`` and ``forward``, from where the lane stopped."""
-        if (
-            payload is not EMPTY_PAYLOAD
-            or msg.method == "HEAD"
-            or _ends_connection(msg)
-            or self._close
-            or self._paused  # a client that does not read its answers waits in the queue
-        ):
-            return False
-        st = self._server.state
-        ex = self._exchange(msg, payload)
-        if not start_now(st, ex):
-            return False
-        self.busy = self._fast = True
-        self._payload = EMPTY_PAYLOAD
-        self._head_only = self._http10 = False
-        self._fast_ex = ex
-        self._fast_sent = st.forwarder.send_now(ex, self)
-        if self._fast_sent is None:
-            self.resume()  # no warm socket free: forward() waits for one
-        return True
-
-    def on_answer(self, answer: Answer) -> bool:
-        """``AnswerHook``: the store's whole answer, relayed on the spot when it is final."""
-        ex, sent = self._fast_ex, self._fast_sent
-        assert ex is not None and sent is not None
-        st = self._server.state
-        if not st.forwarder.relay_now(ex, sent, answer, self):
-            return False
-        self._fast_ex = self._fast_sent = None
-        st.in_flight -= 1
-        done(st, ex)
-        self._fast_done()
-        return True
-
-    def resume(self) -> None:
-        """``AnswerHook``: the exchange needs awaiting from here on; a task takes it over."""
-        ex, sent = self._fast_ex, self._fast_sent
-        assert ex is not None
-        self._fast_ex = self._fast_sent = None
-        task = self._loop.create_task(self._resume(ex, sent))
-        self._server.resuming.add(task)  # a reference until it is done
-        task.add_done_callback(self._server.resuming.discard)
-
-    async def _resume(self, ex: Exchange, sent: Sent | None) -> None:
-        try:
-            answer = await serve_exchange(self._server.state, ex, self, sent, admitted=True)
-        except Exception:
-            log.exception("request failed after its answer started; connection cut")
-            self.abort()
-        else:
-            if answer is not None:
-                self.write_answer(answer.status, None, answer.block, answer.body)
-        self._fast_done()
-
-    def _fast_done(self) -> None:
-        self._fast = False
-        self.busy = False
-        self.idle_since = self._loop.time()
-        drained = self._drained
-        if drained is not None:
-            self._drained = None
-            if not drained.done():
-                drained.set_result(None)
-        if self._close and not self._queue:
-            # The connection's task closes it, or has ended already (it never closes while
-            # the lane has an exchange in flight).
-            if self._task is not None and not self._task.done():
-                self._wake()
-            elif self.transport is not None:
-                self.transport.close()
-        elif self._queue:  # pipelined requests: the connection's task answers them in order
-            self._kick()
-
-    def drained(self) -> asyncio.Future[None] | None:
-        """For shutdown: a future done when the fast lane's exchange is (None if none)."""
-        if not self._fast:
-            return None
-        if self._drained is None:
-            self._drained = self._loop.create_future()
-        return self._drained
 
     # -- the general path ----------------------------------------------------------------------
 
@@ -566,7 +449,6 @@ class EdgeServer:
         self.state = state
         self.loop = loop
         self.connections: set[EdgeProtocol] = set()
-        self.resuming: set[asyncio.Task[None]] = set()  # fast-lane exchanges gone async
         s = state.settings
         # Often enough that a timeout is enforced within a quarter of itself (1 s at most).
         shortest = min(
@@ -599,14 +481,9 @@ class EdgeServer:
 
     async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 (BaseRunner's signature)
         self._sweeper.cancel()
-        busy: list[asyncio.Future[Any]] = []
-        for c in self.connections:
-            if c.busy:
-                lane = c.drained()
-                if lane is not None:
-                    busy.append(lane)
-                elif c._task is not None:
-                    busy.append(c._task)
+        busy: list[asyncio.Future[Any]] = [
+            c._task for c in self.connections if c.busy and c._task is not None
+        ]
         if busy:
             await asyncio.wait(busy, timeout=timeout)
         for conn in list(self.connections):

@@ -61,8 +61,6 @@ from .routing import (
 )
 from .upstream import Instance, Pools
 from .upstream_conn import (
-    Answer,
-    AnswerHook,
     ConnectFailed,
     ConnectionBroken,
     PoolTimeout,
@@ -175,36 +173,6 @@ class Sink(Protocol):
     async def end(self) -> None: ...
 
     def abort(self) -> None: ...
-
-
-class ReadySink(Sink, Protocol):
-    """A ``Sink`` that can also write a whole answer without awaiting (the fast lane's)."""
-
-    def write_answer(self, status: int, reason: str | None, block: Block, body: bytes) -> None: ...
-
-
-class Sent:
-    """A request already on the wire (``Forwarder.send_now``): what its attempt needs."""
-
-    __slots__ = ("conn", "deadline", "head", "index", "inst", "t0", "waiter")
-
-    def __init__(
-        self,
-        index: int,
-        inst: Instance,
-        conn: UpstreamConnection,
-        head: bytes,
-        waiter: asyncio.Future[Answer],
-        deadline: float,
-        t0: float,
-    ) -> None:
-        self.index = index
-        self.inst = inst
-        self.conn = conn
-        self.head = head
-        self.waiter = waiter
-        self.deadline = deadline
-        self.t0 = t0
 
 
 class _StreamedBody:
@@ -345,79 +313,9 @@ class Forwarder:
         line = f"{ex.method} {ex.target} HTTP/1.1\r\n".encode("utf-8", "surrogateescape")
         return line, encode_head("", items)
 
-    def send_now(self, ex: Exchange, hook: AnswerHook) -> Sent | None:
-        """The first attempt of a bodiless request, without awaiting: on a warm idle socket of
-        an available instance of the home region, the answer going to ``hook`` (see
-        ``UpstreamConnection.send``). None, having done nothing, when that needs waiting (no
-        idle socket, a refusal to explain): then ``forward`` does it all."""
-        pools = self.pools.by_region
-        region = ex.region
-        tick = self._ticks.get(region, 0)
-        decision = decide(region, pools, self.pools.clock(), tick=tick)
-        if not isinstance(decision, RouteDecision):
-            return None
-        inst = pools[region][decision.index]
-        pool = inst.pool
-        conn = pool.take_idle()
-        if conn is None:
-            return None  # the tick is not used up: ``forward`` decides with the same one
-        line, rest = self._request_parts(ex, False)
-        head = line + inst.host_line + rest
-        s = self.settings
-        deadline = ex.deadline
-        try:
-            waiter = conn.send(
-                head,
-                None,
-                head_only=False,
-                deadline=deadline,
-                read_timeout=s.read_timeout_s,
-                hook=hook,
-            )
-        except ConnectionBroken:
-            pool.release(conn, False)
-            return None
-        self._ticks[region] = tick + 1
-        inst.outstanding += 1
-        ex.attempts = 1
-        ex.upstream = inst.name
-        return Sent(decision.index, inst, conn, head, waiter, deadline, time.perf_counter())
-
-    def relay_now(self, ex: Exchange, sent: Sent, answer: Answer, sink: ReadySink) -> bool:
-        """``send_now``'s answer, relayed on the spot when it is whole and final (the hook's
-        ``on_answer``); False, having done nothing, otherwise: ``forward`` then goes on from
-        ``sent`` as from any attempt."""
-        status = answer.status
-        if answer.payload is not None or status in _RETRY_STATUSES:
-            return False
-        inst = sent.inst
-        inst.outstanding -= 1
-        self.metrics.observe_upstream(ex.region, time.perf_counter() - sent.t0)
-        self.pools.answered(inst, status)
-        conn = sent.conn
-        inst.pool.release(conn, conn.finish() and not answer.should_close)  # type: ignore[union-attr]
-        ex.status = status
-        ex.started = True
-        sink.write_answer(
-            status,
-            answer.reason,
-            downstream_response_block(
-                answer.block,
-                answer.named,
-                request_id=ex.request_id,
-                region=ex.region,
-                via=self.settings.via,
-            ),
-            answer.body,
-        )
-        return True
-
-    async def forward(
-        self, ex: Exchange, sink: Sink, sent: Sent | None = None, received: Body = None
-    ) -> None:
+    async def forward(self, ex: Exchange, sink: Sink, received: Body = None) -> None:
         """Forward ``ex`` with the body ``receive_body`` gave, retrying inside its home region
-        as ``may_retry`` allows; with ``sent``, its first attempt is already on the wire
-        (``send_now``)."""
+        as ``may_retry`` allows."""
         s = self.settings
         method = ex.method
         # Body: nothing, a small buffered (replayable) body, or a stream read at most once.
@@ -433,35 +331,27 @@ class Forwarder:
         tried: set[int] = set()
         failure = ""
         while True:
-            if sent is not None:
-                inst = sent.inst
-                tried.add(sent.index)
-                outcome = await self._attempt(
-                    ex, inst, sent.head, None, None, False, tried, sink, sent=sent
-                )
-                sent = None
-            else:
-                now = self.pools.clock()
-                tick = self._ticks.get(ex.region, 0)
-                decision = decide(ex.region, pools, now, tried=tried, tick=tick)
-                if isinstance(decision, Refusal):
-                    if decision.reason == "instances_exhausted":
-                        raise self._error_for(failure)
-                    raise self._refuse(decision)
-                if not ex.attempts:
-                    # Only a first try moves the rotation: if retries did, the instance that
-                    # fails (and is retried away from) would get every first try.
-                    self._ticks[ex.region] = tick + 1
-                inst = pools[ex.region][decision.index]
-                tried.add(decision.index)
-                ex.attempts += 1
-                ex.upstream = inst.name
-                if ex.attempts > 1:
-                    self._retry_children[ex.region].inc()
-                if not line:
-                    line, rest = self._request_parts(ex, chunked)
-                head = line + inst.host_line + rest
-                outcome = await self._attempt(ex, inst, head, body, streamed, chunked, tried, sink)
+            now = self.pools.clock()
+            tick = self._ticks.get(ex.region, 0)
+            decision = decide(ex.region, pools, now, tried=tried, tick=tick)
+            if isinstance(decision, Refusal):
+                if decision.reason == "instances_exhausted":
+                    raise self._error_for(failure)
+                raise self._refuse(decision)
+            if not ex.attempts:
+                # Only a first try moves the rotation: if retries did, the instance that
+                # fails (and is retried away from) would get every first try.
+                self._ticks[ex.region] = tick + 1
+            inst = pools[ex.region][decision.index]
+            tried.add(decision.index)
+            ex.attempts += 1
+            ex.upstream = inst.name
+            if ex.attempts > 1:
+                self._retry_children[ex.region].inc()
+            if not line:
+                line, rest = self._request_parts(ex, chunked)
+            head = line + inst.host_line + rest
+            outcome = await self._attempt(ex, inst, head, body, streamed, chunked, tried, sink)
             if outcome is None:
                 return
             failure = outcome
@@ -495,27 +385,18 @@ class Forwarder:
         chunked: bool,
         tried: set[int],
         sink: Sink,
-        sent: Sent | None = None,
     ) -> str | None:
-        """One try: None once the answer was relayed, else the kind of failure (``routing``).
-        With ``sent``, the request is on the wire already and only its answer is awaited."""
+        """One try: None once the answer was relayed, else the kind of failure (``routing``)."""
         s = self.settings
         pool = inst.pool
-        if sent is None:
-            deadline = ex.deadline
-            inst.outstanding += 1
-            t0 = time.perf_counter()
-        else:  # send_now counted it
-            deadline = sent.deadline
-            t0 = sent.t0
+        deadline = ex.deadline
+        inst.outstanding += 1
+        t0 = time.perf_counter()
         try:
             fresh = False
             head_only = ex.method == "HEAD"
             while True:
-                if sent is not None:
-                    conn = sent.conn
-                else:
-                    conn = None if fresh else pool.take_idle()
+                conn = None if fresh else pool.take_idle()
                 if conn is None:
                     try:
                         conn = await pool.acquire(deadline, fresh=fresh)
@@ -526,10 +407,7 @@ class Forwarder:
                         return TIMED_OUT
                 reused = conn.served > 0
                 try:
-                    if sent is not None:
-                        waiter, sent = sent.waiter, None
-                        answer = await waiter
-                    elif streamed is None:
+                    if streamed is None:
                         answer = await conn.send(
                             head,
                             body,

@@ -39,7 +39,7 @@ import asyncio
 import collections
 import re
 from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from typing import Any
 
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.helpers import set_exception
@@ -160,12 +160,6 @@ def _tokens(value: str) -> frozenset[str]:
     return frozenset(t.strip().lower() for t in value.split(",") if t.strip())  # as llhttp's
 
 
-class AnswerHook(Protocol):
-    def on_answer(self, answer: Answer) -> bool: ...
-
-    def resume(self) -> None: ...
-
-
 class ConnectFailed(OSError):
     """The TCP connection could not be made (nothing was sent)."""
 
@@ -191,7 +185,6 @@ class UpstreamConnection(BaseProtocol):
         "_active",
         "_deadline",
         "_head_only",
-        "_hook",
         "_main_parser",
         "_payload",
         "_read_timeout",
@@ -215,7 +208,6 @@ class UpstreamConnection(BaseProtocol):
         )
         self._parser = self._main_parser
         self._waiter: asyncio.Future[Answer] | None = None
-        self._hook: AnswerHook | None = None
         self._payload: StreamReader | None = None
         self._watch: asyncio.TimerHandle | None = None
         self._watch_due = 0.0
@@ -293,16 +285,10 @@ class UpstreamConnection(BaseProtocol):
         head_only: bool,
         deadline: float,
         read_timeout: float,
-        hook: AnswerHook | None = None,
     ) -> asyncio.Future[Answer]:
         """Send one request whose body (if any) is in memory: one write. The future resolves
-        to the answer's head and its (streaming) payload. Not a coroutine: one frame less.
-
-        With a ``hook``, the answer goes to ``hook.on_answer`` first, synchronously, in the
-        read that completes it; if that returns False, or the exchange fails, ``hook.resume``
-        is called and then the future resolves as usual (a task awaiting it takes over)."""
+        to the answer's head and its (streaming) payload. Not a coroutine: one frame less."""
         waiter = self._begin(head_only, deadline, read_timeout)
-        self._hook = hook
         self.transport.write(head + body if body else head)  # type: ignore[union-attr]
         return waiter
 
@@ -356,7 +342,6 @@ class UpstreamConnection(BaseProtocol):
                 self, loop, _READ_LIMIT, response_with_body=False, auto_decompress=False
             )
         self._head_only = head_only
-        self._hook = None
         # llhttp is between messages here (a socket is reused only after a whole answer).
         self._whole = not head_only
         waiter = self._waiter = loop.create_future()
@@ -420,12 +405,6 @@ class UpstreamConnection(BaseProtocol):
         if waiter is None:
             return
         self._waiter = None
-        hook = self._hook
-        if hook is not None:
-            self._hook = None
-            if hook.on_answer(answer):
-                return  # relayed on the spot; nobody awaits the waiter
-            hook.resume()  # a task takes over and awaits the waiter
         if not waiter.done():
             waiter.set_result(answer)
 
@@ -433,10 +412,6 @@ class UpstreamConnection(BaseProtocol):
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
-            hook = self._hook
-            if hook is not None:
-                self._hook = None
-                hook.resume()
             if not waiter.done():
                 waiter.set_exception(exc)
 

@@ -52,17 +52,26 @@ from .auth import APP_KEY_HEADER, APP_TOKEN_HEADER, authenticate, check_key
 from .breaker import CLOSED, OPEN, Breaker
 from .cache import MISSING, CachedLookup
 from .config import EdgeSettings
-from .errors import ClientClosed, EdgeError, NotFound, RateLimited, Unavailable, error_parts
-from .framing import check_message as check_framing
-from .framing import origin_form
-from .headers import DATA_REGION, REQUEST_ID, Block, Items, request_id, split_line, to_block
+from .errors import (
+    ClientClosed,
+    EdgeError,
+    ErrorAnswer,
+    NotFound,
+    RateLimited,
+    Unavailable,
+    error_response,
+)
+from .exchange import Exchange, Sink
+from .headers import REQUEST_ID, Block, request_id, split_line
 from .metrics import CONTENT_TYPE, EdgeMetrics
-from .proxy import Exchange, Forwarder, Sink
+from .proxy import Forwarder
 from .ratelimit import RateLimiter
 from .registry import AccountRecord, DynamoRegistry, KeyOwner, RegistryReader
 from .resolve import AccountResolver
 from .routes import RouteTable, split_target
 from .upstream import Pools
+from .wire import SERVICE, Service, close_after_answer, origin_form
+from .wire import check_message as check_framing
 
 access_log = logging.getLogger("edge_router.access")
 log = logging.getLogger("edge_router")
@@ -153,6 +162,11 @@ def _state_ctx(
                     access_log=s.access_log,
                 )
                 state = app[STATE]
+                app[SERVICE] = Service(
+                    serve=lambda ex, sink: serve_exchange(state, ex, sink),
+                    settings=s,
+                    timed_out=lambda kind: metrics.client_timeouts.labels(kind).inc(),
+                )
                 metrics.in_flight_source = lambda: state.in_flight
                 metrics.start_flusher(asyncio.get_running_loop())
                 yield
@@ -255,17 +269,6 @@ def rate_limit(st: EdgeState, ex: Exchange) -> None:
 # -- the pipeline ----------------------------------------------------------------------------
 
 
-class ErrorAnswer:
-    """A JSON refusal for the front end to render (never after streaming)."""
-
-    __slots__ = ("block", "body", "status")
-
-    def __init__(self, status: int, headers: Items, body: bytes) -> None:
-        self.status = status
-        self.block: Block = to_block(headers)
-        self.body = body
-
-
 async def serve_exchange(st: EdgeState, ex: Exchange, sink: Sink) -> ErrorAnswer | None:
     """Run the steps and forward. Returns the refusal to render, or None once answered."""
     forwarder = st.forwarder
@@ -296,17 +299,14 @@ async def serve_exchange(st: EdgeState, ex: Exchange, sink: Sink) -> ErrorAnswer
             raise
         ex.error = exc.code
         ex.status = exc.status
-        headers = {REQUEST_ID: ex.request_id}
-        if ex.region != "none":
-            headers[DATA_REGION] = ex.region
-        refused = ErrorAnswer(*error_parts(exc, headers))
+        refused = error_response(exc, ex.request_id, ex.region)
     except Exception as exc:
         if ex.started:
             raise
         log.exception("unexpected error while handling a request")
         ex.error = f"internal:{type(exc).__name__}"
         ex.status = 500
-        refused = ErrorAnswer(*error_parts(EdgeError(), {REQUEST_ID: ex.request_id}))
+        refused = error_response(EdgeError(), ex.request_id)
     finally:
         if counted:
             st.in_flight -= 1
@@ -409,7 +409,7 @@ async def _last_answer(request: web.Request, resp: web.Response) -> None:
     resp.force_close()
     await resp.prepare(request)
     await resp.write_eof()
-    request.protocol.force_close()
+    close_after_answer(request)
 
 
 @web.middleware

@@ -1,7 +1,7 @@
 """Every way the edge can refuse a request, as one exception tree, turned into JSON in one place.
 
-Policy steps raise; only the handler boundary (``app.py``) catches, and only
-``error_response`` below turns an error into bytes, so every refusal looks the same on the
+Policy steps raise; only the pipeline and the listener's parser boundary catch, and only
+``error_response`` below turns an error into an answer, so every refusal looks the same on the
 wire: ``{"error": "<stable_code>", "message": "..."}``. Nothing is sent as JSON once a proxied
 response has started streaming: after that the connection is cut instead.
 
@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 
-from aiohttp import web
+from .headers import DATA_REGION, REQUEST_ID, Block
 
 
 class EdgeError(Exception):
@@ -144,22 +144,25 @@ class RegistryError(Exception):
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 
 
-def error_parts(
-    exc: EdgeError, extra_headers: dict[str, str] | None = None
-) -> tuple[int, list[tuple[str, str]], bytes]:
-    """The single place where an error becomes an HTTP answer: status, headers, JSON body.
+class ErrorAnswer:
+    """A refusal as both front ends write it: status, header block (``headers.Block``), body."""
 
-    Both front ends render these parts (``error_response`` for aiohttp.web, the raw listener
-    writes them itself), so every refusal is the same on the wire."""
+    __slots__ = ("block", "body", "status")
+
+    def __init__(self, status: int, block: Block, body: bytes) -> None:
+        self.status = status
+        self.block = block
+        self.body = body
+
+
+def error_response(exc: EdgeError, request_id: str, region: str = "none") -> ErrorAnswer:
+    """The single place where an error becomes an HTTP answer: its status, a JSON body
+    ``{"error": code, "message": ...}``, and the headers every refusal carries (the request
+    id; the account's region once known; ``Retry-After`` when the error has one)."""
     body = json.dumps({"error": exc.code, "message": exc.message}, separators=(",", ":"))
-    headers = [("Content-Type", JSON_CONTENT_TYPE)]
-    if extra_headers:
-        headers.extend(extra_headers.items())
+    block = f"\r\nContent-Type: {JSON_CONTENT_TYPE}\r\n{REQUEST_ID}: {request_id}"
+    if region != "none":
+        block += f"\r\n{DATA_REGION}: {region}"
     if exc.retry_after is not None:
-        headers.append(("Retry-After", str(exc.retry_after)))
-    return exc.status, headers, body.encode()
-
-
-def error_response(exc: EdgeError, extra_headers: dict[str, str] | None = None) -> web.Response:
-    status, headers, body = error_parts(exc, extra_headers)
-    return web.Response(status=status, body=body, headers=dict(headers))
+        block += f"\r\nRetry-After: {exc.retry_after}"
+    return ErrorAnswer(exc.status, block, body.encode())

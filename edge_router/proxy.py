@@ -27,12 +27,6 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Protocol
-
-from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.streams import StreamReader
-from multidict import CIMultiDict, CIMultiDictProxy
-from yarl import URL
 
 from residency_contract.signer import Signer
 
@@ -46,7 +40,8 @@ from .errors import (
     UpstreamFailed,
     UpstreamTimeout,
 )
-from .headers import Block, downstream_response_block, encode_head, upstream_request_items
+from .exchange import Exchange, Sink
+from .headers import downstream_response_block, encode_head, upstream_request_items
 from .metrics import EdgeMetrics
 from .routing import (
     CONNECT_FAILED,
@@ -60,119 +55,19 @@ from .routing import (
     may_retry,
 )
 from .upstream import Instance, Pools
-from .upstream_conn import (
+from .wire import (
     ConnectFailed,
     ConnectionBroken,
+    HttpProcessingError,
     PoolTimeout,
+    StreamReader,
     UpstreamConnection,
 )
 
 log = logging.getLogger("edge_router.proxy")
 
 _RETRY_STATUSES = frozenset({502, 503, 504})
-_EMPTY: CIMultiDict[str] = CIMultiDict()
 _BROKEN = (ConnectionError, OSError, HttpProcessingError)
-
-
-class Exchange:
-    """One request through the pipeline: what the front end parsed, what the steps decided
-    (also the access-log record)."""
-
-    __slots__ = (
-        "absolute",
-        "account",
-        "attempts",
-        "body",
-        "body_exists",
-        "content_length",
-        "deadline",
-        "error",
-        "expect_continue",
-        "header_lines",
-        "headers",
-        "host",
-        "method",
-        "peer",
-        "principal",
-        "region",
-        "request_id",
-        "roles",
-        "route",
-        "scheme",
-        "started",
-        "status",
-        "t0",
-        "target",
-        "upstream",
-        "url",
-        "version",
-    )
-
-    def __init__(
-        self,
-        method: str,
-        target: str,
-        request_id: str,
-        headers: CIMultiDictProxy[str] | None = None,
-        *,
-        url: URL | None = None,
-        body: StreamReader | None = None,
-        body_exists: bool = False,
-        content_length: int | None = None,
-        peer: str | None = None,
-        scheme: str = "http",
-        expect_continue: bool = False,
-        version: tuple[int, int] = (1, 1),
-        header_lines: int = 0,
-        host: str | None = None,
-    ) -> None:
-        self.method = method
-        # The raw request target, byte for byte as received (origin form: an absolute-form
-        # target comes here as its path and query, its authority as ``host``).
-        self.target = target
-        self.request_id = request_id
-        self.headers = headers if headers is not None else CIMultiDictProxy(_EMPTY)
-        self.url = url  # the target as a yarl URL (its query is parsed only when asked for)
-        self.body = body
-        self.body_exists = body_exists
-        self.content_length = content_length
-        self.peer = peer
-        self.scheme = scheme
-        self.expect_continue = expect_continue
-        self.version = version
-        self.header_lines = header_lines
-        self.absolute = host is not None  # the target was in absolute form
-        self.host = host if host is not None else self.headers.get("Host")
-        self.deadline = 0.0  # loop time by which the whole answer must be out (total timeout)
-        self.account: str | None = None
-        self.region = "none"
-        self.route = "other"
-        self.principal: str | None = None
-        self.roles: frozenset[str] = frozenset()
-        self.upstream: str | None = None
-        self.attempts = 0
-        self.status = 0
-        self.error: str | None = None
-        self.started = False  # response head sent: no JSON error possible any more
-        self.t0 = 0.0  # perf_counter() when the pipeline took it
-
-
-class Sink(Protocol):
-    """How a front end writes the answer (its headers as a ``headers.Block``).
-    ``respond`` is a whole answer in one go; ``start`` /
-    ``write`` / ``end`` stream one; ``abort`` cuts the client connection (mid-body failure)."""
-
-    def send_continue(self) -> None: ...
-
-    async def respond(self, status: int, reason: str, block: Block, body: bytes) -> None: ...
-
-    async def start(self, status: int, reason: str, block: Block) -> None: ...
-
-    async def write(self, chunk: bytes) -> None: ...
-
-    async def end(self) -> None: ...
-
-    def abort(self) -> None: ...
 
 
 class _StreamedBody:

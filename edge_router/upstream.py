@@ -19,7 +19,7 @@ Health checks and ejection agree within one interval: an ejected instance whose 
 check (one that started after the ejection) passes is readmitted then, without waiting out
 ``eject_cooldown_s``; the cool-down bounds an ejection only when no check says otherwise.
 
-Each instance owns one ``upstream_conn.ConnectionPool`` capped at ``upstream_pool_limit``
+Each instance owns one ``wire.ConnectionPool`` capped at ``upstream_pool_limit``
 sockets: the cap is per upstream, a slow instance cannot starve the others of sockets, and
 connections are reused across requests. Health probes are off the hot path and use one small
 ``aiohttp.ClientSession`` for all instances; the same loop closes pooled sockets idle for
@@ -40,7 +40,7 @@ from yarl import URL
 
 from .config import EdgeSettings, InstanceSettings
 from .metrics import EdgeMetrics
-from .upstream_conn import ConnectionPool
+from .wire import ConnectionPool
 
 log = logging.getLogger("edge_router.upstream")
 

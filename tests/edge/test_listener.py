@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import BaseTestServer, TestClient
 
 from edge_router.app import create_admin_app, create_app
-from edge_router.http_server import EdgeRunner
+from edge_router.wire import EdgeRunner
 
 from .conftest import FakeRegistry, FakeStore, dead_url, make_settings, wait_until
 from .test_component import *  # noqa: F403  (re-collect every component test with our build)

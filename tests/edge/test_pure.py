@@ -13,7 +13,6 @@ from yarl import URL
 from edge_router import routes
 from edge_router.config import ConfigError, EdgeSettings
 from edge_router.errors import BadRequest, NotFound
-from edge_router.framing import origin_form
 from edge_router.headers import downstream_response_headers, upstream_request_headers
 from edge_router.ratelimit import RateLimiter, TokenBucket
 from edge_router.resolve import AccountResolver
@@ -28,6 +27,7 @@ from edge_router.routing import (
     may_retry,
 )
 from edge_router.upstream import reports_dependency
+from edge_router.wire import origin_form
 
 RESOLVER = AccountResolver(["vtexcommercestable.com.br", "localhost"])
 

@@ -8,7 +8,7 @@ import socket
 import pytest
 from aiohttp import web
 
-from edge_router.upstream_conn import ConnectFailed, ConnectionPool, PoolTimeout
+from edge_router.wire import ConnectFailed, ConnectionPool, PoolTimeout
 
 
 async def _pool(aiohttp_server, limit: int) -> ConnectionPool:  # type: ignore[no-untyped-def]

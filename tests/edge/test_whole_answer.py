@@ -28,7 +28,7 @@ from aiohttp.base_protocol import BaseProtocol
 from aiohttp.http_parser import HttpResponseParser
 
 from edge_router.headers import connection_tokens, split_line
-from edge_router.upstream_conn import Answer, parse_whole_answer
+from edge_router.wire import Answer, parse_whole_answer
 
 
 class LLHttp:

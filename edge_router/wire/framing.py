@@ -18,11 +18,10 @@ An absolute-form target (``POST http://host/path HTTP/1.1``, which a server MUST
 
 from __future__ import annotations
 
-from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from .errors import (
+from ..errors import (
     BadRequest,
     EdgeError,
     HeadersTooLarge,
@@ -30,6 +29,7 @@ from .errors import (
     UriTooLong,
     VersionNotSupported,
 )
+from .compat import HttpProcessingError, line_too_long, too_many_headers
 
 # The stores parse with aiohttp's defaults (max_headers=128); the edge adds up to 7 lines of its
 # own (X-Forwarded-*, Via, X-Request-Id, the assertion, Transfer-Encoding) and one spare.
@@ -76,11 +76,12 @@ def check_message(
 def parse_error(exc: HttpProcessingError) -> EdgeError:
     """The parser's refusal as the edge's JSON error (its text, which may quote the request's
     bytes, is never shown)."""
-    if isinstance(exc, LineTooLong):
-        if len(exc.args) > 1 and exc.args[1] == MAX_REQUEST_LINE:
+    limit = line_too_long(exc)
+    if limit is not None:
+        if limit == MAX_REQUEST_LINE:
             return UriTooLong("uri_too_long", "the request line is too long")
         return HeadersTooLarge("header_too_large", "a header line is too long")
-    if "Too many headers" in str(exc):
+    if too_many_headers(exc):
         return HeadersTooLarge("too_many_headers", f"more than {MAX_HEADER_LINES} header lines")
     err = BadRequest("bad_request", "the request could not be parsed")
     if 400 <= exc.code < 500 and exc.code != 400:

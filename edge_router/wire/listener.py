@@ -1,25 +1,23 @@
-"""The public listener: aiohttp's C request parser on a bare asyncio protocol.
+"""The public listener: one client connection, aiohttp's C request parser on a bare protocol.
 
 Why not ``aiohttp.web``: its request/response objects, router, middleware chain and per-request
 task machinery cost more CPU per request than the whole proxy budget (a hello-world
 ``web.Application`` measured ~115 µs/request on the bench machine, the same parser on a plain
 protocol ~35 µs). The edge has one route and a fixed pipeline, so it needs none of that:
 
-* ``EdgeProtocol`` feeds bytes to ``aiohttp._http_parser.HttpRequestParser`` (llhttp), gets
-  ``RawRequestMessage`` + payload ``StreamReader`` pairs and runs ``app.serve_exchange`` on
-  each, one at a time per connection (pipelined requests are answered in order). It is its
-  own ``proxy.Sink``: a whole answer goes out in ONE ``transport.write``; a streamed one is
-  framed as the store framed it (Content-Length) or chunked, with ``drain`` backpressure.
-* flow control is aiohttp's ``BaseProtocol``: a request body the store does not take fast
-  enough pauses the client socket; a queue of pipelined requests is bounded the same way.
-* the client's timeouts (head, body, send, keep-alive: ``EdgeProtocol``) are enforced by one
-  sweeper per server, not one timer per request.
-* ``EdgeRunner`` is a ``web.BaseRunner``: ``web.TCPSite`` (backlog, SO_REUSEPORT) serves it,
-  the ``Application``'s ``cleanup_ctx`` creates and closes the shared state as usual, and
-  graceful shutdown drains in-flight requests within ``shutdown_timeout``.
+* ``EdgeProtocol`` feeds bytes to llhttp (``compat.request_parser``), gets
+  ``RawRequestMessage`` + payload ``StreamReader`` pairs and has the ``Service`` (the
+  pipeline) serve each as an ``Exchange``, one at a time per connection (pipelined requests
+  are answered in order). It is its own ``exchange.Sink``: a whole answer goes out in ONE
+  ``transport.write``; a streamed one is framed as the store framed it (Content-Length) or
+  chunked, with ``drain`` backpressure.
+* flow control is aiohttp's (``compat.FlowProtocol``): a request body the store does not take
+  fast enough pauses the client socket; a queue of pipelined requests is bounded the same way.
+* the client's timeouts (head, body, send, keep-alive) are checked by ``check_timeouts``,
+  called by one sweeper per server (``runner.EdgeServer``), not one timer per request.
 
-The same pipeline also runs behind ``aiohttp.web`` (``app.handle``); ``tests/edge`` runs the
-component tests against both front ends.
+The same pipeline also runs behind ``aiohttp.web`` (``web_front``); ``tests/edge`` runs the
+component tests and the conformance matrix against both front ends.
 """
 
 from __future__ import annotations
@@ -28,25 +26,30 @@ import asyncio
 import collections
 import logging
 import re
-import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING
 
-from aiohttp import web
-from aiohttp.base_protocol import BaseProtocol
-from aiohttp.http import HttpVersion11
-from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.http_parser import HttpRequestParser, RawRequestMessage
-from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
-
-from .app import STATE, EdgeState, serve_exchange
-from .config import EdgeSettings
-from .errors import ClientClosed, EdgeError, RequestTimeout, error_parts
+from ..config import EdgeSettings
+from ..errors import ClientClosed, EdgeError, ErrorAnswer, RequestTimeout, error_response
+from ..exchange import Exchange, Sink
+from ..headers import REQUEST_ID, Block, encode_block, request_id
+from .compat import (
+    EMPTY_PAYLOAD,
+    FlowProtocol,
+    HttpProcessingError,
+    HttpVersion11,
+    RawRequestMessage,
+    StreamReader,
+    request_parser,
+)
 from .framing import MAX_FIELD_SIZE, MAX_REQUEST_LINE, origin_form, parse_error
-from .headers import REQUEST_ID, Block, encode_block, request_id, to_block
-from .proxy import Exchange
 
-log = logging.getLogger("edge_router.http_server")
+if TYPE_CHECKING:
+    from .runner import EdgeServer
+
+log = logging.getLogger("edge_router.listener")
 
 _READ_LIMIT = 2**16
 _MAX_PIPELINED = 16  # queued requests per connection before the socket is paused
@@ -54,6 +57,17 @@ _NO_BODY_STATUS = frozenset({204, 304})
 _PHRASES = {s.value: s.phrase for s in HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LENGTH = re.compile(r"\r\ncontent-length:", re.ASCII | re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """What the listener serves: ``serve`` answers one exchange through the sink it is given
+    (or returns the refusal to write), ``settings`` holds the client timeouts, ``timed_out``
+    counts a client cut off by one (``head``, ``body``, ``send``)."""
+
+    serve: Callable[[Exchange, Sink], Awaitable[ErrorAnswer | None]]
+    settings: EdgeSettings
+    timed_out: Callable[[str], None]
 
 
 def _status_line(status: int, reason: str | None) -> str:
@@ -65,7 +79,7 @@ def _ends_connection(msg: RawRequestMessage) -> bool:
     return msg.should_close or msg.version != HttpVersion11 or msg.upgrade
 
 
-class EdgeProtocol(BaseProtocol):
+class EdgeProtocol(FlowProtocol):
     """One client connection. Also the ``Sink`` of the request being answered.
 
     Two flags end a connection, and they are not the same: ``_close`` means "no request after
@@ -91,6 +105,7 @@ class EdgeProtocol(BaseProtocol):
         "_http10",
         "_idle_waiter",
         "_last",
+        "_llhttp",
         "_payload",
         "_queue",
         "_server",
@@ -104,14 +119,10 @@ class EdgeProtocol(BaseProtocol):
     def __init__(self, server: EdgeServer) -> None:
         super().__init__(server.loop)
         self._server = server
-        self._parser = HttpRequestParser(
-            self,
-            server.loop,
-            _READ_LIMIT,
-            max_line_size=MAX_REQUEST_LINE,
-            max_field_size=MAX_FIELD_SIZE,
-            auto_decompress=False,
+        self._llhttp = request_parser(
+            self, limit=_READ_LIMIT, max_line_size=MAX_REQUEST_LINE, max_field_size=MAX_FIELD_SIZE
         )
+        self.use_parser(self._llhttp)
         self._queue: collections.deque[tuple[RawRequestMessage, StreamReader]] = collections.deque()
         self._task: asyncio.Task[None] | None = None  # created on the first request
         self._idle_waiter: asyncio.Future[None] | None = None
@@ -136,7 +147,7 @@ class EdgeProtocol(BaseProtocol):
         super().connection_made(transport)
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else None
-        self.idle_since = self._loop.time()
+        self.idle_since = self.loop.time()
         self._server.connections.add(self)
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -150,7 +161,7 @@ class EdgeProtocol(BaseProtocol):
 
     def pause_writing(self) -> None:
         super().pause_writing()
-        self._write_paused_since = self._loop.time()
+        self._write_paused_since = self.loop.time()
 
     def resume_writing(self) -> None:
         super().resume_writing()
@@ -160,7 +171,7 @@ class EdgeProtocol(BaseProtocol):
         if self._dead:
             return
         try:
-            messages, upgraded, _tail = self._parser.feed_data(data)
+            messages, upgraded, _tail = self._llhttp.feed_data(data)
         except HttpProcessingError as exc:
             self._bad_request(parse_error(exc))
             return
@@ -170,22 +181,22 @@ class EdgeProtocol(BaseProtocol):
             last = messages[-1][1]
             if last is not EMPTY_PAYLOAD and not last.is_eof():
                 self._body = last
-                self._body_since = self._loop.time()
+                self._body_since = self.loop.time()
             messages = self._until_last(messages)
             if not messages:
                 return
         if upgraded:  # no protocol switch through the edge: answer the request, then close
-            self._pause_reading_for_buffer()
+            self.hold_reading()
         if messages:
             self._queue.extend(messages)
             if len(self._queue) > _MAX_PIPELINED:
-                self._pause_reading_for_buffer()
+                self.hold_reading()
             self._kick()
 
     def _track(self, completed: bool) -> None:
         """Progress for the timeouts: body bytes move the body's clock; bytes outside a body
         start the head's, a whole head stops it."""
-        now = self._loop.time()
+        now = self.loop.time()
         body = self._body
         if body is not None:
             if body.is_eof() or body.exception() is not None:
@@ -210,11 +221,6 @@ class EdgeProtocol(BaseProtocol):
                 return messages[: i + 1]
         return messages
 
-    def resume_reading(self, resume_parser: bool = True) -> None:
-        # Called by the body StreamReader after every read, paused or not (see upstream_conn).
-        if self._reading_paused:
-            super().resume_reading(resume_parser)
-
     def _fail_bodies(self, exc: BaseException) -> None:
         """Fail the body being read, so whatever awaits it (the forwarder) stops now."""
         for body in (self._body, self._payload):
@@ -232,17 +238,17 @@ class EdgeProtocol(BaseProtocol):
         paused = self._write_paused_since
         if paused is not None and now - paused > s.send_timeout_s:
             # The client reads nothing of what it asked for: nothing more can reach it.
-            self._server.state.metrics.client_timeouts.labels("send").inc()
+            self._server.service.timed_out("send")
             self.abort()
             return
         body = self._body
-        if body is not None and not self._reading_paused:
+        if body is not None and not self.reading_paused:
             # (Paused reading is the edge's doing -- the store takes the body slowly -- not
             # the client's; the request's deadline bounds that.)
             if body.is_eof() or body.exception() is not None:
                 self._body = None
             elif now - self._body_since > s.request_body_timeout_s:
-                self._server.state.metrics.client_timeouts.labels("body").inc()
+                self._server.service.timed_out("body")
                 self._close = True
                 self._fail_bodies(
                     RequestTimeout("request_timeout", "the request body did not arrive in time")
@@ -250,7 +256,7 @@ class EdgeProtocol(BaseProtocol):
             return
         head = self._head_since
         if head is not None and now - head > s.request_head_timeout_s:
-            self._server.state.metrics.client_timeouts.labels("head").inc()
+            self._server.service.timed_out("head")
             self._head_since = None
             self._bad_request(
                 RequestTimeout("request_timeout", "the request head did not arrive in time")
@@ -272,7 +278,7 @@ class EdgeProtocol(BaseProtocol):
         One long-lived task per connection rather than one per request: a ``Task`` costs more
         than a future to wake it (creation, registration in asyncio's task set, teardown)."""
         queue = self._queue
-        loop = self._loop
+        loop = self.loop
         try:
             while not self._dead:
                 if not queue:
@@ -283,15 +289,15 @@ class EdgeProtocol(BaseProtocol):
                     self._idle_waiter = loop.create_future()
                     await self._idle_waiter
                     continue
-                if self._paused:
+                if self.writing_paused:
                     # The client is not reading its answers: the next one waits for it (the
                     # sweep closes the connection after send_timeout_s), and so does parsing.
-                    await self._drain_helper()
+                    await self.drain()
                     continue  # the queue may have changed meanwhile (closed, cleared)
                 self.busy = True
                 msg, payload = queue.popleft()
-                if self._buffer_paused and len(queue) <= _MAX_PIPELINED // 2:
-                    self._resume_reading_for_buffer()
+                if self.reading_held and len(queue) <= _MAX_PIPELINED // 2:
+                    self.release_reading()
                 await self._serve(msg, payload)
         except ConnectionError:
             pass  # gone while waiting to write
@@ -302,10 +308,22 @@ class EdgeProtocol(BaseProtocol):
             if self.transport is not None:
                 self.transport.close()
 
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The connection's task (None before its first request)."""
+        return self._task
+
+    def stop_keepalive(self) -> None:
+        """Shutdown: no request after the current one; an idle connection closes now."""
+        self._close = True
+        if not self.busy and self.transport is not None:
+            self.transport.close()
+        self._wake()
+
     def _kick(self) -> None:
         """Queued requests for the connection's task: start it (the first time) or wake it."""
         if self._task is None:
-            self._task = self._loop.create_task(self._run())
+            self._task = self.loop.create_task(self._run())
         else:
             self._wake()
 
@@ -350,7 +368,7 @@ class EdgeProtocol(BaseProtocol):
         if _ends_connection(msg):
             self._close = True
         try:
-            answer = await serve_exchange(self._server.state, ex, self)
+            answer = await self._server.service.serve(ex, self)
         except Exception:
             log.exception("request failed after its answer started; connection cut")
             self.abort()
@@ -370,14 +388,14 @@ class EdgeProtocol(BaseProtocol):
         if self.busy:
             return  # the answer in progress is the last one; the task closes after it
         self._wake()
-        status, headers, body = error_parts(err, {REQUEST_ID: request_id(None)})
+        answer = error_response(err, request_id(None))
         self._payload = EMPTY_PAYLOAD
         self._head_only = self._http10 = False
-        self.write_answer(status, None, to_block(headers), body)
+        self.write_answer(answer.status, None, answer.block, answer.body)
         if self.transport is not None:
             self.transport.close()
 
-    # -- proxy.Sink ---------------------------------------------------------------------------
+    # -- exchange.Sink ---------------------------------------------------------------------------
 
     def send_continue(self) -> None:
         if self.transport is not None:
@@ -425,9 +443,9 @@ class EdgeProtocol(BaseProtocol):
         if transport is None:
             raise ClientClosed("client_closed", "the client closed the connection")
         transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self._chunked else chunk)
-        if self._paused:
+        if self.writing_paused:
             try:
-                await self._drain_helper()
+                await self.drain()
             except ConnectionError:
                 raise ClientClosed("client_closed", "the client closed the connection") from None
 
@@ -440,208 +458,3 @@ class EdgeProtocol(BaseProtocol):
         self._close = True
         if self.transport is not None:
             self.transport.abort()
-
-
-class EdgeServer:
-    """Protocol factory for ``loop.create_server``, with graceful shutdown (``BaseRunner``)."""
-
-    def __init__(self, state: EdgeState, loop: asyncio.AbstractEventLoop) -> None:
-        self.state = state
-        self.loop = loop
-        self.connections: set[EdgeProtocol] = set()
-        s = state.settings
-        # Often enough that a timeout is enforced within a quarter of itself (1 s at most).
-        shortest = min(
-            s.request_head_timeout_s,
-            s.request_body_timeout_s,
-            s.send_timeout_s,
-            s.keepalive_timeout_s,
-        )
-        self._sweep_s = max(0.05, min(1.0, shortest / 4))
-        self._sweeper = loop.call_later(self._sweep_s, self._sweep)
-
-    def __call__(self) -> EdgeProtocol:
-        return EdgeProtocol(self)
-
-    def _sweep(self) -> None:
-        """One timer for every connection's timeouts, instead of one per request."""
-        now = self.loop.time()
-        settings = self.state.settings
-        for conn in list(self.connections):
-            conn.check_timeouts(now, settings)
-        self._sweeper = self.loop.call_later(self._sweep_s, self._sweep)
-
-    def pre_shutdown(self) -> None:
-        """Stop keep-alive: idle connections close now, busy ones after their answer."""
-        for conn in list(self.connections):
-            conn._close = True
-            if not conn.busy and conn.transport is not None:
-                conn.transport.close()
-            conn._wake()
-
-    async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 (BaseRunner's signature)
-        self._sweeper.cancel()
-        busy: list[asyncio.Future[Any]] = [
-            c._task for c in self.connections if c.busy and c._task is not None
-        ]
-        if busy:
-            await asyncio.wait(busy, timeout=timeout)
-        for conn in list(self.connections):
-            if conn.transport is not None:
-                conn.transport.abort()
-
-
-class BatchAcceptSite(web.BaseSite):
-    """A TCP site that accepts waiting connections in batches, like asyncio's own loop.
-
-    Since libuv 1.45 ("don't accept() connections in a loop", libuv#3696) a libuv server --
-    hence uvloop's ``create_server`` -- accepts ONE connection per event-loop iteration. Under
-    load an iteration takes tens of milliseconds, so a burst of new connections (wrk opening
-    1,000, clients reconnecting after a deploy) waited in the kernel's listen queue for seconds:
-    the multi-second tail at 1,000 connections in ``docs/benchmarks.md``, while every request
-    took under 140 ms inside the edge. Here the listening socket is ours: its read callback
-    accepts up to ``backlog`` connections at once and hands them all to the loop together
-    (``connect_accepted_socket``)."""
-
-    __slots__ = ("_adopting", "_batch", "_host", "_paused", "_port", "_reuse_port", "_sock")
-
-    def __init__(
-        self,
-        runner: web.BaseRunner,
-        host: str,
-        port: int,
-        *,
-        backlog: int = 2048,
-        reuse_port: bool = False,
-    ) -> None:
-        super().__init__(runner, backlog=backlog)
-        self._host = host
-        self._port = port
-        self._reuse_port = reuse_port
-        self._batch = max(1, backlog)
-        self._sock: socket.socket | None = None
-        self._adopting: set[asyncio.Task[None]] = set()
-        self._paused: asyncio.TimerHandle | None = None
-
-    @property
-    def name(self) -> str:
-        return f"http://{self._host}:{self.port}"
-
-    @property
-    def port(self) -> int:
-        return self._sock.getsockname()[1] if self._sock is not None else self._port
-
-    async def start(self) -> None:
-        await super().start()
-        loop = asyncio.get_running_loop()
-        infos = await loop.getaddrinfo(
-            self._host, self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-        family, kind, proto, _, address = infos[0]
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if self._reuse_port:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind(address)
-            sock.listen(self._backlog)
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
-        self._sock = sock
-        loop.add_reader(sock.fileno(), self._accept)
-
-    def _accept(self) -> None:
-        sock = self._sock
-        if sock is None:
-            return
-        accepted: list[socket.socket] = []
-        for _ in range(self._batch):
-            try:
-                conn, _addr = sock.accept()
-            except (BlockingIOError, InterruptedError):
-                break
-            except ConnectionAbortedError:
-                continue  # the client gave up while queued
-            except OSError as exc:
-                # Out of descriptors or buffers: stop accepting for a moment rather than spin
-                # on a listen socket that stays readable (what asyncio does too).
-                log.warning("accept failed (%s); pausing accept for 1 s", exc.strerror)
-                self._pause()
-                break
-            conn.setblocking(False)
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            accepted.append(conn)
-        if accepted:
-            task = asyncio.get_running_loop().create_task(self._adopt(accepted))
-            self._adopting.add(task)
-            task.add_done_callback(self._adopting.discard)
-
-    async def _adopt(self, conns: list[socket.socket]) -> None:
-        # Side by side: each adoption waits a loop iteration for its connection_made, so one
-        # after the other would again admit one connection per iteration.
-        loop = asyncio.get_running_loop()
-        server = self._runner.server
-        if server is None or self._sock is None:  # stopped meanwhile
-            for conn in conns:
-                conn.close()
-            return
-        results = await asyncio.gather(
-            *(loop.connect_accepted_socket(server, conn) for conn in conns),
-            return_exceptions=True,
-        )
-        for conn, result in zip(conns, results, strict=True):
-            if isinstance(result, BaseException):
-                conn.close()  # reset before it could be set up: nothing to answer
-
-    def _pause(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self._sock is not None:
-            loop.remove_reader(self._sock.fileno())
-        self._paused = loop.call_later(1.0, self._resume_accepting)
-
-    def _resume_accepting(self) -> None:
-        self._paused = None
-        if self._sock is not None:
-            asyncio.get_running_loop().add_reader(self._sock.fileno(), self._accept)
-
-    async def stop(self) -> None:
-        sock, self._sock = self._sock, None
-        if self._paused is not None:
-            self._paused.cancel()
-            self._paused = None
-        if sock is not None:
-            asyncio.get_running_loop().remove_reader(sock.fileno())
-            sock.close()
-        await super().stop()
-
-
-class EdgeRunner(web.BaseRunner):
-    """Runs an edge ``web.Application`` (startup/cleanup) behind ``EdgeServer``."""
-
-    __slots__ = ("_app",)
-
-    def __init__(self, app: web.Application, **kwargs: Any) -> None:
-        kwargs.pop("handler_cancellation", None)  # aiohttp.test_utils passes it; not ours
-        kwargs.pop("access_log", None)
-        super().__init__(**kwargs)
-        self._app = app
-
-    @property
-    def app(self) -> web.Application:
-        return self._app
-
-    async def shutdown(self) -> None:
-        await self._app.shutdown()
-
-    async def _make_server(self) -> Any:
-        loop = asyncio.get_running_loop()
-        self._app._set_loop(loop)
-        self._app.on_startup.freeze()
-        await self._app.startup()
-        self._app.freeze()
-        return EdgeServer(self._app[STATE], loop)
-
-    async def _cleanup_server(self) -> None:
-        await self._app.cleanup()

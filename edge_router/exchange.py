@@ -37,15 +37,12 @@ class Exchange:
         "host",
         "method",
         "peer",
-        "principal",
         "region",
         "request_id",
-        "roles",
         "route",
         "scheme",
         "started",
         "status",
-        "t0",
         "target",
         "upstream",
         "url",
@@ -91,14 +88,11 @@ class Exchange:
         self.account: str | None = None
         self.region = "none"
         self.route = "other"
-        self.principal: str | None = None
-        self.roles: frozenset[str] = frozenset()
         self.upstream: str | None = None
         self.attempts = 0
         self.status = 0
         self.error: str | None = None
         self.started = False  # response head sent: no JSON error possible any more
-        self.t0 = 0.0  # perf_counter() when the pipeline took it
 
 
 class Sink(Protocol):

@@ -26,16 +26,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
 
 from residency_contract.signer import Signer
 
+from .auth import Principal
+from .body import Body, StreamedBody, too_large
 from .config import EdgeSettings
 from .errors import (
     ClientClosed,
     EdgeError,
-    PayloadTooLarge,
-    RequestTimeout,
     Unavailable,
     UpstreamFailed,
     UpstreamTimeout,
@@ -60,7 +59,6 @@ from .wire import (
     ConnectionBroken,
     HttpProcessingError,
     PoolTimeout,
-    StreamReader,
     UpstreamConnection,
 )
 
@@ -68,49 +66,6 @@ log = logging.getLogger("edge_router.proxy")
 
 _RETRY_STATUSES = frozenset({502, 503, 504})
 _BROKEN = (ConnectionError, OSError, HttpProcessingError)
-
-
-class _StreamedBody:
-    """The client's body as an async iterator, with the size limit and the request's deadline
-    enforced while streaming (a client trickling its body cannot hold the exchange past it)."""
-
-    __slots__ = ("_content", "_deadline", "_limit", "started", "too_large")
-
-    def __init__(self, content: StreamReader, limit: int, deadline: float) -> None:
-        self._content = content
-        self._limit = limit
-        self._deadline = deadline
-        self.started = False
-        self.too_large = False
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        self.started = True
-        seen = 0
-        content = self._content
-        while True:
-            try:
-                async with asyncio.timeout_at(self._deadline):
-                    chunk = await content.readany()
-            except TimeoutError:
-                raise _body_too_slow() from None
-            if not chunk:
-                return
-            seen += len(chunk)
-            if seen > self._limit:
-                self.too_large = True
-                raise PayloadTooLarge("payload_too_large", "request body is over the limit")
-            yield chunk
-
-
-def _body_too_slow() -> RequestTimeout:
-    return RequestTimeout("request_timeout", "the request body did not arrive in time")
-
-
-Body = bytes | _StreamedBody | None
-
-
-def _too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge("payload_too_large", f"request body is over {limit} bytes")
 
 
 class Forwarder:
@@ -125,45 +80,10 @@ class Forwarder:
         self._ticks: dict[str, int] = dict.fromkeys(self.pools.by_region, 0)
         # The loop's clock, looked up once (get_running_loop() costs a getpid() per call).
         self._loop_time = asyncio.get_running_loop().time
-        self._total_timeout_s = settings.total_timeout_s
         self._retry_children = {r.name: metrics.retries.labels(r.name) for r in settings.regions}
         self._refusal_children = {
             r.name: metrics.cross_region_refusals.labels(r.name) for r in settings.regions
         }
-
-    def start_clock(self, ex: Exchange) -> None:
-        """The exchange's one deadline: every wait of it (the client's body, each attempt's
-        connect, send and answer) ends by ``total_timeout_s`` from here, however many
-        attempts it takes."""
-        ex.deadline = self._loop_time() + self._total_timeout_s
-
-    async def receive_body(self, ex: Exchange, sink: Sink) -> Body:
-        """The request body, before the request is admitted: ``100 Continue`` when asked (only
-        now: the checks before never invited it), a small body of known length read whole (so
-        it can be replayed on a retry, and a client that sends its head and stops holds no
-        admission slot), anything else as a stream read while forwarding. Bounded by the
-        deadline; the listener also fails the stream on a pause, a bad chunk or a close."""
-        if not ex.body_exists or ex.body is None:
-            return None
-        if ex.expect_continue:
-            sink.send_continue()
-        length = ex.content_length
-        if length is not None and length <= self.settings.buffer_body_bytes:
-            if not length:
-                return b""
-            try:
-                async with asyncio.timeout_at(ex.deadline):
-                    return await ex.body.readexactly(length)
-            except TimeoutError:
-                raise _body_too_slow() from None
-            except asyncio.IncompleteReadError:
-                raise ClientClosed("client_closed", "the client closed mid-body") from None
-        return _StreamedBody(ex.body, self.settings.max_body_bytes, ex.deadline)
-
-    def check_declared_length(self, ex: Exchange) -> None:
-        length = ex.content_length
-        if length is not None and length > self.settings.max_body_bytes:
-            raise _too_large(self.settings.max_body_bytes)
 
     def _refuse(self, refusal: Refusal) -> Unavailable:
         if refusal.others_available:
@@ -183,14 +103,16 @@ class Forwarder:
             retry_after=self.settings.retry_after_s,
         )
 
-    def _request_parts(self, ex: Exchange, chunked: bool) -> tuple[bytes, bytes]:
+    def _request_parts(
+        self, ex: Exchange, principal: Principal, chunked: bool
+    ) -> tuple[bytes, bytes]:
         """The request line and everything after "Host: ...\\r\\n" (the Host line depends on
         the instance): headers as the store must see them, the signed assertion among them."""
         assertion = self.signer.sign(
             account=ex.account or "",
             region=ex.region,
-            principal=ex.principal or "",
-            roles=ex.roles,
+            principal=principal.app_key,
+            roles=principal.roles,
             method=ex.method,
             target=ex.target,
         )
@@ -208,15 +130,15 @@ class Forwarder:
         line = f"{ex.method} {ex.target} HTTP/1.1\r\n".encode("utf-8", "surrogateescape")
         return line, encode_head("", items)
 
-    async def forward(self, ex: Exchange, sink: Sink, received: Body = None) -> None:
-        """Forward ``ex`` with the body ``receive_body`` gave, retrying inside its home region
-        as ``may_retry`` allows."""
+    async def forward(self, ex: Exchange, principal: Principal, received: Body, sink: Sink) -> None:
+        """Forward ``ex`` for ``principal`` with the body ``receive_body`` gave, retrying inside
+        its home region as ``may_retry`` allows."""
         s = self.settings
         method = ex.method
         # Body: nothing, a small buffered (replayable) body, or a stream read at most once.
         body: bytes | None = None
-        streamed: _StreamedBody | None = None
-        if isinstance(received, _StreamedBody):
+        streamed: StreamedBody | None = None
+        if isinstance(received, StreamedBody):
             streamed = received
         else:
             body = received
@@ -244,7 +166,7 @@ class Forwarder:
             if ex.attempts > 1:
                 self._retry_children[ex.region].inc()
             if not line:
-                line, rest = self._request_parts(ex, chunked)
+                line, rest = self._request_parts(ex, principal, chunked)
             head = line + inst.host_line + rest
             outcome = await self._attempt(ex, inst, head, body, streamed, chunked, tried, sink)
             if outcome is None:
@@ -276,7 +198,7 @@ class Forwarder:
         inst: Instance,
         head: bytes,
         body: bytes | None,
-        streamed: _StreamedBody | None,
+        streamed: StreamedBody | None,
         chunked: bool,
         tried: set[int],
         sink: Sink,
@@ -399,13 +321,13 @@ class Forwarder:
         if self._loop_time() >= conn.last_data + self.settings.read_timeout_s - 0.001:
             self.pools.failed(inst, "timeouts")
 
-    def _check_body(self, streamed: _StreamedBody | None) -> None:
+    def _check_body(self, streamed: StreamedBody | None) -> None:
         # A size overrun inside the body stream surfaces as some send error; say what it was.
         if streamed is not None and streamed.too_large:
-            raise _too_large(self.settings.max_body_bytes)
+            raise too_large(self.settings.max_body_bytes)
 
     def _can_retry_status(
-        self, ex: Exchange, streamed: _StreamedBody | None, tried: set[int]
+        self, ex: Exchange, streamed: StreamedBody | None, tried: set[int]
     ) -> bool:
         if not may_retry(
             ex.method,

@@ -52,7 +52,8 @@ def configure_logging(level: str) -> None:
 
 
 async def run_worker(settings: EdgeSettings, index: int = 0) -> None:
-    from .app import create_admin_app, create_app
+    from .admin import create_admin_app
+    from .app import create_app
     from .wire import BatchAcceptSite, EdgeRunner
 
     app = create_app(settings)

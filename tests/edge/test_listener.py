@@ -1,6 +1,6 @@
-"""The component tests again, against the production listener (``http_server.EdgeRunner``).
+"""The component tests again, against the production listener (``wire.EdgeRunner``).
 
-``app.handle`` (aiohttp.web) and ``http_server.EdgeProtocol`` (aiohttp's C parser on a bare
+``web_front.handle`` (aiohttp.web) and ``wire.EdgeProtocol`` (aiohttp's C parser on a bare
 protocol) run the same pipeline; every test of ``test_component`` is collected here again,
 unchanged, with a ``build`` fixture that serves the edge through ``EdgeRunner`` instead of
 aiohttp's ``AppRunner``. Below them, what only the raw listener does.
@@ -17,7 +17,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import BaseTestServer, TestClient
 
-from edge_router.app import create_admin_app, create_app
+from edge_router.admin import create_admin_app
+from edge_router.app import create_app
 from edge_router.wire import EdgeRunner
 
 from .conftest import FakeRegistry, FakeStore, dead_url, make_settings, wait_until

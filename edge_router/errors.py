@@ -21,10 +21,14 @@ response has started streaming: after that the connection is cut instead.
     │   └── ClientClosed            499  client_closed (logged and counted, never sent)
     └── ServiceFailure              the edge or the home region cannot serve now (5xx)
         ├── NotImplementedByEdge    501  unsupported_transfer_coding
-        ├── UpstreamFailed          502  upstream_failed
+        ├── UpstreamFailed          502  upstream_failed: one attempt at an instance failed,
+        │   │                            from the pool (``wire``) to the answer, one type
+        │   ├── ConnectFailed       502  nothing was sent (may go to another instance)
+        │   ├── ConnectionBroken    502  broken after (maybe) sending; ``answered``
+        │   └── UpstreamTimeout     504  upstream_timeout: the store silent, the deadline
+        │       └── PoolTimeout     504  no socket to the instance free before the deadline
         ├── Unavailable             503  overloaded, region_unavailable, registry_unavailable,
         │                                region_not_configured (Retry-After)
-        ├── UpstreamTimeout         504  upstream_timeout
         └── VersionNotSupported     505  http_version_not_supported
 
     RegistryError                   internal: the registry could not be read (botocore errors
@@ -118,18 +122,49 @@ class NotImplementedByEdge(ServiceFailure):
 
 
 class UpstreamFailed(ServiceFailure):
+    """An attempt at an instance of the home region failed: raised where it happens (the pool
+    and its connections, ``wire``), judged by ``routing.may_retry`` (another instance of the
+    same region?), and, not retried, the answer as it is. ``detail`` says what happened, for
+    logs; the client only ever sees the class's fixed message."""
+
     status = 502
     code = "upstream_failed"
+    public = "the home region's instance failed to answer"
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(self.code, self.public)
+        self.detail = detail or self.public
+        self.args = (self.detail,)
+
+
+class ConnectFailed(UpstreamFailed):
+    """The TCP connection could not be made: nothing was sent."""
+
+
+class ConnectionBroken(UpstreamFailed):
+    """The connection failed after (maybe) sending; ``answered``: had a byte of the answer
+    arrived?"""
+
+    def __init__(self, detail: str, answered: bool) -> None:
+        super().__init__(detail)
+        self.answered = answered
+
+
+class UpstreamTimeout(UpstreamFailed):
+    """The store went silent for the read timeout, or the request's deadline passed."""
+
+    status = 504
+    code = "upstream_timeout"
+    public = "the home region did not answer in time"
+
+
+class PoolTimeout(UpstreamTimeout):
+    """No connection to the instance could be had before the request's deadline."""
 
 
 class Unavailable(ServiceFailure):
     status = 503
     code = "unavailable"
-
-
-class UpstreamTimeout(ServiceFailure):
-    status = 504
-    code = "upstream_timeout"
 
 
 class VersionNotSupported(ServiceFailure):

@@ -1,30 +1,29 @@
 """Forwarding: one request to one instance of the home region, bodies streamed both ways.
 
-This is the only module that speaks HTTP to the stores. It works on an ``Exchange`` (what the
-front end parsed) and answers through a ``Sink`` (how the front end writes), so the same code
-serves behind the production listener (``http_server``) and behind ``aiohttp.web``
-(``app.handle``). It:
+The ``forward`` step of the pipeline, and the only code that speaks HTTP to the stores. It
+works on an ``Exchange`` (what the front end parsed) and answers through a ``Sink`` (how the
+front end writes), so it serves behind both front ends the same. Per attempt it:
 
-* forwards the raw request target byte for byte -- the signed assertion covers exactly it;
-* streams the request body, counting bytes against ``max_body_bytes`` (413), except that a
-  small body with a known length is read first so it can be replayed on a retry (and sent in
-  the same write as the head);
-* asks ``routing.decide`` for an instance and ``routing.may_retry`` whether a failure may be
-  retried on another instance of the SAME region;
-* talks to the instance over ``upstream_conn`` (pooled keep-alive sockets, aiohttp's C response
-  parser) and converts its errors at this boundary: connect failed -> eject, retry or 503/502;
-  read gap / deadline / no free socket -> 504; broken connection -> 502. A reused keep-alive
-  socket that the store had already closed is retried once on a fresh socket when the request
-  is idempotent and replayable (that is not a routing retry: nothing reached the store);
-* streams the response back; once its head is out no JSON error can follow, so a failure
-  mid-body aborts the client connection (the client sees a truncated message). A response
-  that arrived whole (the common case) goes out in one write.
+* asks ``routing.decide`` for an instance of the home region (never another region: 503);
+* signs the assertion and builds the request head once: the raw request target byte for byte
+  (the assertion covers exactly it), the headers as ``headers`` says the store must see them;
+* asks the instance's pool for a connection and sends on it: a small body already read goes in
+  the same write as the head, a larger one is streamed (``body.StreamedBody``);
+* relays the answer. A whole answer (the common case) goes out in one write; otherwise once
+  its head is out no JSON error can follow, so a failure mid-body aborts the client connection
+  (the client sees a truncated message).
+
+The pool and its connections raise one exception type, ``errors.UpstreamFailed``: an attempt
+that fails returns it, ``routing.may_retry`` says whether another instance of the SAME region
+may take the request, and a failure that is not retried is raised as it is -- it is the answer
+(502, or 504 for a timeout). A reused keep-alive socket that the store had already closed is
+retried once on a fresh socket when the request is idempotent and replayable (that is not a
+routing retry: nothing reached the store).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 
 from residency_contract.signer import Signer
@@ -34,7 +33,10 @@ from .body import Body, StreamedBody, too_large
 from .config import EdgeSettings
 from .errors import (
     ClientClosed,
+    ConnectFailed,
+    ConnectionBroken,
     EdgeError,
+    PoolTimeout,
     Unavailable,
     UpstreamFailed,
     UpstreamTimeout,
@@ -42,30 +44,11 @@ from .errors import (
 from .exchange import Exchange, Sink
 from .headers import downstream_response_block, encode_head, upstream_request_items
 from .metrics import EdgeMetrics
-from .routing import (
-    CONNECT_FAILED,
-    IDEMPOTENT,
-    SEND_FAILED,
-    TIMED_OUT,
-    UPSTREAM_5XX,
-    Refusal,
-    RouteDecision,
-    decide,
-    may_retry,
-)
+from .routing import IDEMPOTENT, Refusal, RouteDecision, decide, may_retry
 from .upstream import Instance, Pools
-from .wire import (
-    ConnectFailed,
-    ConnectionBroken,
-    HttpProcessingError,
-    PoolTimeout,
-    UpstreamConnection,
-)
-
-log = logging.getLogger("edge_router.proxy")
+from .wire import Answer, UpstreamConnection
 
 _RETRY_STATUSES = frozenset({502, 503, 504})
-_BROKEN = (ConnectionError, OSError, HttpProcessingError)
 
 
 class Forwarder:
@@ -84,6 +67,60 @@ class Forwarder:
         self._refusal_children = {
             r.name: metrics.cross_region_refusals.labels(r.name) for r in settings.regions
         }
+
+    async def forward(self, ex: Exchange, principal: Principal, received: Body, sink: Sink) -> None:
+        """Forward ``ex`` for ``principal`` with the body ``receive_body`` gave, retrying inside
+        its home region as ``may_retry`` allows."""
+        s = self.settings
+        # Body: nothing, a small buffered (replayable) body, or a stream read at most once.
+        body: bytes | None = None
+        streamed: StreamedBody | None = None
+        if isinstance(received, StreamedBody):
+            streamed = received
+        else:
+            body = received
+        chunked = streamed is not None and ex.content_length is None
+        line = rest = b""
+        pools = self.pools.by_region
+        tried: set[int] = set()
+        failure: UpstreamFailed | None = None
+        while True:
+            tick = self._ticks.get(ex.region, 0)
+            decision = decide(ex.region, pools, self.pools.clock(), tried=tried, tick=tick)
+            if isinstance(decision, Refusal):
+                if decision.reason == "instances_exhausted":
+                    raise failure or UpstreamFailed()
+                raise self._refuse(decision)
+            if not ex.attempts:
+                # Only a first try moves the rotation: if retries did, the instance that
+                # fails (and is retried away from) would get every first try.
+                self._ticks[ex.region] = tick + 1
+            inst = pools[ex.region][decision.index]
+            tried.add(decision.index)
+            ex.attempts += 1
+            ex.upstream = inst.name
+            if ex.attempts > 1:
+                self._retry_children[ex.region].inc()
+            if not line:
+                line, rest = self._request_parts(ex, principal, chunked)
+            head = line + inst.host_line + rest
+            failure = await self._attempt(ex, inst, head, body, streamed, chunked, tried, sink)
+            if failure is None:
+                return
+            replayable = streamed is None or not streamed.started
+            if not may_retry(
+                ex.method,
+                failure,
+                body_replayable=replayable,
+                attempt=ex.attempts,
+                max_attempts=s.max_attempts,
+            ):
+                if isinstance(failure, ConnectFailed):
+                    # If that emptied the region, say so (503), not "bad gateway".
+                    after = decide(ex.region, pools, self.pools.clock())
+                    if isinstance(after, Refusal) and after.reason == "region_unavailable":
+                        raise self._refuse(after)
+                raise failure
 
     def _refuse(self, refusal: Refusal) -> Unavailable:
         if refusal.others_available:
@@ -130,68 +167,6 @@ class Forwarder:
         line = f"{ex.method} {ex.target} HTTP/1.1\r\n".encode("utf-8", "surrogateescape")
         return line, encode_head("", items)
 
-    async def forward(self, ex: Exchange, principal: Principal, received: Body, sink: Sink) -> None:
-        """Forward ``ex`` for ``principal`` with the body ``receive_body`` gave, retrying inside
-        its home region as ``may_retry`` allows."""
-        s = self.settings
-        method = ex.method
-        # Body: nothing, a small buffered (replayable) body, or a stream read at most once.
-        body: bytes | None = None
-        streamed: StreamedBody | None = None
-        if isinstance(received, StreamedBody):
-            streamed = received
-        else:
-            body = received
-        chunked = streamed is not None and ex.content_length is None
-        line = rest = b""
-        pools = self.pools.by_region
-        tried: set[int] = set()
-        failure = ""
-        while True:
-            now = self.pools.clock()
-            tick = self._ticks.get(ex.region, 0)
-            decision = decide(ex.region, pools, now, tried=tried, tick=tick)
-            if isinstance(decision, Refusal):
-                if decision.reason == "instances_exhausted":
-                    raise self._error_for(failure)
-                raise self._refuse(decision)
-            if not ex.attempts:
-                # Only a first try moves the rotation: if retries did, the instance that
-                # fails (and is retried away from) would get every first try.
-                self._ticks[ex.region] = tick + 1
-            inst = pools[ex.region][decision.index]
-            tried.add(decision.index)
-            ex.attempts += 1
-            ex.upstream = inst.name
-            if ex.attempts > 1:
-                self._retry_children[ex.region].inc()
-            if not line:
-                line, rest = self._request_parts(ex, principal, chunked)
-            head = line + inst.host_line + rest
-            outcome = await self._attempt(ex, inst, head, body, streamed, chunked, tried, sink)
-            if outcome is None:
-                return
-            failure = outcome
-            replayable = streamed is None or not streamed.started
-            if not may_retry(
-                method,
-                failure,
-                body_replayable=replayable,
-                attempt=ex.attempts,
-                max_attempts=s.max_attempts,
-            ):
-                if failure == CONNECT_FAILED:
-                    # If that emptied the region, say so (503), not "bad gateway".
-                    after = decide(ex.region, pools, self.pools.clock())
-                    if isinstance(after, Refusal) and after.reason == "region_unavailable":
-                        raise self._refuse(after)
-                raise self._error_for(failure)
-
-    def _error_for(self, failure: str) -> Exception:
-        if failure == TIMED_OUT:
-            return UpstreamTimeout("upstream_timeout", "the home region did not answer in time")
-        return UpstreamFailed("upstream_failed", "the home region's instance failed to answer")
-
     async def _attempt(
         self,
         ex: Exchange,
@@ -202,75 +177,15 @@ class Forwarder:
         chunked: bool,
         tried: set[int],
         sink: Sink,
-    ) -> str | None:
-        """One try: None once the answer was relayed, else the kind of failure (``routing``)."""
-        s = self.settings
-        pool = inst.pool
-        deadline = ex.deadline
+    ) -> UpstreamFailed | None:
+        """One try: None once the answer was relayed, else how it failed."""
         inst.outstanding += 1
         t0 = time.perf_counter()
         try:
-            fresh = False
-            head_only = ex.method == "HEAD"
-            while True:
-                conn = None if fresh else pool.take_idle()
-                if conn is None:
-                    try:
-                        conn = await pool.acquire(deadline, fresh=fresh)
-                    except ConnectFailed:
-                        self.pools.connect_failed(inst)
-                        return CONNECT_FAILED
-                    except PoolTimeout:
-                        return TIMED_OUT
-                reused = conn.served > 0
-                try:
-                    if streamed is None:
-                        answer = await conn.send(
-                            head,
-                            body,
-                            head_only=head_only,
-                            deadline=deadline,
-                            read_timeout=s.read_timeout_s,
-                        )
-                    else:
-                        answer = await conn.send_stream(
-                            head,
-                            streamed.chunks(),
-                            chunked=chunked,
-                            head_only=head_only,
-                            deadline=deadline,
-                            read_timeout=s.read_timeout_s,
-                        )
-                    break
-                except EdgeError:
-                    # The client's side failed (body too large, too slow, malformed, gone):
-                    # the store saw part of a request, so this socket is done.
-                    pool.release(conn, False)
-                    raise
-                except TimeoutError:
-                    pool.release(conn, False)
-                    self._check_body(streamed)
-                    self._timed_out(inst, conn)
-                    return TIMED_OUT
-                except _BROKEN as exc:
-                    pool.release(conn, False)
-                    self._check_body(streamed)
-                    if conn.timed_out:
-                        self._timed_out(inst, conn)
-                        return TIMED_OUT
-                    stale = (
-                        reused
-                        and not fresh
-                        and isinstance(exc, ConnectionBroken)
-                        and not exc.answered
-                        and ex.method in IDEMPOTENT
-                        and streamed is None
-                    )
-                    if stale:  # the store had closed this idle socket: nothing reached it
-                        fresh = True
-                        continue
-                    self.pools.failed(inst, "broken connections")
-                    return SEND_FAILED
+            answer = await self._exchange(ex, inst, head, body, streamed, chunked)
+            if isinstance(answer, UpstreamFailed):
+                return answer
+            conn, answer = answer
             self.metrics.observe_upstream(ex.region, time.perf_counter() - t0)
             status = answer.status
             if status == 503:  # is it the instance's failure or its dependency's?
@@ -278,42 +193,121 @@ class Forwarder:
             else:
                 self.pools.answered(inst, status)
             if status in _RETRY_STATUSES and self._can_retry_status(ex, streamed, tried):
-                pool.release(conn, False)
-                return UPSTREAM_5XX
-            block = downstream_response_block(
-                answer.block, answer.named, request_id=ex.request_id, region=ex.region, via=s.via
-            )
-            ex.status = status
-            payload = answer.payload
-            if payload is None or (payload.is_eof() and payload.exception() is None):
-                # The whole answer is here (read whole, or llhttp's payload already complete):
-                # give the socket back, then one write to the client.
-                data = answer.body if payload is None else payload.read_nowait(-1)
-                pool.release(conn, conn.finish() and not answer.should_close)
-                ex.started = True
-                await sink.respond(status, answer.reason, block, data)
-                return None
-            ex.started = True
-            try:
-                await sink.start(status, answer.reason, block)
-                while True:
-                    chunk = await payload.readany()
-                    if not chunk:
-                        break
-                    await sink.write(chunk)
-                await sink.end()
-            except (*_BROKEN, TimeoutError, ClientClosed) as exc:
-                # Head is out: the only honest signal left is to cut the connection.
-                ex.error = f"aborted:{type(exc).__name__}"
-                if isinstance(exc, ClientClosed):
-                    ex.status = ClientClosed.status
-                pool.release(conn, False)
-                sink.abort()
-                return None
-            pool.release(conn, conn.finish() and not answer.should_close)
+                inst.pool.release(conn, False)
+                return UpstreamFailed(f"{inst.name} answered {status}")
+            await self._relay(ex, inst, conn, answer, sink)
             return None
         finally:
             inst.outstanding -= 1
+
+    async def _exchange(
+        self,
+        ex: Exchange,
+        inst: Instance,
+        head: bytes,
+        body: bytes | None,
+        streamed: StreamedBody | None,
+        chunked: bool,
+    ) -> tuple[UpstreamConnection, Answer] | UpstreamFailed:
+        """A connection from the pool, the request sent on it and the answer's head, or how
+        that failed (the pool's and the connection's own exceptions, bookkept)."""
+        pool = inst.pool
+        deadline = ex.deadline
+        read_timeout = self.settings.read_timeout_s
+        head_only = ex.method == "HEAD"
+        fresh = False
+        while True:
+            conn = None if fresh else pool.take_idle()
+            if conn is None:
+                try:
+                    conn = await pool.acquire(deadline, fresh=fresh)
+                except ConnectFailed as exc:
+                    self.pools.connect_failed(inst)
+                    return exc
+                except PoolTimeout as exc:
+                    return exc
+            reused = conn.served > 0
+            try:
+                if streamed is None:
+                    answer = await conn.send(
+                        head,
+                        body,
+                        head_only=head_only,
+                        deadline=deadline,
+                        read_timeout=read_timeout,
+                    )
+                else:
+                    answer = await conn.send_stream(
+                        head,
+                        streamed.chunks(),
+                        chunked=chunked,
+                        head_only=head_only,
+                        deadline=deadline,
+                        read_timeout=read_timeout,
+                    )
+                return conn, answer
+            except UpstreamFailed as exc:
+                pool.release(conn, False)
+                self._check_body(streamed)
+                if isinstance(exc, UpstreamTimeout) or conn.timed_out:
+                    self._timed_out(inst, conn)
+                    return exc if isinstance(exc, UpstreamTimeout) else UpstreamTimeout(str(exc))
+                stale = (
+                    reused
+                    and not fresh
+                    and isinstance(exc, ConnectionBroken)
+                    and not exc.answered
+                    and ex.method in IDEMPOTENT
+                    and streamed is None
+                )
+                if stale:  # the store had closed this idle socket: nothing reached it
+                    fresh = True
+                    continue
+                self.pools.failed(inst, "broken connections")
+                return exc
+            except EdgeError:
+                # The client's side failed (body too large, too slow, malformed, gone):
+                # the store saw part of a request, so this socket is done.
+                pool.release(conn, False)
+                raise
+
+    async def _relay(
+        self, ex: Exchange, inst: Instance, conn: UpstreamConnection, answer: Answer, sink: Sink
+    ) -> None:
+        """The answer to the client; the socket back to the pool when it was read whole."""
+        pool = inst.pool
+        block = downstream_response_block(
+            answer.block,
+            answer.named,
+            request_id=ex.request_id,
+            region=ex.region,
+            via=self.settings.via,
+        )
+        ex.status = answer.status
+        data = answer.whole()
+        if data is not None:
+            # The whole answer is here: give the socket back, then one write to the client.
+            pool.release(conn, conn.finish() and not answer.should_close)
+            ex.started = True
+            await sink.respond(answer.status, answer.reason, block, data)
+            return
+        ex.started = True
+        try:
+            await sink.start(answer.status, answer.reason, block)
+            async for chunk in answer.chunks():
+                await sink.write(chunk)
+            await sink.end()
+        except (UpstreamFailed, ClientClosed, OSError) as exc:
+            # The store's side failed mid-body, or the client's (a sink raises ClientClosed,
+            # or aiohttp.web's an OSError). Head is out: the only honest signal left is to
+            # cut the connection.
+            ex.error = f"aborted:{type(exc).__name__}"
+            if isinstance(exc, ClientClosed):
+                ex.status = ClientClosed.status
+            pool.release(conn, False)
+            sink.abort()
+            return
+        pool.release(conn, conn.finish() and not answer.should_close)
 
     def _timed_out(self, inst: Instance, conn: UpstreamConnection) -> None:
         # The instance's own failure only when it was silent for the whole read timeout; an
@@ -331,7 +325,7 @@ class Forwarder:
     ) -> bool:
         if not may_retry(
             ex.method,
-            UPSTREAM_5XX,
+            _ANSWERED_5XX,
             body_replayable=streamed is None,
             attempt=ex.attempts,
             max_attempts=self.settings.max_attempts,
@@ -340,3 +334,6 @@ class Forwarder:
         # Only give up this answer if another instance could actually take the retry.
         nxt = decide(ex.region, self.pools.by_region, self.pools.clock(), tried=tried)
         return isinstance(nxt, RouteDecision)
+
+
+_ANSWERED_5XX = UpstreamFailed("a 502, 503 or 504 answer")  # what may_retry judges it as

@@ -18,7 +18,7 @@ The listener knows nothing of the upstream side nor of the pipeline: the app han
 from .accept import BatchAcceptSite
 from .answer import Answer, parse_whole_answer
 from .compat import HttpProcessingError, StreamReader, close_after_answer
-from .connection import ConnectFailed, ConnectionBroken, PoolTimeout, UpstreamConnection
+from .connection import UpstreamConnection
 from .framing import check_message, origin_form
 from .listener import EdgeProtocol, Service
 from .pool import ConnectionPool
@@ -28,14 +28,11 @@ __all__ = [
     "SERVICE",
     "Answer",
     "BatchAcceptSite",
-    "ConnectFailed",
-    "ConnectionBroken",
     "ConnectionPool",
     "EdgeProtocol",
     "EdgeRunner",
     "EdgeServer",
     "HttpProcessingError",
-    "PoolTimeout",
     "Service",
     "StreamReader",
     "UpstreamConnection",

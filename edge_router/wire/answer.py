@@ -14,9 +14,11 @@ aiohttp's limits -- goes to llhttp, which parses it (or rejects it) exactly as b
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 
+from ..errors import ConnectionBroken, UpstreamFailed
 from ..headers import connection_tokens, to_block
-from .compat import RawResponseMessage, StreamReader
+from .compat import HttpProcessingError, RawResponseMessage, StreamReader
 
 
 class Answer:
@@ -44,9 +46,32 @@ class Answer:
         self.body = body
         self.payload = payload
 
-    @property
-    def lines(self) -> list[str]:
-        return self.block.split("\r\n")[1:]
+    def whole(self) -> bytes | None:
+        """The whole body when all of it is here (read whole, or llhttp's payload already
+        complete), else None: then ``chunks`` streams it."""
+        payload = self.payload
+        if payload is None:
+            return self.body
+        if payload.is_eof() and payload.exception() is None:
+            return payload.read_nowait(-1)
+        return None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives (backpressure: the socket pauses while the payload is
+        full). The store's side failing is an ``errors.UpstreamFailed`` here, whatever the
+        parser or the socket raised."""
+        payload = self.payload
+        assert payload is not None
+        while True:
+            try:
+                chunk = await payload.readany()
+            except UpstreamFailed:
+                raise
+            except (OSError, HttpProcessingError) as exc:
+                raise ConnectionBroken(f"the answer's body failed: {exc!r}", True) from exc
+            if not chunk:
+                return
+            yield chunk
 
     @classmethod
     def from_parser(cls, msg: RawResponseMessage, payload: StreamReader) -> Answer:

@@ -14,13 +14,14 @@ client uses) into an ``Answer``.
   store for ``read_timeout``) and the exchange deadline; it is not rescheduled per chunk (data
   arrival only records a timestamp) nor cancelled per exchange (it re-arms when it fires early).
 
-Failures are reported as the exceptions below::
+Every failure of the store's side is one of ``errors.UpstreamFailed``, raised here (and by
+the pool) and nowhere converted again::
 
     ConnectFailed       nothing was sent: refused, unreachable, connect timed out (``pool``)
     PoolTimeout         no socket became free (or connected) before the request's deadline
-    ExchangeTimeout     the store went silent (read gap) or the deadline passed
-    ConnectionBroken    the connection failed after (maybe) sending; ``answered`` says whether
-                        any byte of the answer had arrived
+    UpstreamTimeout     the store went silent (read gap) or the deadline passed (``timed_out``)
+    ConnectionBroken    the connection failed after (maybe) sending, or the answer could not
+                        be parsed; ``answered`` says whether any byte of the answer had arrived
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+from ..errors import ConnectionBroken, UpstreamTimeout
 from .answer import Answer, parse_whole_answer
 from .compat import FlowProtocol, StreamReader, response_parser
 
@@ -36,24 +38,6 @@ if TYPE_CHECKING:
     from .pool import ConnectionPool
 
 _READ_LIMIT = 2**16  # payload buffer low-water mark; the socket pauses above twice this
-
-
-class ConnectFailed(OSError):
-    """The TCP connection could not be made (nothing was sent)."""
-
-
-class PoolTimeout(TimeoutError):
-    """No connection to the instance could be had before the request's deadline."""
-
-
-class ExchangeTimeout(TimeoutError):
-    """The store sent nothing for the read timeout, or the exchange deadline passed."""
-
-
-class ConnectionBroken(ConnectionError):
-    def __init__(self, message: str, answered: bool) -> None:
-        super().__init__(message)
-        self.answered = answered  # had any byte of the answer arrived?
 
 
 class UpstreamConnection(FlowProtocol):
@@ -185,7 +169,12 @@ class UpstreamConnection(FlowProtocol):
                 self.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
                 self.last_data = loop.time()  # uploading counts as activity
                 if self.writing_paused:
-                    await self.drain()
+                    try:
+                        await self.drain()
+                    except ConnectionError as exc:
+                        raise ConnectionBroken(
+                            f"lost while sending: {exc!r}", self.answered
+                        ) from exc
             if chunked and self.transport is not None:
                 self.transport.write(b"0\r\n\r\n")
         except BaseException:
@@ -266,7 +255,7 @@ class UpstreamConnection(FlowProtocol):
             self._arm(due)
             return
         self.timed_out = True
-        exc = ExchangeTimeout("the store did not answer in time")
+        exc = UpstreamTimeout("the store did not answer in time")
         self._fail(exc)
         if self._payload is not None:
             self._payload.set_exception(exc)

@@ -16,7 +16,8 @@ import asyncio
 import collections
 from typing import Any
 
-from .connection import ConnectFailed, PoolTimeout, UpstreamConnection
+from ..errors import ConnectFailed, PoolTimeout
+from .connection import UpstreamConnection
 
 
 class ConnectionPool:

@@ -8,7 +8,8 @@ import socket
 import pytest
 from aiohttp import web
 
-from edge_router.wire import ConnectFailed, ConnectionPool, PoolTimeout
+from edge_router.errors import ConnectFailed, PoolTimeout
+from edge_router.wire import ConnectionPool
 
 
 async def _pool(aiohttp_server, limit: int) -> ConnectionPool:  # type: ignore[no-untyped-def]

@@ -71,7 +71,7 @@ def disagreement(llhttp: LLHttp, data: bytes, answer: Answer | None) -> str | No
     msg, payload = messages[0]
     if not payload.is_eof():
         return "accepted, but llhttp's payload is not at EOF"
-    ours = [split_line(line) for line in answer.lines]
+    ours = [split_line(line) for line in answer.block.split("\r\n")[1:]]
     raw = [(_text(name), _text(value)) for name, value in msg.raw_headers]
     mine = {
         "status": answer.status,

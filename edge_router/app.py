@@ -109,7 +109,7 @@ def _state_ctx(
                 )
                 app[SERVICE] = Service(
                     serve=lambda ex, sink: serve(state, ex, sink),
-                    settings=s,
+                    timeouts=s.timeouts,
                     timed_out=lambda kind: metrics.client_timeouts.labels(kind).inc(),
                 )
                 metrics.in_flight_source = lambda: state.in_flight

@@ -20,7 +20,7 @@ no byte of an answer was sent yet::
 Admission comes after the body: a client that sends a head and then nothing (or trickles)
 holds a connection until the body timeout, never one of ``max_concurrent_requests``. Every
 wait from the first step to the last byte of the answer is bounded by one deadline
-(``total_timeout_s`` from the start of ``serve``). A client that goes away is a 499 in the
+(``Timeouts.total`` from the start of ``serve``). A client that goes away is a 499 in the
 metrics and the access log (nginx's "client closed request"), never a 500.
 
 Two front ends feed it through ``wire.Service``: the production listener (``wire``) and
@@ -134,7 +134,7 @@ async def serve(st: EdgeState, ex: Exchange, sink: Sink) -> ErrorAnswer | None:
     """Run the steps and forward. Returns the refusal to write, or None once answered."""
     t0 = time.perf_counter()
     s = st.settings
-    ex.deadline = st.loop.time() + s.total_timeout_s
+    ex.deadline = st.loop.time() + s.timeouts.total
     admitted = False
     refused: ErrorAnswer | None = None
     try:

@@ -63,6 +63,7 @@ class Forwarder:
         self._ticks: dict[str, int] = dict.fromkeys(self.pools.by_region, 0)
         # The loop's clock, looked up once (get_running_loop() costs a getpid() per call).
         self._loop_time = asyncio.get_running_loop().time
+        self._read_timeout = settings.timeouts.read
         self._retry_children = {r.name: metrics.retries.labels(r.name) for r in settings.regions}
         self._refusal_children = {
             r.name: metrics.cross_region_refusals.labels(r.name) for r in settings.regions
@@ -213,7 +214,6 @@ class Forwarder:
         that failed (the pool's and the connection's own exceptions, bookkept)."""
         pool = inst.pool
         deadline = ex.deadline
-        read_timeout = self.settings.read_timeout_s
         head_only = ex.method == "HEAD"
         fresh = False
         while True:
@@ -229,13 +229,7 @@ class Forwarder:
             reused = conn.served > 0
             try:
                 if streamed is None:
-                    answer = await conn.send(
-                        head,
-                        body,
-                        head_only=head_only,
-                        deadline=deadline,
-                        read_timeout=read_timeout,
-                    )
+                    answer = await conn.send(head, body, head_only=head_only, deadline=deadline)
                 else:
                     answer = await conn.send_stream(
                         head,
@@ -243,7 +237,6 @@ class Forwarder:
                         chunked=chunked,
                         head_only=head_only,
                         deadline=deadline,
-                        read_timeout=read_timeout,
                     )
                 return conn, answer
             except UpstreamFailed as exc:
@@ -312,7 +305,7 @@ class Forwarder:
     def _timed_out(self, inst: Instance, conn: UpstreamConnection) -> None:
         # The instance's own failure only when it was silent for the whole read timeout; an
         # attempt that the request's deadline cut short says little about the instance.
-        if self._loop_time() >= conn.last_data + self.settings.read_timeout_s - 0.001:
+        if self._loop_time() >= conn.last_data + self._read_timeout - 0.001:
             self.pools.failed(inst, "timeouts")
 
     def _check_body(self, streamed: StreamedBody | None) -> None:

@@ -11,7 +11,7 @@ client uses) into an ``Answer``.
   when the client does not read fast enough, and request bodies are written with ``drain`` so
   a slow store pushes back on the client.
 * **timeouts**: one watchdog timer per socket enforces both the read gap (no byte from the
-  store for ``read_timeout``) and the exchange deadline; it is not rescheduled per chunk (data
+  store for ``Timeouts.read``) and the exchange deadline; it is not rescheduled per chunk (data
   arrival only records a timestamp) nor cancelled per exchange (it re-arms when it fires early).
 
 Every failure of the store's side is one of ``errors.UpstreamFailed``, raised here (and by
@@ -75,7 +75,7 @@ class UpstreamConnection(FlowProtocol):
         self._watch_due = 0.0
         self._active = False  # an exchange is under way (from send until finish)
         self._deadline = 0.0
-        self._read_timeout = 0.0
+        self._read_timeout = pool.timeouts.read
         self._head_only = False
         self._whole = False  # may the next bytes be read by ``parse_whole_answer``?
         self.answered = False
@@ -140,11 +140,10 @@ class UpstreamConnection(FlowProtocol):
         *,
         head_only: bool,
         deadline: float,
-        read_timeout: float,
     ) -> asyncio.Future[Answer]:
         """Send one request whose body (if any) is in memory: one write. The future resolves
         to the answer's head and its (streaming) payload. Not a coroutine: one frame less."""
-        waiter = self._begin(head_only, deadline, read_timeout)
+        waiter = self._begin(head_only, deadline)
         self.transport.write(head + body if body else head)  # type: ignore[union-attr]
         return waiter
 
@@ -156,10 +155,9 @@ class UpstreamConnection(FlowProtocol):
         chunked: bool,
         head_only: bool,
         deadline: float,
-        read_timeout: float,
     ) -> Answer:
         """Send one request streaming its body (``drain`` backpressure); return the answer."""
-        waiter = self._begin(head_only, deadline, read_timeout)
+        waiter = self._begin(head_only, deadline)
         loop = self.loop
         try:
             self.transport.write(head)  # type: ignore[union-attr]
@@ -184,9 +182,7 @@ class UpstreamConnection(FlowProtocol):
             raise
         return await waiter
 
-    def _begin(
-        self, head_only: bool, deadline: float, read_timeout: float
-    ) -> asyncio.Future[Answer]:
+    def _begin(self, head_only: bool, deadline: float) -> asyncio.Future[Answer]:
         transport = self.transport
         if transport is None or transport.is_closing():
             raise ConnectionBroken("connection closed before sending", False)
@@ -196,7 +192,6 @@ class UpstreamConnection(FlowProtocol):
         self.timed_out = False
         self.last_data = now
         self._deadline = deadline
-        self._read_timeout = read_timeout
         self._payload = None
         if head_only:  # a HEAD answer has no body whatever its Content-Length says
             self._parser_now = response_parser(self, limit=_READ_LIMIT, head_only=True)
@@ -210,7 +205,7 @@ class UpstreamConnection(FlowProtocol):
         # more than relaying a small answer. A pending one is due no later than this exchange
         # needs (same timeouts, earlier start); when it fires it re-arms for whatever exchange
         # is current, or lapses if the socket is idle.
-        due = min(deadline, now + read_timeout)
+        due = min(deadline, now + self._read_timeout)
         if self._watch is None or self._watch_due > due:
             self._arm(due)
         return waiter

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
-from ..config import EdgeSettings
+from ..config import Timeouts
 from ..errors import ClientClosed, EdgeError, ErrorAnswer, RequestTimeout, error_response
 from ..exchange import Exchange, Sink
 from ..headers import REQUEST_ID, Block, encode_block, request_id
@@ -62,11 +62,12 @@ _LENGTH = re.compile(r"\r\ncontent-length:", re.ASCII | re.IGNORECASE)
 @dataclass(frozen=True, slots=True)
 class Service:
     """What the listener serves: ``serve`` answers one exchange through the sink it is given
-    (or returns the refusal to write), ``settings`` holds the client timeouts, ``timed_out``
-    counts a client cut off by one (``head``, ``body``, ``send``)."""
+    (or returns the refusal to write), ``timeouts`` bound the client's side (head, body,
+    send, keep-alive), ``timed_out`` counts a client cut off by one (``head``, ``body``,
+    ``send``)."""
 
     serve: Callable[[Exchange, Sink], Awaitable[ErrorAnswer | None]]
-    settings: EdgeSettings
+    timeouts: Timeouts
     timed_out: Callable[[str], None]
 
 
@@ -89,10 +90,10 @@ class EdgeProtocol(FlowProtocol):
     request whose body came after its head never got an answer.
 
     What the client may take its time over, the server's sweep bounds (``check_timeouts``): a
-    request head must arrive whole within ``request_head_timeout_s`` of its first byte, body
-    bytes may not pause longer than ``request_body_timeout_s`` (both: 408, close), an answer
-    the client does not read may not wait longer than ``send_timeout_s`` (close), an idle
-    keep-alive connection ends after ``keepalive_timeout_s``."""
+    request head must arrive whole within ``Timeouts.request_head`` of its first byte, body
+    bytes may not pause longer than ``request_body`` (both: 408, close), an answer the
+    client does not read may not wait longer than ``send`` (close), an idle keep-alive
+    connection ends after ``keepalive``."""
 
     __slots__ = (
         "_body",
@@ -231,12 +232,12 @@ class EdgeProtocol(FlowProtocol):
 
     # -- timeouts (the server's sweep) ---------------------------------------------------------
 
-    def check_timeouts(self, now: float, s: EdgeSettings) -> None:
+    def check_timeouts(self, now: float, t: Timeouts) -> None:
         transport = self.transport
         if transport is None:
             return
         paused = self._write_paused_since
-        if paused is not None and now - paused > s.send_timeout_s:
+        if paused is not None and now - paused > t.send:
             # The client reads nothing of what it asked for: nothing more can reach it.
             self._server.service.timed_out("send")
             self.abort()
@@ -247,7 +248,7 @@ class EdgeProtocol(FlowProtocol):
             # the client's; the request's deadline bounds that.)
             if body.is_eof() or body.exception() is not None:
                 self._body = None
-            elif now - self._body_since > s.request_body_timeout_s:
+            elif now - self._body_since > t.request_body:
                 self._server.service.timed_out("body")
                 self._close = True
                 self._fail_bodies(
@@ -255,7 +256,7 @@ class EdgeProtocol(FlowProtocol):
                 )
             return
         head = self._head_since
-        if head is not None and now - head > s.request_head_timeout_s:
+        if head is not None and now - head > t.request_head:
             self._server.service.timed_out("head")
             self._head_since = None
             self._bad_request(
@@ -266,7 +267,7 @@ class EdgeProtocol(FlowProtocol):
             not self.busy
             and not self._queue
             and head is None
-            and now - self.idle_since > s.keepalive_timeout_s
+            and now - self.idle_since > t.keepalive
         ):
             transport.close()
 
@@ -291,7 +292,7 @@ class EdgeProtocol(FlowProtocol):
                     continue
                 if self.writing_paused:
                     # The client is not reading its answers: the next one waits for it (the
-                    # sweep closes the connection after send_timeout_s), and so does parsing.
+                    # sweep closes the connection after Timeouts.send), and so does parsing.
                     await self.drain()
                     continue  # the queue may have changed meanwhile (closed, cleared)
                 self.busy = True

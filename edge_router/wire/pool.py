@@ -7,7 +7,7 @@
   newcomers jump the queue: multi-second tails at 256 connections). A slow instance cannot
   take sockets from the others.
 * **keep-alive**: a connection goes back to the pool only when its answer was read whole and
-  neither side asked to close; idle ones are closed after ``idle_timeout_s`` (``close_idle``).
+  neither side asked to close; idle ones are closed after ``Timeouts.idle`` (``close_idle``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import asyncio
 import collections
 from typing import Any
 
+from ..config import Timeouts
 from ..errors import ConnectFailed, PoolTimeout
 from .connection import UpstreamConnection
 
@@ -28,21 +29,17 @@ class ConnectionPool:
         "_idle",
         "_open",
         "_waiters",
-        "connect_timeout_s",
         "host",
-        "idle_timeout_s",
         "limit",
         "port",
+        "timeouts",
     )
 
-    def __init__(
-        self, host: str, port: int, *, limit: int, connect_timeout_s: float, idle_timeout_s: float
-    ) -> None:
+    def __init__(self, host: str, port: int, *, limit: int, timeouts: Timeouts) -> None:
         self.host = host
         self.port = port
         self.limit = limit
-        self.connect_timeout_s = connect_timeout_s
-        self.idle_timeout_s = idle_timeout_s
+        self.timeouts = timeouts  # connect, idle; read for its connections
         self._idle: list[UpstreamConnection] = []
         self._conns: set[UpstreamConnection] = set()
         self._open = 0  # sockets open or being opened (what the cap counts)
@@ -108,7 +105,7 @@ class ConnectionPool:
         """Close idle sockets older than the idle timeout (all of them when ``now`` is None)."""
         keep = []
         for conn in self._idle:
-            if now is not None and now - conn.idle_since < self.idle_timeout_s:
+            if now is not None and now - conn.idle_since < self.timeouts.idle:
                 keep.append(conn)
             else:
                 conn.close()
@@ -165,15 +162,16 @@ class ConnectionPool:
         self, loop: asyncio.AbstractEventLoop, deadline: float
     ) -> UpstreamConnection:
         remaining = deadline - loop.time()
+        connect_s = self.timeouts.connect
         if remaining <= 0:
             raise PoolTimeout("the request's deadline passed before a connection was made")
         try:
-            async with asyncio.timeout(min(self.connect_timeout_s, remaining)):
+            async with asyncio.timeout(min(connect_s, remaining)):
                 _, conn = await loop.create_connection(
                     lambda: UpstreamConnection(self, loop), self.host, self.port
                 )
         except TimeoutError as exc:
-            if remaining < self.connect_timeout_s:
+            if remaining < connect_s:
                 # The request ran out of time (often after waiting for a slot), not the
                 # instance: calling that a connect failure would eject a live instance.
                 raise PoolTimeout("the request's deadline passed while connecting") from exc

@@ -28,14 +28,9 @@ class EdgeServer:
         self.service = service
         self.loop = loop
         self.connections: set[EdgeProtocol] = set()
-        s = service.settings
+        t = service.timeouts
         # Often enough that a timeout is enforced within a quarter of itself (1 s at most).
-        shortest = min(
-            s.request_head_timeout_s,
-            s.request_body_timeout_s,
-            s.send_timeout_s,
-            s.keepalive_timeout_s,
-        )
+        shortest = min(t.request_head, t.request_body, t.send, t.keepalive)
         self._sweep_s = max(0.05, min(1.0, shortest / 4))
         self._sweeper = loop.call_later(self._sweep_s, self._sweep)
 
@@ -45,9 +40,9 @@ class EdgeServer:
     def _sweep(self) -> None:
         """One timer for every connection's timeouts, instead of one per request."""
         now = self.loop.time()
-        settings = self.service.settings
+        timeouts = self.service.timeouts
         for conn in list(self.connections):
-            conn.check_timeouts(now, settings)
+            conn.check_timeouts(now, timeouts)
         self._sweeper = self.loop.call_later(self._sweep_s, self._sweep)
 
     def pre_shutdown(self) -> None:

@@ -12,6 +12,7 @@ and puts them under typed ``web.AppKey``s: ``STATE`` (the ``pipeline.EdgeState``
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -108,7 +109,7 @@ def _state_ctx(
                     access_log=s.access_log,
                 )
                 app[SERVICE] = Service(
-                    serve=lambda ex, sink: serve(state, ex, sink),
+                    serve=functools.partial(serve, state),
                     timeouts=s.timeouts,
                     timed_out=lambda kind: metrics.client_timeouts.labels(kind).inc(),
                 )

@@ -20,9 +20,9 @@ from .answer import Answer, parse_whole_answer
 from .compat import HttpProcessingError, StreamReader, close_after_answer
 from .connection import UpstreamConnection
 from .framing import check_message, origin_form
-from .listener import EdgeProtocol, Service
+from .listener import EdgeProtocol
 from .pool import ConnectionPool
-from .runner import SERVICE, EdgeRunner, EdgeServer
+from .runner import SERVICE, EdgeRunner, EdgeServer, Service
 
 __all__ = [
     "SERVICE",

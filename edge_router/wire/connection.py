@@ -47,8 +47,8 @@ class UpstreamConnection(FlowProtocol):
         "_active",
         "_deadline",
         "_head_only",
-        "_main_parser",
-        "_parser_now",
+        "_llhttp",
+        "_llhttp_main",
         "_payload",
         "_read_timeout",
         "_waiter",
@@ -66,9 +66,9 @@ class UpstreamConnection(FlowProtocol):
     def __init__(self, pool: ConnectionPool, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop)
         self.pool = pool
-        self._main_parser = response_parser(self, limit=_READ_LIMIT)
-        self._parser_now = self._main_parser
-        self.use_parser(self._main_parser)
+        self._llhttp_main = response_parser(self, limit=_READ_LIMIT)
+        self._llhttp = self._llhttp_main
+        self.use_parser(self._llhttp_main)
         self._waiter: asyncio.Future[Answer] | None = None
         self._payload: StreamReader | None = None
         self._watch: asyncio.TimerHandle | None = None
@@ -101,7 +101,7 @@ class UpstreamConnection(FlowProtocol):
                     self._deliver(answer)
                     return
         try:
-            messages, _upgraded, _tail = self._parser_now.feed_data(data)
+            messages, _upgraded, _tail = self._llhttp.feed_data(data)
         except BaseException as exc:
             self._fail(ConnectionBroken(f"bad answer from the store: {exc!r}", True))
             self.close()
@@ -120,7 +120,7 @@ class UpstreamConnection(FlowProtocol):
         super().connection_lost(exc)
         payload = self._payload
         try:
-            self._parser_now.feed_eof()  # completes a read-until-close body
+            self._llhttp.feed_eof()  # completes a read-until-close body
         except BaseException as err:
             if payload is not None:
                 payload.set_exception(ConnectionBroken(f"store closed mid-answer: {err}", True))
@@ -129,7 +129,7 @@ class UpstreamConnection(FlowProtocol):
                 payload.set_exception(ConnectionBroken("store closed mid-answer", True))
         self._fail(ConnectionBroken("store closed the connection", self.answered))
         self._cancel_watch()
-        self.pool._lost(self)
+        self.pool.lost(self)
 
     # -- one exchange -------------------------------------------------------------------------
 
@@ -194,8 +194,8 @@ class UpstreamConnection(FlowProtocol):
         self._deadline = deadline
         self._payload = None
         if head_only:  # a HEAD answer has no body whatever its Content-Length says
-            self._parser_now = response_parser(self, limit=_READ_LIMIT, head_only=True)
-            self.use_parser(self._parser_now)
+            self._llhttp = response_parser(self, limit=_READ_LIMIT, head_only=True)
+            self.use_parser(self._llhttp)
         self._head_only = head_only
         # llhttp is between messages here (a socket is reused only after a whole answer).
         self._whole = not head_only
@@ -216,8 +216,8 @@ class UpstreamConnection(FlowProtocol):
         payload = self._payload
         self._payload = None
         if self._head_only:
-            self._parser_now = self._main_parser
-            self.use_parser(self._main_parser)
+            self._llhttp = self._llhttp_main
+            self.use_parser(self._llhttp_main)
             self._head_only = False
         self.served += 1
         return (

@@ -3,21 +3,14 @@
 Why not ``aiohttp.web``: its request/response objects, router, middleware chain and per-request
 task machinery cost more CPU per request than the whole proxy budget (a hello-world
 ``web.Application`` measured ~115 µs/request on the bench machine, the same parser on a plain
-protocol ~35 µs). The edge has one route and a fixed pipeline, so it needs none of that:
-
-* ``EdgeProtocol`` feeds bytes to llhttp (``compat.request_parser``), gets
-  ``RawRequestMessage`` + payload ``StreamReader`` pairs and has the ``Service`` (the
-  pipeline) serve each as an ``Exchange``, one at a time per connection (pipelined requests
-  are answered in order). It is its own ``exchange.Sink``: a whole answer goes out in ONE
-  ``transport.write``; a streamed one is framed as the store framed it (Content-Length) or
-  chunked, with ``drain`` backpressure.
-* flow control is aiohttp's (``compat.FlowProtocol``): a request body the store does not take
-  fast enough pauses the client socket; a queue of pipelined requests is bounded the same way.
-* the client's timeouts (head, body, send, keep-alive) are checked by ``check_timeouts``,
-  called by one sweeper per server (``runner.EdgeServer``), not one timer per request.
-
-The same pipeline also runs behind ``aiohttp.web`` (``web_front``); ``tests/edge`` runs the
-component tests and the conformance matrix against both front ends.
+protocol ~35 µs). The edge has one route and a fixed pipeline, so ``EdgeProtocol`` feeds bytes
+to llhttp, has the ``Service`` (the pipeline) serve each request as an ``Exchange``, one at a
+time per connection (pipelined requests are answered in order), and is its own
+``exchange.Sink``: a whole answer goes out in ONE ``transport.write``, a streamed one with
+``drain`` backpressure. A request body the store does not take fast enough pauses the client
+socket (``compat.FlowProtocol``); so does a queue of pipelined requests. The same pipeline
+also runs behind ``aiohttp.web`` (``web_front``): ``tests/edge`` runs the component tests and
+the conformance matrix against both front ends.
 """
 
 from __future__ import annotations
@@ -25,16 +18,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import re
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 from ..config import Timeouts
-from ..errors import ClientClosed, EdgeError, ErrorAnswer, RequestTimeout, error_response
-from ..exchange import Exchange, Sink
-from ..headers import REQUEST_ID, Block, encode_block, request_id
+from ..errors import ClientClosed, EdgeError, RequestTimeout, error_response
+from ..headers import Block, request_id
 from .compat import (
     EMPTY_PAYLOAD,
     FlowProtocol,
@@ -44,7 +32,15 @@ from .compat import (
     StreamReader,
     request_parser,
 )
-from .framing import MAX_FIELD_SIZE, MAX_REQUEST_LINE, origin_form, parse_error
+from .framing import (
+    MAX_FIELD_SIZE,
+    MAX_REQUEST_LINE,
+    answer_head,
+    ends_connection,
+    parse_error,
+    request_exchange,
+    whole_answer,
+)
 
 if TYPE_CHECKING:
     from .runner import EdgeServer
@@ -53,31 +49,7 @@ log = logging.getLogger("edge_router.listener")
 
 _READ_LIMIT = 2**16
 _MAX_PIPELINED = 16  # queued requests per connection before the socket is paused
-_NO_BODY_STATUS = frozenset({204, 304})
-_PHRASES = {s.value: s.phrase for s in HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_LENGTH = re.compile(r"\r\ncontent-length:", re.ASCII | re.IGNORECASE)
-
-
-@dataclass(frozen=True, slots=True)
-class Service:
-    """What the listener serves: ``serve`` answers one exchange through the sink it is given
-    (or returns the refusal to write), ``timeouts`` bound the client's side (head, body,
-    send, keep-alive), ``timed_out`` counts a client cut off by one (``head``, ``body``,
-    ``send``)."""
-
-    serve: Callable[[Exchange, Sink], Awaitable[ErrorAnswer | None]]
-    timeouts: Timeouts
-    timed_out: Callable[[str], None]
-
-
-def _status_line(status: int, reason: str | None) -> str:
-    return f"HTTP/1.1 {status} {reason or _PHRASES.get(status, '')}\r\n"
-
-
-def _ends_connection(msg: RawRequestMessage) -> bool:
-    """HTTP/1.0, ``Connection: close``, ``Upgrade``: this request's answer is the last."""
-    return msg.should_close or msg.version != HttpVersion11 or msg.upgrade
 
 
 class EdgeProtocol(FlowProtocol):
@@ -217,7 +189,7 @@ class EdgeProtocol(FlowProtocol):
         if self._last:
             return []
         for i, (msg, _payload) in enumerate(messages):
-            if _ends_connection(msg):
+            if ends_connection(msg):
                 self._last = True
                 return messages[: i + 1]
         return messages
@@ -337,36 +309,12 @@ class EdgeProtocol(FlowProtocol):
 
     # -- the general path ----------------------------------------------------------------------
 
-    def _exchange(self, msg: RawRequestMessage, payload: StreamReader) -> Exchange:
-        headers = msg.headers
-        length = headers.get("Content-Length")
-        expect = headers.get("Expect")
-        target, authority = origin_form(msg.path, msg.url)
-        return Exchange(
-            msg.method,
-            target,
-            request_id(headers.get(REQUEST_ID)),
-            headers,
-            url=msg.url,
-            body=payload,
-            body_exists=payload is not EMPTY_PAYLOAD,
-            content_length=int(length) if length is not None and length.isdigit() else None,
-            peer=self.peer,
-            scheme="http",
-            expect_continue=expect is not None
-            and msg.version == HttpVersion11
-            and expect.lower() == "100-continue",
-            version=msg.version,
-            header_lines=len(msg.raw_headers),
-            host=authority,
-        )
-
     async def _serve(self, msg: RawRequestMessage, payload: StreamReader) -> None:
-        ex = self._exchange(msg, payload)
+        ex = request_exchange(msg, payload, self.peer)
         self._payload = payload
         self._head_only = msg.method == "HEAD"
         self._http10 = msg.version != HttpVersion11
-        if _ends_connection(msg):
+        if ends_connection(msg):
             self._close = True
         try:
             answer = await self._server.service.serve(ex, self)
@@ -411,33 +359,23 @@ class EdgeProtocol(FlowProtocol):
             return
         if not self._payload.is_eof():
             self._close = True  # the body was not read: the stream cannot be resynced
-        no_body = self._head_only or status in _NO_BODY_STATUS or status < 200
-        if not no_body and _LENGTH.search(block) is None:
-            block += f"\r\nContent-Length: {len(body)}"
-        if self._close:
-            block += "\r\nConnection: close"
-        head = encode_block(_status_line(status, reason), block)
-        transport.write(head if no_body or not body else head + body)
+        transport.write(
+            whole_answer(status, reason, block, body, head_only=self._head_only, close=self._close)
+        )
 
     async def start(self, status: int, reason: str, block: Block) -> None:
         transport = self.transport
         if transport is None:
             raise ClientClosed("client_closed", "the client closed the connection")
-        no_body = self._head_only or status in _NO_BODY_STATUS or status < 200
-        self._chunked = False
-        if not no_body and _LENGTH.search(block) is None:
-            if self._http10:
-                # No Transfer-Encoding to an HTTP/1.0 client (RFC 9112 §6.1): the end of the
-                # connection ends the body.
-                self._close = True
-            else:
-                self._chunked = True
-                block += "\r\nTransfer-Encoding: chunked"
-        if not self._payload.is_eof():
-            self._close = True
-        if self._close:
-            block += "\r\nConnection: close"
-        transport.write(encode_block(_status_line(status, reason), block))
+        head, self._chunked, self._close = answer_head(
+            status,
+            reason,
+            block,
+            head_only=self._head_only,
+            http10=self._http10,
+            close=self._close or not self._payload.is_eof(),
+        )
+        transport.write(head)
 
     async def write(self, chunk: bytes) -> None:
         transport = self.transport

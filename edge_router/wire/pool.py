@@ -117,7 +117,8 @@ class ConnectionPool:
         for conn in list(self._conns):
             conn.close()
 
-    def _lost(self, conn: UpstreamConnection) -> None:
+    def lost(self, conn: UpstreamConnection) -> None:
+        """A connection closed (``UpstreamConnection.connection_lost``): its slot is free."""
         self._conns.discard(conn)
         self._open -= 1
         if conn in self._idle:

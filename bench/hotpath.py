@@ -37,11 +37,16 @@ from typing import Any
 from aiohttp import web
 
 from bench.static_upstream import build_response
-from edge_router.app import create_app
+from edge_router.app import STATE, create_app
 from edge_router.config import EdgeSettings, InstanceSettings, RegionSettings
-from edge_router.http_server import EdgeProtocol, EdgeRunner, EdgeServer
 from edge_router.registry import AccountRecord, ApiKey, KeyOwner, token_hash
-from edge_router.upstream_conn import ConnectionPool, UpstreamConnection
+from edge_router.wire import (
+    ConnectionPool,
+    EdgeProtocol,
+    EdgeRunner,
+    EdgeServer,
+    UpstreamConnection,
+)
 
 REGIONS = ("us-east-1", "eu-west-1")
 PATH = "/api/storage/profile-system/profiles/7f3c2a10-0000-4000-8000-00000000000{}"
@@ -136,8 +141,19 @@ async def _health_upstream() -> tuple[web.AppRunner, str]:
     return runner, f"http://127.0.0.1:{port}"
 
 
+class _Served:
+    """The edge's protocol factory, and its app (for its state)."""
+
+    def __init__(self, runner: EdgeRunner) -> None:
+        self.app = runner.app
+        self.factory: EdgeServer = runner.server  # type: ignore[assignment]
+
+    def __call__(self) -> EdgeProtocol:
+        return self.factory()
+
+
 @asynccontextmanager
-async def edge_server() -> AsyncIterator[EdgeServer]:
+async def edge_server() -> AsyncIterator[_Served]:
     health, url = await _health_upstream()
     registry = _Registry()
 
@@ -149,15 +165,15 @@ async def edge_server() -> AsyncIterator[EdgeServer]:
     runner = EdgeRunner(app)
     await runner.setup()
     try:
-        yield runner.server  # type: ignore[misc]
+        yield _Served(runner)
     finally:
         await runner.cleanup()
         await health.cleanup()
 
 
-def _plug_upstreams(server: EdgeServer, loop: asyncio.AbstractEventLoop) -> None:
+def _plug_upstreams(server: _Served, loop: asyncio.AbstractEventLoop) -> None:
     """Replace each pool's sockets by one in-memory connection that answers every request."""
-    for instances in server.state.pools.by_region.values():
+    for instances in server.app[STATE].pools.by_region.values():
         for inst in instances:
             pool: ConnectionPool = inst.pool  # type: ignore[assignment]
             conn = UpstreamConnection(pool, loop)

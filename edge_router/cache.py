@@ -54,7 +54,7 @@ V = TypeVar("V")
 HIT, MISS, NEGATIVE_HIT, STALE, ERROR = "hit", "miss", "negative_hit", "stale", "error"
 REVALIDATING, REGISTRY_ERROR, BREAKER_OPEN = "revalidating", "registry_error", "breaker_open"
 STALE_REASONS = (REVALIDATING, REGISTRY_ERROR, BREAKER_OPEN)
-MISSING = object()  # peek(): nothing that may be served without asking the registry
+_MISSING = object()  # nothing that may be served without asking the registry
 
 
 REFRESH_AHEAD = 0.2  # fraction of the TTL before expiry when a hit also refreshes the entry
@@ -109,11 +109,6 @@ class CachedLookup(Generic[V]):
             maxsize=maxsize, ttl=ttl_s + stale_if_error_s, timer=clock
         )
         self._inflight: dict[str, asyncio.Future[V | None]] = {}
-        # The last entry loaded per key, in a plain dict for ``fresh`` (TTLCache's lookup is
-        # several Python calls). Only ever read for entries still fresh by their own clock,
-        # which TTLCache (expiring at fresh TTL + stale bound) would also still hold.
-        self._latest: dict[Hashable, _Entry[V]] = {}
-        self._maxsize = maxsize
         self._tasks: set[asyncio.Task[None]] = set()
         self._on_result = on_result or _ignore
         self._on_stale = on_stale or _ignore
@@ -123,56 +118,13 @@ class CachedLookup(Generic[V]):
     def __len__(self) -> int:
         return len(self._cache)
 
-    def peek(self, key: str) -> V | object | None:
-        """The answer to serve without awaiting (counted like ``get``; starts whatever
-        background read is due), or ``MISSING``: the hot path needs no coroutine for a hit,
-        nor for a stale answer."""
-        try:
-            # Indexing, not .get(): TTLCache.get() checks the expiry twice (``in``, then ``[]``).
-            entry = self._cache[key]
-        except KeyError:
-            return MISSING
-        now = self._clock()
-        if now < entry.fresh_until:
-            if entry.value is None:
-                self._on_result(NEGATIVE_HIT)
-            else:
-                self._on_result(HIT)
-                if now >= entry.refresh_at:
-                    self._refresh(key)  # refresh ahead; this request does not wait
-            return entry.value
-        # Past its TTL; TTLCache still holds it, so it is within the stale bound.
-        if entry.value is None:
-            return MISSING  # "no such thing" is never served stale (a new account shows up)
-        breaker = self._breaker
-        if breaker is None or breaker.closed:
-            if now < entry.fresh_until + self._swr:
-                reason = REVALIDATING
-            elif now < entry.refresh_at:
-                reason = REGISTRY_ERROR  # its read failed a moment ago: not again per request
-            else:
-                return MISSING  # too old to serve unasked while the registry answers: ``get``
-        else:
-            reason = BREAKER_OPEN
-        if now >= entry.refresh_at:
-            self._refresh(key)
-        self._served_stale(reason)
-        return entry.value
-
-    def fresh(self, key: str) -> V | None:
-        """A fresh, known value with no effect at all (not counted, no refresh started), or
-        None -- also when a refresh-ahead is due: ``peek`` or ``get`` then does what is due."""
-        entry = self._latest.get(key)
-        if entry is None:
-            return None
-        now = self._clock()
-        if now >= entry.refresh_at or now >= entry.fresh_until:
-            return None
-        return entry.value
-
     async def get(self, key: str) -> V | None:
-        found = self.peek(key)
-        if found is not MISSING:
+        """The value for ``key`` (None: the registry says there is no such thing), from the
+        cache when it may serve it, else from a registry read this request waits for (at
+        most ``wait_s``); ``Unavailable`` when there is neither. Every call is counted
+        (``on_result``) and starts whatever background read is due."""
+        found = self._cached(key)
+        if found is not _MISSING:
             return found  # type: ignore[return-value]
         breaker = self._breaker
         if breaker is not None and not breaker.closed:
@@ -194,6 +146,41 @@ class CachedLookup(Generic[V]):
             return self._on_error(key, REGISTRY_ERROR)
         self._on_result(MISS)
         return value
+
+    def _cached(self, key: str) -> V | object | None:
+        """The answer to serve without asking the registry (counted; starts whatever
+        background read is due), or ``_MISSING``."""
+        try:
+            # Indexing, not .get(): TTLCache.get() checks the expiry twice (``in``, then ``[]``).
+            entry = self._cache[key]
+        except KeyError:
+            return _MISSING
+        now = self._clock()
+        if now < entry.fresh_until:
+            if entry.value is None:
+                self._on_result(NEGATIVE_HIT)
+            else:
+                self._on_result(HIT)
+                if now >= entry.refresh_at:
+                    self._refresh(key)  # refresh ahead; this request does not wait
+            return entry.value
+        # Past its TTL; TTLCache still holds it, so it is within the stale bound.
+        if entry.value is None:
+            return _MISSING  # "no such thing" is never served stale (a new account shows up)
+        breaker = self._breaker
+        if breaker is None or breaker.closed:
+            if now < entry.fresh_until + self._swr:
+                reason = REVALIDATING
+            elif now < entry.refresh_at:
+                reason = REGISTRY_ERROR  # its read failed a moment ago: not again per request
+            else:
+                return _MISSING  # too old to serve unasked while the registry answers: ``get``
+        else:
+            reason = BREAKER_OPEN
+        if now >= entry.refresh_at:
+            self._refresh(key)
+        self._served_stale(reason)
+        return entry.value
 
     def _slow(self, future: asyncio.Future[V | None]) -> None:
         if future not in self._slow_reads and not future.done():
@@ -236,9 +223,6 @@ class CachedLookup(Generic[V]):
             now = self._clock()
             entry = _Entry(value, now + ttl, now + ttl * (1 - REFRESH_AHEAD))
             self._cache[key] = entry
-            if len(self._latest) >= self._maxsize:
-                self._latest.clear()
-            self._latest[key] = entry
             future.set_result(value)
         finally:
             self._inflight.pop(key, None)

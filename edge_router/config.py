@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from yarl import URL
@@ -34,7 +34,7 @@ from residency_contract.settings import (
     upper_str,
 )
 
-__all__ = ["ConfigError", "EdgeSettings", "InstanceSettings", "RegionSettings"]
+__all__ = ["ConfigError", "EdgeSettings", "InstanceSettings", "RegionSettings", "Timeouts"]
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,62})(\.[a-z0-9][a-z0-9-]{0,62})*$")
 _INSTANCE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -53,6 +53,34 @@ class RegionSettings:
     assertion_secret: bytes
     table: str
     dynamodb_endpoint: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Every time bound on the edge's HTTP, in seconds, as one value (``EdgeSettings.timeouts``,
+    built from the ``*_timeout_s`` settings and checked with them)::
+
+        connect       an upstream TCP connect                                  (-> 502/503)
+        read          the longest a store may stay silent within an answer    (-> 504)
+        total         one request, its head to the last byte of its answer, every attempt
+                      included                           (-> 504; 408 if its body was late)
+        idle          a pooled socket to a store unused this long is closed; well under
+                      aiohttp's server keep-alive (75 s), so the store rarely closes a socket
+                      the edge is about to reuse (not a setting)
+        request_head  a request head must arrive whole within this of its first byte (-> 408)
+        request_body  the longest pause between body bytes of a request          (-> 408)
+        send          the longest an answer may wait for a client that does not read it
+        keepalive     an idle client connection is closed after this
+    """
+
+    connect: float = 1.0
+    read: float = 10.0
+    total: float = 30.0
+    idle: float = 30.0
+    request_head: float = 30.0
+    request_body: float = 30.0
+    send: float = 30.0
+    keepalive: float = 75.0
 
 
 def _suffixes(raw: Any) -> tuple[str, ...]:
@@ -192,14 +220,10 @@ class EdgeSettings:
     # background read refreshes it although the registry answers.
     stale_if_error_s: float = 300.0
     stale_while_revalidate_s: float | None = None
+    # The HTTP timeouts, as set (see ``Timeouts`` for each); the code reads ``timeouts``.
     connect_timeout_s: float = 1.0
     read_timeout_s: float = 10.0
     total_timeout_s: float = 30.0
-    # The client's side of an exchange (the listener): a request head must arrive whole within
-    # request_head_timeout_s of its first byte, body bytes may not pause longer than
-    # request_body_timeout_s (both -> 408 and close), an answer the client does not read may
-    # not wait longer than send_timeout_s (-> close); idle keep-alive ends after
-    # keepalive_timeout_s.
     request_head_timeout_s: float = 30.0
     request_body_timeout_s: float = 30.0
     send_timeout_s: float = 30.0
@@ -222,6 +246,22 @@ class EdgeSettings:
     access_log: bool = True
     log_level: str = "INFO"
     via: str = "edge-router"
+    timeouts: Timeouts = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self,
+            "timeouts",
+            Timeouts(
+                connect=self.connect_timeout_s,
+                read=self.read_timeout_s,
+                total=self.total_timeout_s,
+                request_head=self.request_head_timeout_s,
+                request_body=self.request_body_timeout_s,
+                send=self.send_timeout_s,
+                keepalive=self.keepalive_timeout_s,
+            ),
+        )
 
     def region(self, name: str) -> RegionSettings | None:
         for r in self.regions:

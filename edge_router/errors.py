@@ -1,7 +1,7 @@
 """Every way the edge can refuse a request, as one exception tree, turned into JSON in one place.
 
-Policy steps raise; only the handler boundary (``app.py``) catches, and only
-``error_response`` below turns an error into bytes, so every refusal looks the same on the
+Policy steps raise; only the pipeline and the listener's parser boundary catch, and only
+``error_response`` below turns an error into an answer, so every refusal looks the same on the
 wire: ``{"error": "<stable_code>", "message": "..."}``. Nothing is sent as JSON once a proxied
 response has started streaming: after that the connection is cut instead.
 
@@ -21,10 +21,14 @@ response has started streaming: after that the connection is cut instead.
     │   └── ClientClosed            499  client_closed (logged and counted, never sent)
     └── ServiceFailure              the edge or the home region cannot serve now (5xx)
         ├── NotImplementedByEdge    501  unsupported_transfer_coding
-        ├── UpstreamFailed          502  upstream_failed
+        ├── UpstreamFailed          502  upstream_failed: one attempt at an instance failed,
+        │   │                            from the pool (``wire``) to the answer, one type
+        │   ├── ConnectFailed       502  nothing was sent (may go to another instance)
+        │   ├── ConnectionBroken    502  broken after (maybe) sending; ``answered``
+        │   └── UpstreamTimeout     504  upstream_timeout: the store silent, the deadline
+        │       └── PoolTimeout     504  no socket to the instance free before the deadline
         ├── Unavailable             503  overloaded, region_unavailable, registry_unavailable,
         │                                region_not_configured (Retry-After)
-        ├── UpstreamTimeout         504  upstream_timeout
         └── VersionNotSupported     505  http_version_not_supported
 
     RegistryError                   internal: the registry could not be read (botocore errors
@@ -36,7 +40,7 @@ from __future__ import annotations
 
 import json
 
-from aiohttp import web
+from .headers import DATA_REGION, REQUEST_ID, Block
 
 
 class EdgeError(Exception):
@@ -118,18 +122,49 @@ class NotImplementedByEdge(ServiceFailure):
 
 
 class UpstreamFailed(ServiceFailure):
+    """An attempt at an instance of the home region failed: raised where it happens (the pool
+    and its connections, ``wire``), judged by ``routing.may_retry`` (another instance of the
+    same region?), and, not retried, the answer as it is. ``detail`` says what happened, for
+    logs; the client only ever sees the class's fixed message."""
+
     status = 502
     code = "upstream_failed"
+    public = "the home region's instance failed to answer"
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(self.code, self.public)
+        self.detail = detail or self.public
+        self.args = (self.detail,)
+
+
+class ConnectFailed(UpstreamFailed):
+    """The TCP connection could not be made: nothing was sent."""
+
+
+class ConnectionBroken(UpstreamFailed):
+    """The connection failed after (maybe) sending; ``answered``: had a byte of the answer
+    arrived?"""
+
+    def __init__(self, detail: str, answered: bool) -> None:
+        super().__init__(detail)
+        self.answered = answered
+
+
+class UpstreamTimeout(UpstreamFailed):
+    """The store went silent for the read timeout, or the request's deadline passed."""
+
+    status = 504
+    code = "upstream_timeout"
+    public = "the home region did not answer in time"
+
+
+class PoolTimeout(UpstreamTimeout):
+    """No connection to the instance could be had before the request's deadline."""
 
 
 class Unavailable(ServiceFailure):
     status = 503
     code = "unavailable"
-
-
-class UpstreamTimeout(ServiceFailure):
-    status = 504
-    code = "upstream_timeout"
 
 
 class VersionNotSupported(ServiceFailure):
@@ -144,22 +179,25 @@ class RegistryError(Exception):
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 
 
-def error_parts(
-    exc: EdgeError, extra_headers: dict[str, str] | None = None
-) -> tuple[int, list[tuple[str, str]], bytes]:
-    """The single place where an error becomes an HTTP answer: status, headers, JSON body.
+class ErrorAnswer:
+    """A refusal as both front ends write it: status, header block (``headers.Block``), body."""
 
-    Both front ends render these parts (``error_response`` for aiohttp.web, the raw listener
-    writes them itself), so every refusal is the same on the wire."""
+    __slots__ = ("block", "body", "status")
+
+    def __init__(self, status: int, block: Block, body: bytes) -> None:
+        self.status = status
+        self.block = block
+        self.body = body
+
+
+def error_response(exc: EdgeError, request_id: str, region: str = "none") -> ErrorAnswer:
+    """The single place where an error becomes an HTTP answer: its status, a JSON body
+    ``{"error": code, "message": ...}``, and the headers every refusal carries (the request
+    id; the account's region once known; ``Retry-After`` when the error has one)."""
     body = json.dumps({"error": exc.code, "message": exc.message}, separators=(",", ":"))
-    headers = [("Content-Type", JSON_CONTENT_TYPE)]
-    if extra_headers:
-        headers.extend(extra_headers.items())
+    block = f"\r\nContent-Type: {JSON_CONTENT_TYPE}\r\n{REQUEST_ID}: {request_id}"
+    if region != "none":
+        block += f"\r\n{DATA_REGION}: {region}"
     if exc.retry_after is not None:
-        headers.append(("Retry-After", str(exc.retry_after)))
-    return exc.status, headers, body.encode()
-
-
-def error_response(exc: EdgeError, extra_headers: dict[str, str] | None = None) -> web.Response:
-    status, headers, body = error_parts(exc, extra_headers)
-    return web.Response(status=status, body=body, headers=dict(headers))
+        block += f"\r\nRetry-After: {exc.retry_after}"
+    return ErrorAnswer(exc.status, block, body.encode())

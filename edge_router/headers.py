@@ -48,10 +48,6 @@ def connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> froz
     return frozenset(t.strip().lower() for v in values for t in v.split(",") if t.strip())
 
 
-def is_hop_by_hop(lname: str, named: frozenset[str]) -> bool:
-    return lname in HOP_BY_HOP or lname.startswith("proxy-") or lname in named
-
-
 # Minted ids: a random per-process prefix and a counter -- unique without a getrandom()
 # syscall per request (ids need to be unique, not secret).
 _ID_PREFIX = os.urandom(8).hex()
@@ -114,20 +110,6 @@ def upstream_request_items(
     out.append((REQUEST_ID, request_id))
     out.append((ASSERTION_HEADER, assertion))
     return out
-
-
-def downstream_response_items(
-    upstream: CIMultiDictProxy[str] | CIMultiDict[str], *, request_id: str, region: str, via: str
-) -> Items:
-    """Headers for the client, as (name, value) pairs."""
-    block = downstream_response_block(
-        to_block(upstream.items()),
-        connection_tokens(upstream),
-        request_id=request_id,
-        region=region,
-        via=via,
-    )
-    return [split_line(line) for line in block.split("\r\n")[1:]]
 
 
 # A header block: the header lines of a message as on the wire, each led by its CRLF
@@ -212,7 +194,6 @@ _KEEP_ALIVE = frozenset({"keep-alive"})
 _MAX_VERDICTS = 1024
 _MAX_VERDICT_NAME = 64
 _REQUEST_VERDICTS: dict[str, str] = {}
-_RESPONSE_VERDICTS: dict[str, str] = {}
 
 
 def _verdict(
@@ -225,37 +206,6 @@ def _verdict(
             verdicts.clear()
         verdicts[name] = verdict
     return verdict
-
-
-def upstream_request_headers(
-    incoming: CIMultiDictProxy[str] | CIMultiDict[str],
-    *,
-    request_id: str,
-    peer: str | None,
-    scheme: str,
-    via: str,
-    assertion: str,
-    host: str | None = None,
-) -> CIMultiDict[str]:
-    return CIMultiDict(
-        upstream_request_items(
-            incoming,
-            request_id=request_id,
-            peer=peer,
-            scheme=scheme,
-            via=via,
-            assertion=assertion,
-            host=host,
-        )
-    )
-
-
-def downstream_response_headers(
-    upstream: CIMultiDictProxy[str] | CIMultiDict[str], *, request_id: str, region: str, via: str
-) -> CIMultiDict[str]:
-    return CIMultiDict(
-        downstream_response_items(upstream, request_id=request_id, region=region, via=via)
-    )
 
 
 def encode_block(first_line: str, block: Block) -> bytes:

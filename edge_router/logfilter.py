@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from aiohttp.http_exceptions import HttpProcessingError
+from .wire import HttpProcessingError
 
 
 class RedactParserErrors(logging.Filter):

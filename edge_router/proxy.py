@@ -1,253 +1,54 @@
 """Forwarding: one request to one instance of the home region, bodies streamed both ways.
 
-This is the only module that speaks HTTP to the stores. It works on an ``Exchange`` (what the
-front end parsed) and answers through a ``Sink`` (how the front end writes), so the same code
-serves behind the production listener (``http_server``) and behind ``aiohttp.web``
-(``app.handle``). It:
+The ``forward`` step of the pipeline, and the only code that speaks HTTP to the stores. It
+works on an ``Exchange`` (what the front end parsed) and answers through a ``Sink`` (how the
+front end writes), so it serves behind both front ends the same. Per attempt it:
 
-* forwards the raw request target byte for byte -- the signed assertion covers exactly it;
-* streams the request body, counting bytes against ``max_body_bytes`` (413), except that a
-  small body with a known length is read first so it can be replayed on a retry (and sent in
-  the same write as the head);
-* asks ``routing.decide`` for an instance and ``routing.may_retry`` whether a failure may be
-  retried on another instance of the SAME region;
-* talks to the instance over ``upstream_conn`` (pooled keep-alive sockets, aiohttp's C response
-  parser) and converts its errors at this boundary: connect failed -> eject, retry or 503/502;
-  read gap / deadline / no free socket -> 504; broken connection -> 502. A reused keep-alive
-  socket that the store had already closed is retried once on a fresh socket when the request
-  is idempotent and replayable (that is not a routing retry: nothing reached the store);
-* streams the response back; once its head is out no JSON error can follow, so a failure
-  mid-body aborts the client connection (the client sees a truncated message). A response
-  that arrived whole (the common case) goes out in one write.
+* asks ``routing.decide`` for an instance of the home region (never another region: 503);
+* signs the assertion and builds the request head once: the raw request target byte for byte
+  (the assertion covers exactly it), the headers as ``headers`` says the store must see them;
+* asks the instance's pool for a connection and sends on it: a small body already read goes in
+  the same write as the head, a larger one is streamed (``body.StreamedBody``);
+* relays the answer. A whole answer (the common case) goes out in one write; otherwise once
+  its head is out no JSON error can follow, so a failure mid-body aborts the client connection
+  (the client sees a truncated message).
+
+The pool and its connections raise one exception type, ``errors.UpstreamFailed``: an attempt
+that fails returns it, ``routing.may_retry`` says whether another instance of the SAME region
+may take the request, and a failure that is not retried is raised as it is -- it is the answer
+(502, or 504 for a timeout). A reused keep-alive socket that the store had already closed is
+retried once on a fresh socket when the request is idempotent and replayable (that is not a
+routing retry: nothing reached the store).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from collections.abc import AsyncIterator
-from typing import Protocol
-
-from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.streams import StreamReader
-from multidict import CIMultiDict, CIMultiDictProxy
-from yarl import URL
 
 from residency_contract.signer import Signer
 
+from .auth import Principal
+from .body import Body, StreamedBody, too_large
 from .config import EdgeSettings
 from .errors import (
     ClientClosed,
+    ConnectFailed,
+    ConnectionBroken,
     EdgeError,
-    PayloadTooLarge,
-    RequestTimeout,
+    PoolTimeout,
     Unavailable,
     UpstreamFailed,
     UpstreamTimeout,
 )
-from .headers import Block, downstream_response_block, encode_head, upstream_request_items
+from .exchange import Exchange, Sink
+from .headers import downstream_response_block, encode_head, upstream_request_items
 from .metrics import EdgeMetrics
-from .routing import (
-    CONNECT_FAILED,
-    IDEMPOTENT,
-    SEND_FAILED,
-    TIMED_OUT,
-    UPSTREAM_5XX,
-    Refusal,
-    RouteDecision,
-    decide,
-    may_retry,
-)
+from .routing import IDEMPOTENT, Refusal, RouteDecision, decide, may_retry
 from .upstream import Instance, Pools
-from .upstream_conn import (
-    Answer,
-    AnswerHook,
-    ConnectFailed,
-    ConnectionBroken,
-    PoolTimeout,
-    UpstreamConnection,
-)
-
-log = logging.getLogger("edge_router.proxy")
+from .wire import Answer, UpstreamConnection
 
 _RETRY_STATUSES = frozenset({502, 503, 504})
-_EMPTY: CIMultiDict[str] = CIMultiDict()
-_BROKEN = (ConnectionError, OSError, HttpProcessingError)
-
-
-class Exchange:
-    """One request through the pipeline: what the front end parsed, what the steps decided
-    (also the access-log record)."""
-
-    __slots__ = (
-        "absolute",
-        "account",
-        "attempts",
-        "body",
-        "body_exists",
-        "content_length",
-        "deadline",
-        "error",
-        "expect_continue",
-        "header_lines",
-        "headers",
-        "host",
-        "method",
-        "peer",
-        "principal",
-        "region",
-        "request_id",
-        "roles",
-        "route",
-        "scheme",
-        "started",
-        "status",
-        "t0",
-        "target",
-        "upstream",
-        "url",
-        "version",
-    )
-
-    def __init__(
-        self,
-        method: str,
-        target: str,
-        request_id: str,
-        headers: CIMultiDictProxy[str] | None = None,
-        *,
-        url: URL | None = None,
-        body: StreamReader | None = None,
-        body_exists: bool = False,
-        content_length: int | None = None,
-        peer: str | None = None,
-        scheme: str = "http",
-        expect_continue: bool = False,
-        version: tuple[int, int] = (1, 1),
-        header_lines: int = 0,
-        host: str | None = None,
-    ) -> None:
-        self.method = method
-        # The raw request target, byte for byte as received (origin form: an absolute-form
-        # target comes here as its path and query, its authority as ``host``).
-        self.target = target
-        self.request_id = request_id
-        self.headers = headers if headers is not None else CIMultiDictProxy(_EMPTY)
-        self.url = url  # the target as a yarl URL (its query is parsed only when asked for)
-        self.body = body
-        self.body_exists = body_exists
-        self.content_length = content_length
-        self.peer = peer
-        self.scheme = scheme
-        self.expect_continue = expect_continue
-        self.version = version
-        self.header_lines = header_lines
-        self.absolute = host is not None  # the target was in absolute form
-        self.host = host if host is not None else self.headers.get("Host")
-        self.deadline = 0.0  # loop time by which the whole answer must be out (total timeout)
-        self.account: str | None = None
-        self.region = "none"
-        self.route = "other"
-        self.principal: str | None = None
-        self.roles: frozenset[str] = frozenset()
-        self.upstream: str | None = None
-        self.attempts = 0
-        self.status = 0
-        self.error: str | None = None
-        self.started = False  # response head sent: no JSON error possible any more
-        self.t0 = 0.0  # perf_counter() when the pipeline took it
-
-
-class Sink(Protocol):
-    """How a front end writes the answer (its headers as a ``headers.Block``).
-    ``respond`` is a whole answer in one go; ``start`` /
-    ``write`` / ``end`` stream one; ``abort`` cuts the client connection (mid-body failure)."""
-
-    def send_continue(self) -> None: ...
-
-    async def respond(self, status: int, reason: str, block: Block, body: bytes) -> None: ...
-
-    async def start(self, status: int, reason: str, block: Block) -> None: ...
-
-    async def write(self, chunk: bytes) -> None: ...
-
-    async def end(self) -> None: ...
-
-    def abort(self) -> None: ...
-
-
-class ReadySink(Sink, Protocol):
-    """A ``Sink`` that can also write a whole answer without awaiting (the fast lane's)."""
-
-    def write_answer(self, status: int, reason: str | None, block: Block, body: bytes) -> None: ...
-
-
-class Sent:
-    """A request already on the wire (``Forwarder.send_now``): what its attempt needs."""
-
-    __slots__ = ("conn", "deadline", "head", "index", "inst", "t0", "waiter")
-
-    def __init__(
-        self,
-        index: int,
-        inst: Instance,
-        conn: UpstreamConnection,
-        head: bytes,
-        waiter: asyncio.Future[Answer],
-        deadline: float,
-        t0: float,
-    ) -> None:
-        self.index = index
-        self.inst = inst
-        self.conn = conn
-        self.head = head
-        self.waiter = waiter
-        self.deadline = deadline
-        self.t0 = t0
-
-
-class _StreamedBody:
-    """The client's body as an async iterator, with the size limit and the request's deadline
-    enforced while streaming (a client trickling its body cannot hold the exchange past it)."""
-
-    __slots__ = ("_content", "_deadline", "_limit", "started", "too_large")
-
-    def __init__(self, content: StreamReader, limit: int, deadline: float) -> None:
-        self._content = content
-        self._limit = limit
-        self._deadline = deadline
-        self.started = False
-        self.too_large = False
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        self.started = True
-        seen = 0
-        content = self._content
-        while True:
-            try:
-                async with asyncio.timeout_at(self._deadline):
-                    chunk = await content.readany()
-            except TimeoutError:
-                raise _body_too_slow() from None
-            if not chunk:
-                return
-            seen += len(chunk)
-            if seen > self._limit:
-                self.too_large = True
-                raise PayloadTooLarge("payload_too_large", "request body is over the limit")
-            yield chunk
-
-
-def _body_too_slow() -> RequestTimeout:
-    return RequestTimeout("request_timeout", "the request body did not arrive in time")
-
-
-Body = bytes | _StreamedBody | None
-
-
-def _too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge("payload_too_large", f"request body is over {limit} bytes")
 
 
 class Forwarder:
@@ -262,45 +63,65 @@ class Forwarder:
         self._ticks: dict[str, int] = dict.fromkeys(self.pools.by_region, 0)
         # The loop's clock, looked up once (get_running_loop() costs a getpid() per call).
         self._loop_time = asyncio.get_running_loop().time
-        self._total_timeout_s = settings.total_timeout_s
+        self._read_timeout = settings.timeouts.read
         self._retry_children = {r.name: metrics.retries.labels(r.name) for r in settings.regions}
         self._refusal_children = {
             r.name: metrics.cross_region_refusals.labels(r.name) for r in settings.regions
         }
 
-    def start_clock(self, ex: Exchange) -> None:
-        """The exchange's one deadline: every wait of it (the client's body, each attempt's
-        connect, send and answer) ends by ``total_timeout_s`` from here, however many
-        attempts it takes."""
-        ex.deadline = self._loop_time() + self._total_timeout_s
-
-    async def receive_body(self, ex: Exchange, sink: Sink) -> Body:
-        """The request body, before the request is admitted: ``100 Continue`` when asked (only
-        now: the checks before never invited it), a small body of known length read whole (so
-        it can be replayed on a retry, and a client that sends its head and stops holds no
-        admission slot), anything else as a stream read while forwarding. Bounded by the
-        deadline; the listener also fails the stream on a pause, a bad chunk or a close."""
-        if not ex.body_exists or ex.body is None:
-            return None
-        if ex.expect_continue:
-            sink.send_continue()
-        length = ex.content_length
-        if length is not None and length <= self.settings.buffer_body_bytes:
-            if not length:
-                return b""
-            try:
-                async with asyncio.timeout_at(ex.deadline):
-                    return await ex.body.readexactly(length)
-            except TimeoutError:
-                raise _body_too_slow() from None
-            except asyncio.IncompleteReadError:
-                raise ClientClosed("client_closed", "the client closed mid-body") from None
-        return _StreamedBody(ex.body, self.settings.max_body_bytes, ex.deadline)
-
-    def check_declared_length(self, ex: Exchange) -> None:
-        length = ex.content_length
-        if length is not None and length > self.settings.max_body_bytes:
-            raise _too_large(self.settings.max_body_bytes)
+    async def forward(self, ex: Exchange, principal: Principal, received: Body, sink: Sink) -> None:
+        """Forward ``ex`` for ``principal`` with the body ``receive_body`` gave, retrying inside
+        its home region as ``may_retry`` allows."""
+        s = self.settings
+        # Body: nothing, a small buffered (replayable) body, or a stream read at most once.
+        body: bytes | None = None
+        streamed: StreamedBody | None = None
+        if isinstance(received, StreamedBody):
+            streamed = received
+        else:
+            body = received
+        chunked = streamed is not None and ex.content_length is None
+        line = rest = b""
+        pools = self.pools.by_region
+        tried: set[int] = set()
+        failure: UpstreamFailed | None = None
+        while True:
+            tick = self._ticks.get(ex.region, 0)
+            decision = decide(ex.region, pools, self.pools.clock(), tried=tried, tick=tick)
+            if isinstance(decision, Refusal):
+                if decision.reason == "instances_exhausted":
+                    raise failure or UpstreamFailed()
+                raise self._refuse(decision)
+            if not ex.attempts:
+                # Only a first try moves the rotation: if retries did, the instance that
+                # fails (and is retried away from) would get every first try.
+                self._ticks[ex.region] = tick + 1
+            inst = pools[ex.region][decision.index]
+            tried.add(decision.index)
+            ex.attempts += 1
+            ex.upstream = inst.name
+            if ex.attempts > 1:
+                self._retry_children[ex.region].inc()
+            if not line:
+                line, rest = self._request_parts(ex, principal, chunked)
+            head = line + inst.host_line + rest
+            failure = await self._attempt(ex, inst, head, body, streamed, chunked, tried, sink)
+            if failure is None:
+                return
+            replayable = streamed is None or not streamed.started
+            if not may_retry(
+                ex.method,
+                failure,
+                body_replayable=replayable,
+                attempt=ex.attempts,
+                max_attempts=s.max_attempts,
+            ):
+                if isinstance(failure, ConnectFailed):
+                    # If that emptied the region, say so (503), not "bad gateway".
+                    after = decide(ex.region, pools, self.pools.clock())
+                    if isinstance(after, Refusal) and after.reason == "region_unavailable":
+                        raise self._refuse(after)
+                raise failure
 
     def _refuse(self, refusal: Refusal) -> Unavailable:
         if refusal.others_available:
@@ -320,14 +141,16 @@ class Forwarder:
             retry_after=self.settings.retry_after_s,
         )
 
-    def _request_parts(self, ex: Exchange, chunked: bool) -> tuple[bytes, bytes]:
+    def _request_parts(
+        self, ex: Exchange, principal: Principal, chunked: bool
+    ) -> tuple[bytes, bytes]:
         """The request line and everything after "Host: ...\\r\\n" (the Host line depends on
         the instance): headers as the store must see them, the signed assertion among them."""
         assertion = self.signer.sign(
             account=ex.account or "",
             region=ex.region,
-            principal=ex.principal or "",
-            roles=ex.roles,
+            principal=principal.app_key,
+            roles=principal.roles,
             method=ex.method,
             target=ex.target,
         )
@@ -345,237 +168,25 @@ class Forwarder:
         line = f"{ex.method} {ex.target} HTTP/1.1\r\n".encode("utf-8", "surrogateescape")
         return line, encode_head("", items)
 
-    def send_now(self, ex: Exchange, hook: AnswerHook) -> Sent | None:
-        """The first attempt of a bodiless request, without awaiting: on a warm idle socket of
-        an available instance of the home region, the answer going to ``hook`` (see
-        ``UpstreamConnection.send``). None, having done nothing, when that needs waiting (no
-        idle socket, a refusal to explain): then ``forward`` does it all."""
-        pools = self.pools.by_region
-        region = ex.region
-        tick = self._ticks.get(region, 0)
-        decision = decide(region, pools, self.pools.clock(), tick=tick)
-        if not isinstance(decision, RouteDecision):
-            return None
-        inst = pools[region][decision.index]
-        pool = inst.pool
-        conn = pool.take_idle()
-        if conn is None:
-            return None  # the tick is not used up: ``forward`` decides with the same one
-        line, rest = self._request_parts(ex, False)
-        head = line + inst.host_line + rest
-        s = self.settings
-        deadline = ex.deadline
-        try:
-            waiter = conn.send(
-                head,
-                None,
-                head_only=False,
-                deadline=deadline,
-                read_timeout=s.read_timeout_s,
-                hook=hook,
-            )
-        except ConnectionBroken:
-            pool.release(conn, False)
-            return None
-        self._ticks[region] = tick + 1
-        inst.outstanding += 1
-        ex.attempts = 1
-        ex.upstream = inst.name
-        return Sent(decision.index, inst, conn, head, waiter, deadline, time.perf_counter())
-
-    def relay_now(self, ex: Exchange, sent: Sent, answer: Answer, sink: ReadySink) -> bool:
-        """``send_now``'s answer, relayed on the spot when it is whole and final (the hook's
-        ``on_answer``); False, having done nothing, otherwise: ``forward`` then goes on from
-        ``sent`` as from any attempt."""
-        status = answer.status
-        if answer.payload is not None or status in _RETRY_STATUSES:
-            return False
-        inst = sent.inst
-        inst.outstanding -= 1
-        self.metrics.observe_upstream(ex.region, time.perf_counter() - sent.t0)
-        self.pools.answered(inst, status)
-        conn = sent.conn
-        inst.pool.release(conn, conn.finish() and not answer.should_close)  # type: ignore[union-attr]
-        ex.status = status
-        ex.started = True
-        sink.write_answer(
-            status,
-            answer.reason,
-            downstream_response_block(
-                answer.block,
-                answer.named,
-                request_id=ex.request_id,
-                region=ex.region,
-                via=self.settings.via,
-            ),
-            answer.body,
-        )
-        return True
-
-    async def forward(
-        self, ex: Exchange, sink: Sink, sent: Sent | None = None, received: Body = None
-    ) -> None:
-        """Forward ``ex`` with the body ``receive_body`` gave, retrying inside its home region
-        as ``may_retry`` allows; with ``sent``, its first attempt is already on the wire
-        (``send_now``)."""
-        s = self.settings
-        method = ex.method
-        # Body: nothing, a small buffered (replayable) body, or a stream read at most once.
-        body: bytes | None = None
-        streamed: _StreamedBody | None = None
-        if isinstance(received, _StreamedBody):
-            streamed = received
-        else:
-            body = received
-        chunked = streamed is not None and ex.content_length is None
-        line = rest = b""
-        pools = self.pools.by_region
-        tried: set[int] = set()
-        failure = ""
-        while True:
-            if sent is not None:
-                inst = sent.inst
-                tried.add(sent.index)
-                outcome = await self._attempt(
-                    ex, inst, sent.head, None, None, False, tried, sink, sent=sent
-                )
-                sent = None
-            else:
-                now = self.pools.clock()
-                tick = self._ticks.get(ex.region, 0)
-                decision = decide(ex.region, pools, now, tried=tried, tick=tick)
-                if isinstance(decision, Refusal):
-                    if decision.reason == "instances_exhausted":
-                        raise self._error_for(failure)
-                    raise self._refuse(decision)
-                if not ex.attempts:
-                    # Only a first try moves the rotation: if retries did, the instance that
-                    # fails (and is retried away from) would get every first try.
-                    self._ticks[ex.region] = tick + 1
-                inst = pools[ex.region][decision.index]
-                tried.add(decision.index)
-                ex.attempts += 1
-                ex.upstream = inst.name
-                if ex.attempts > 1:
-                    self._retry_children[ex.region].inc()
-                if not line:
-                    line, rest = self._request_parts(ex, chunked)
-                head = line + inst.host_line + rest
-                outcome = await self._attempt(ex, inst, head, body, streamed, chunked, tried, sink)
-            if outcome is None:
-                return
-            failure = outcome
-            replayable = streamed is None or not streamed.started
-            if not may_retry(
-                method,
-                failure,
-                body_replayable=replayable,
-                attempt=ex.attempts,
-                max_attempts=s.max_attempts,
-            ):
-                if failure == CONNECT_FAILED:
-                    # If that emptied the region, say so (503), not "bad gateway".
-                    after = decide(ex.region, pools, self.pools.clock())
-                    if isinstance(after, Refusal) and after.reason == "region_unavailable":
-                        raise self._refuse(after)
-                raise self._error_for(failure)
-
-    def _error_for(self, failure: str) -> Exception:
-        if failure == TIMED_OUT:
-            return UpstreamTimeout("upstream_timeout", "the home region did not answer in time")
-        return UpstreamFailed("upstream_failed", "the home region's instance failed to answer")
-
     async def _attempt(
         self,
         ex: Exchange,
         inst: Instance,
         head: bytes,
         body: bytes | None,
-        streamed: _StreamedBody | None,
+        streamed: StreamedBody | None,
         chunked: bool,
         tried: set[int],
         sink: Sink,
-        sent: Sent | None = None,
-    ) -> str | None:
-        """One try: None once the answer was relayed, else the kind of failure (``routing``).
-        With ``sent``, the request is on the wire already and only its answer is awaited."""
-        s = self.settings
-        pool = inst.pool
-        if sent is None:
-            deadline = ex.deadline
-            inst.outstanding += 1
-            t0 = time.perf_counter()
-        else:  # send_now counted it
-            deadline = sent.deadline
-            t0 = sent.t0
+    ) -> UpstreamFailed | None:
+        """One try: None once the answer was relayed, else how it failed."""
+        inst.outstanding += 1
+        t0 = time.perf_counter()
         try:
-            fresh = False
-            head_only = ex.method == "HEAD"
-            while True:
-                if sent is not None:
-                    conn = sent.conn
-                else:
-                    conn = None if fresh else pool.take_idle()
-                if conn is None:
-                    try:
-                        conn = await pool.acquire(deadline, fresh=fresh)
-                    except ConnectFailed:
-                        self.pools.connect_failed(inst)
-                        return CONNECT_FAILED
-                    except PoolTimeout:
-                        return TIMED_OUT
-                reused = conn.served > 0
-                try:
-                    if sent is not None:
-                        waiter, sent = sent.waiter, None
-                        answer = await waiter
-                    elif streamed is None:
-                        answer = await conn.send(
-                            head,
-                            body,
-                            head_only=head_only,
-                            deadline=deadline,
-                            read_timeout=s.read_timeout_s,
-                        )
-                    else:
-                        answer = await conn.send_stream(
-                            head,
-                            streamed.chunks(),
-                            chunked=chunked,
-                            head_only=head_only,
-                            deadline=deadline,
-                            read_timeout=s.read_timeout_s,
-                        )
-                    break
-                except EdgeError:
-                    # The client's side failed (body too large, too slow, malformed, gone):
-                    # the store saw part of a request, so this socket is done.
-                    pool.release(conn, False)
-                    raise
-                except TimeoutError:
-                    pool.release(conn, False)
-                    self._check_body(streamed)
-                    self._timed_out(inst, conn)
-                    return TIMED_OUT
-                except _BROKEN as exc:
-                    pool.release(conn, False)
-                    self._check_body(streamed)
-                    if conn.timed_out:
-                        self._timed_out(inst, conn)
-                        return TIMED_OUT
-                    stale = (
-                        reused
-                        and not fresh
-                        and isinstance(exc, ConnectionBroken)
-                        and not exc.answered
-                        and ex.method in IDEMPOTENT
-                        and streamed is None
-                    )
-                    if stale:  # the store had closed this idle socket: nothing reached it
-                        fresh = True
-                        continue
-                    self.pools.failed(inst, "broken connections")
-                    return SEND_FAILED
+            answer = await self._exchange(ex, inst, head, body, streamed, chunked)
+            if isinstance(answer, UpstreamFailed):
+                return answer
+            conn, answer = answer
             self.metrics.observe_upstream(ex.region, time.perf_counter() - t0)
             status = answer.status
             if status == 503:  # is it the instance's failure or its dependency's?
@@ -583,60 +194,131 @@ class Forwarder:
             else:
                 self.pools.answered(inst, status)
             if status in _RETRY_STATUSES and self._can_retry_status(ex, streamed, tried):
-                pool.release(conn, False)
-                return UPSTREAM_5XX
-            block = downstream_response_block(
-                answer.block, answer.named, request_id=ex.request_id, region=ex.region, via=s.via
-            )
-            ex.status = status
-            payload = answer.payload
-            if payload is None or (payload.is_eof() and payload.exception() is None):
-                # The whole answer is here (read whole, or llhttp's payload already complete):
-                # give the socket back, then one write to the client.
-                data = answer.body if payload is None else payload.read_nowait(-1)
-                pool.release(conn, conn.finish() and not answer.should_close)
-                ex.started = True
-                await sink.respond(status, answer.reason, block, data)
-                return None
-            ex.started = True
-            try:
-                await sink.start(status, answer.reason, block)
-                while True:
-                    chunk = await payload.readany()
-                    if not chunk:
-                        break
-                    await sink.write(chunk)
-                await sink.end()
-            except (*_BROKEN, TimeoutError, ClientClosed) as exc:
-                # Head is out: the only honest signal left is to cut the connection.
-                ex.error = f"aborted:{type(exc).__name__}"
-                if isinstance(exc, ClientClosed):
-                    ex.status = ClientClosed.status
-                pool.release(conn, False)
-                sink.abort()
-                return None
-            pool.release(conn, conn.finish() and not answer.should_close)
+                inst.pool.release(conn, False)
+                return UpstreamFailed(f"{inst.name} answered {status}")
+            await self._relay(ex, inst, conn, answer, sink)
             return None
         finally:
             inst.outstanding -= 1
 
+    async def _exchange(
+        self,
+        ex: Exchange,
+        inst: Instance,
+        head: bytes,
+        body: bytes | None,
+        streamed: StreamedBody | None,
+        chunked: bool,
+    ) -> tuple[UpstreamConnection, Answer] | UpstreamFailed:
+        """A connection from the pool, the request sent on it and the answer's head, or how
+        that failed (the pool's and the connection's own exceptions, bookkept)."""
+        pool = inst.pool
+        deadline = ex.deadline
+        head_only = ex.method == "HEAD"
+        fresh = False
+        while True:
+            conn = None if fresh else pool.take_idle()
+            if conn is None:
+                try:
+                    conn = await pool.acquire(deadline, fresh=fresh)
+                except ConnectFailed as exc:
+                    self.pools.connect_failed(inst)
+                    return exc
+                except PoolTimeout as exc:
+                    return exc
+            reused = conn.served > 0
+            try:
+                if streamed is None:
+                    answer = await conn.send(head, body, head_only=head_only, deadline=deadline)
+                else:
+                    answer = await conn.send_stream(
+                        head,
+                        streamed.chunks(),
+                        chunked=chunked,
+                        head_only=head_only,
+                        deadline=deadline,
+                    )
+                return conn, answer
+            except UpstreamFailed as exc:
+                pool.release(conn, False)
+                self._check_body(streamed)
+                if isinstance(exc, UpstreamTimeout) or conn.timed_out:
+                    self._timed_out(inst, conn)
+                    return exc if isinstance(exc, UpstreamTimeout) else UpstreamTimeout(str(exc))
+                stale = (
+                    reused
+                    and not fresh
+                    and isinstance(exc, ConnectionBroken)
+                    and not exc.answered
+                    and ex.method in IDEMPOTENT
+                    and streamed is None
+                )
+                if stale:  # the store had closed this idle socket: nothing reached it
+                    fresh = True
+                    continue
+                self.pools.failed(inst, "broken connections")
+                return exc
+            except EdgeError:
+                # The client's side failed (body too large, too slow, malformed, gone):
+                # the store saw part of a request, so this socket is done.
+                pool.release(conn, False)
+                raise
+
+    async def _relay(
+        self, ex: Exchange, inst: Instance, conn: UpstreamConnection, answer: Answer, sink: Sink
+    ) -> None:
+        """The answer to the client; the socket back to the pool when it was read whole."""
+        pool = inst.pool
+        block = downstream_response_block(
+            answer.block,
+            answer.named,
+            request_id=ex.request_id,
+            region=ex.region,
+            via=self.settings.via,
+        )
+        ex.status = answer.status
+        data = answer.whole()
+        if data is not None:
+            # The whole answer is here: give the socket back, then one write to the client.
+            pool.release(conn, conn.finish() and not answer.should_close)
+            ex.started = True
+            await sink.respond(answer.status, answer.reason, block, data)
+            return
+        ex.started = True
+        try:
+            await sink.start(answer.status, answer.reason, block)
+            async for chunk in answer.chunks():
+                await sink.write(chunk)
+            await sink.end()
+        except (UpstreamFailed, ClientClosed, OSError) as exc:
+            # The store's side failed mid-body, or the client's (a sink raises ClientClosed,
+            # or aiohttp.web's an OSError). Head is out: the only honest signal left is to
+            # cut the connection.
+            ex.error = f"aborted:{type(exc).__name__}"
+            if isinstance(exc, ClientClosed):
+                ex.status = ClientClosed.status
+            pool.release(conn, False)
+            sink.abort()
+            return
+        pool.release(conn, conn.finish() and not answer.should_close)
+
     def _timed_out(self, inst: Instance, conn: UpstreamConnection) -> None:
         # The instance's own failure only when it was silent for the whole read timeout; an
         # attempt that the request's deadline cut short says little about the instance.
-        if self._loop_time() >= conn.last_data + self.settings.read_timeout_s - 0.001:
+        if self._loop_time() >= conn.last_data + self._read_timeout - 0.001:
             self.pools.failed(inst, "timeouts")
 
-    def _check_body(self, streamed: _StreamedBody | None) -> None:
+    def _check_body(self, streamed: StreamedBody | None) -> None:
         # A size overrun inside the body stream surfaces as some send error; say what it was.
         if streamed is not None and streamed.too_large:
-            raise _too_large(self.settings.max_body_bytes)
+            raise too_large(self.settings.max_body_bytes)
 
     def _can_retry_status(
-        self, ex: Exchange, streamed: _StreamedBody | None, tried: set[int]
+        self, ex: Exchange, streamed: StreamedBody | None, tried: set[int]
     ) -> bool:
         if not may_retry(
             ex.method,
-            UPSTREAM_5XX,
+            _ANSWERED_5XX,
             body_replayable=streamed is None,
             attempt=ex.attempts,
             max_attempts=self.settings.max_attempts,
@@ -645,3 +327,6 @@ class Forwarder:
         # Only give up this answer if another instance could actually take the retry.
         nxt = decide(ex.region, self.pools.by_region, self.pools.clock(), tried=tried)
         return isinstance(nxt, RouteDecision)
+
+
+_ANSWERED_5XX = UpstreamFailed("a 502, 503 or 504 answer")  # what may_retry judges it as

@@ -184,9 +184,6 @@ class DynamoRegistry:
             active=_s(item, "status", ACTIVE) == ACTIVE,
         )
 
-    async def ping(self) -> None:
-        await self._call("describe_table", TableName=self.table)
-
     # -- writes (registry_cli) ---------------------------------------------------------------
 
     async def create_table(self) -> bool:

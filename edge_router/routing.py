@@ -9,9 +9,11 @@ the caller can count each fallback we refused (``edge_cross_region_refusals_tota
 Inside the home region: least outstanding requests among available instances not yet tried
 for this request, round-robin among ties (``tick`` is a counter the caller advances).
 
-``may_retry`` is the retry policy: a failure before any byte was sent (connect refused or
-timed out) may go to another instance of the same region for any method; any other failure
-only for idempotent methods whose body can be replayed; at most ``max_attempts`` in total.
+``may_retry`` is the retry policy, over the failure as the pool raised it
+(``errors.UpstreamFailed``): a failure before any byte was sent (``ConnectFailed``) may go to
+another instance of the same region for any method; a timeout never (a slow region stays
+slow); any other failure -- a broken connection, a 502/503/504 answer not yet relayed -- only
+for idempotent methods whose body can be replayed; at most ``max_attempts`` in total.
 """
 
 from __future__ import annotations
@@ -20,13 +22,9 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+from .errors import ConnectFailed, UpstreamFailed, UpstreamTimeout
 
-# Failure kinds the proxy reports to the policy.
-CONNECT_FAILED = "connect_failed"  # nothing was sent
-SEND_FAILED = "send_failed"  # the connection broke after (maybe) sending
-UPSTREAM_5XX = "upstream_5xx"  # a 502/503/504 status, body not forwarded yet
-TIMED_OUT = "timed_out"
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
 class InstanceView(Protocol):
@@ -101,12 +99,17 @@ def _others(pools: Mapping[str, Sequence[InstanceView]], home: str, now: float) 
 
 
 def may_retry(
-    method: str, failure: str, *, body_replayable: bool, attempt: int, max_attempts: int
+    method: str,
+    failure: UpstreamFailed,
+    *,
+    body_replayable: bool,
+    attempt: int,
+    max_attempts: int,
 ) -> bool:
     if attempt >= max_attempts:
         return False
-    if failure == CONNECT_FAILED:
+    if isinstance(failure, ConnectFailed):
         return body_replayable
-    if failure == TIMED_OUT:
+    if isinstance(failure, UpstreamTimeout):
         return False  # a slow region stays slow; do not double the wait
     return method in IDEMPOTENT and body_replayable

@@ -2,7 +2,7 @@
 
 Each worker has its own event loop (uvloop when installed), its own registry cache and its own
 upstream connection pools -- nothing is shared but the listening port, so workers never contend
-on a lock. The public port is served by ``http_server.EdgeRunner`` (aiohttp's C parser on a bare
+on a lock. The public port is served by ``wire.EdgeRunner`` (aiohttp's C parser on a bare
 protocol); the admin port by plain ``aiohttp.web``. The listen backlog (``backlog``, default
 2048) absorbs a burst of simultaneous connects; Linux silently caps it at
 ``net.core.somaxconn``, so the worker logs a warning when that cap bites.
@@ -52,8 +52,9 @@ def configure_logging(level: str) -> None:
 
 
 async def run_worker(settings: EdgeSettings, index: int = 0) -> None:
-    from .app import create_admin_app, create_app
-    from .http_server import BatchAcceptSite, EdgeRunner
+    from .admin import create_admin_app
+    from .app import create_app
+    from .wire import BatchAcceptSite, EdgeRunner
 
     app = create_app(settings)
     admin = create_admin_app(app)

@@ -19,11 +19,11 @@ Health checks and ejection agree within one interval: an ejected instance whose 
 check (one that started after the ejection) passes is readmitted then, without waiting out
 ``eject_cooldown_s``; the cool-down bounds an ejection only when no check says otherwise.
 
-Each instance owns one ``upstream_conn.ConnectionPool`` capped at ``upstream_pool_limit``
+Each instance owns one ``wire.ConnectionPool`` capped at ``upstream_pool_limit``
 sockets: the cap is per upstream, a slow instance cannot starve the others of sockets, and
 connections are reused across requests. Health probes are off the hot path and use one small
 ``aiohttp.ClientSession`` for all instances; the same loop closes pooled sockets idle for
-longer than ``IDLE_TIMEOUT_S``.
+longer than ``Timeouts.idle``.
 """
 
 from __future__ import annotations
@@ -40,13 +40,9 @@ from yarl import URL
 
 from .config import EdgeSettings, InstanceSettings
 from .metrics import EdgeMetrics
-from .upstream_conn import ConnectionPool
+from .wire import ConnectionPool
 
 log = logging.getLogger("edge_router.upstream")
-
-# Idle keep-alive sockets are closed after this; well under aiohttp's server default (75 s), so
-# the store rarely closes a socket we are about to reuse.
-IDLE_TIMEOUT_S = 30.0
 
 # What a store answers when a dependency, not the store itself, is down (profile_store.errors).
 DEPENDENCY_ERRORS = frozenset({"dynamodb_unavailable", "key_service_unavailable"})
@@ -141,12 +137,11 @@ class Pools:
                 url.raw_host or "127.0.0.1",
                 url.port or 80,
                 limit=s.upstream_pool_limit,
-                connect_timeout_s=s.connect_timeout_s,
-                idle_timeout_s=IDLE_TIMEOUT_S,
+                timeouts=s.timeouts,
             )
             inst._gauge = self.metrics.upstream_healthy.labels(inst.region, inst.name)
         self._probe_session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=IDLE_TIMEOUT_S),
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=s.timeouts.idle),
             timeout=self._health_timeout,
             auto_decompress=False,
             cookie_jar=aiohttp.DummyCookieJar(),

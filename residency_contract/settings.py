@@ -89,7 +89,7 @@ class ConfigSource:
         cast from ``casts``, its default being the field's own (no second copy to drift)."""
         values = dict(given)
         for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-            if f.name not in values:
+            if f.init and f.name not in values:  # (a field derived from the others: not read)
                 default = _UNSET if f.default is dataclasses.MISSING else f.default
                 values[f.name] = self.get(f.name, casts[f.name], default)
         return cls(**values)

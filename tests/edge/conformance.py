@@ -25,7 +25,7 @@ import pytest
 from aiohttp import web
 
 from edge_router.app import STATE, EdgeState, create_app
-from edge_router.http_server import BatchAcceptSite, EdgeRunner
+from edge_router.wire import BatchAcceptSite, EdgeRunner
 
 from .conftest import FakeRegistry, FakeStore, Key, make_settings, wait_until
 

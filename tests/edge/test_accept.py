@@ -9,7 +9,7 @@ import socket
 import pytest
 from aiohttp import web
 
-from edge_router.http_server import BatchAcceptSite
+from edge_router.wire import BatchAcceptSite
 
 from .conftest import count_calls, wait_until
 

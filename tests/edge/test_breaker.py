@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from yarl import URL
 
-from edge_router.app import STATE, create_admin_app, create_app
+from edge_router.admin import create_admin_app
+from edge_router.app import STATE, create_app
 from edge_router.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
 from edge_router.cache import BREAKER_OPEN, REGISTRY_ERROR, REVALIDATING, CachedLookup
 from edge_router.errors import RegistryError, Unavailable

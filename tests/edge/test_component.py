@@ -13,7 +13,8 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from edge_router.app import STATE, create_admin_app, create_app
+from edge_router.admin import create_admin_app
+from edge_router.app import STATE, create_app
 from edge_router.cache import CachedLookup
 from edge_router.errors import RegistryError, Unavailable
 

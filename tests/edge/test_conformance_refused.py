@@ -301,7 +301,7 @@ def _request(headers: list[str]) -> bytes:
 @fronts(
     "aiohttp.web's RequestHandler.data_received queues its parser's refusal of a later chunk as "
     "the next message and fails nothing: the body being read just stops, and the exchange ends "
-    "at its deadline (408, then close: app._last_answer), not at once with a 400",
+    "at its deadline (408, then close: web_front._last_answer), not at once with a 400",
     raises=WrongStatus,
 )
 async def test_malformed_chunk_size_in_a_later_segment(edge: Edge) -> None:  # noqa: F811

@@ -21,7 +21,8 @@ from aiobotocore.session import get_session
 from yarl import URL
 
 from edge_router.__main__ import main as edge_main
-from edge_router.app import create_admin_app, create_app
+from edge_router.admin import create_admin_app
+from edge_router.app import create_app
 from profile_store import dynamodb_local
 from residency_contract.assertion import ASSERTION_HEADER, sign
 from residency_contract.tables import PK_SK_KEYS

@@ -1,6 +1,6 @@
-"""The component tests again, against the production listener (``http_server.EdgeRunner``).
+"""The component tests again, against the production listener (``wire.EdgeRunner``).
 
-``app.handle`` (aiohttp.web) and ``http_server.EdgeProtocol`` (aiohttp's C parser on a bare
+``web_front.handle`` (aiohttp.web) and ``wire.EdgeProtocol`` (aiohttp's C parser on a bare
 protocol) run the same pipeline; every test of ``test_component`` is collected here again,
 unchanged, with a ``build`` fixture that serves the edge through ``EdgeRunner`` instead of
 aiohttp's ``AppRunner``. Below them, what only the raw listener does.
@@ -17,10 +17,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import BaseTestServer, TestClient
 
-from edge_router.app import create_admin_app, create_app
-from edge_router.http_server import EdgeRunner
+from edge_router.admin import create_admin_app
+from edge_router.app import create_app
+from edge_router.wire import EdgeRunner
 
-from .conftest import FakeRegistry, FakeStore, dead_url, make_settings
+from .conftest import FakeRegistry, FakeStore, dead_url, make_settings, wait_until
 from .test_component import *  # noqa: F403  (re-collect every component test with our build)
 from .test_component import EU_KEY, P, Stack, auth
 
@@ -194,3 +195,41 @@ async def test_declared_body_streamed_to_store(build) -> None:  # type: ignore[n
     )
     assert resp.status == 200
     assert st.stores["eu-west-1"][0].seen[-1].body == body
+
+
+async def _read_answers(reader: asyncio.StreamReader, n: int) -> bytes:
+    got = b""
+    while len(re.findall(rb"HTTP/1\.1 \d{3} ", got)) < n or not got.endswith(b"}"):
+        chunk = await asyncio.wait_for(reader.read(65536), 5)
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+async def test_a_request_arriving_during_an_exchange_waits_its_turn(build) -> None:  # type: ignore[no-untyped-def]
+    slow = FakeStore("eu-west-1", "slow", delay=0.3)
+    st = await build({"eu-west-1": [slow], "us-east-1": ["store"]})
+    assert (await st.get(f"{P}/profiles/warm?an=acme")).status == 200
+    reader, writer = await asyncio.open_connection("127.0.0.1", st.edge.server.port)
+    try:
+        writer.write(_req(f"{P}/profiles/first"))
+        await wait_until(lambda: slow.proxied == 2)  # the first is with the store
+        writer.write(_req(f"{P}/profiles/second"))
+        got = await _read_answers(reader, 2)
+    finally:
+        writer.close()
+    assert [int(m) for m in re.findall(rb"HTTP/1\.1 (\d{3}) ", got)] == [200, 200]
+    assert got.index(b"/first") < got.index(b"/second")
+    assert [s.raw_path.rsplit("/", 1)[-1] for s in slow.seen] == ["warm?an=acme", "first", "second"]
+
+
+async def test_a_retryable_answer_is_retried_in_region(build) -> None:  # type: ignore[no-untyped-def]
+    bad = FakeStore("eu-west-1", "bad", status=503)
+    good = FakeStore("eu-west-1", "good")
+    st = await build({"eu-west-1": [bad, good], "us-east-1": ["store"]})
+    for _ in range(4):  # warm the registry and a socket to each instance
+        await st.get(f"{P}/profiles/warm?an=acme")
+    statuses = [(await st.get(f"{P}/profiles/x?an=acme")).status for _ in range(4)]
+    assert statuses == [200] * 4  # the 503s were retried on the other instance
+    assert st.stores["us-east-1"][0].proxied == 0  # never another region

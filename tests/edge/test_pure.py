@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -12,22 +13,56 @@ from yarl import URL
 
 from edge_router import routes
 from edge_router.config import ConfigError, EdgeSettings
-from edge_router.errors import BadRequest, NotFound
-from edge_router.framing import origin_form
-from edge_router.headers import downstream_response_headers, upstream_request_headers
+from edge_router.errors import (
+    BadRequest,
+    ConnectFailed,
+    ConnectionBroken,
+    NotFound,
+    PoolTimeout,
+    UpstreamFailed,
+    UpstreamTimeout,
+)
+from edge_router.headers import (
+    connection_tokens,
+    downstream_response_block,
+    split_line,
+    to_block,
+    upstream_request_items,
+)
 from edge_router.ratelimit import RateLimiter, TokenBucket
 from edge_router.resolve import AccountResolver
-from edge_router.routing import (
-    CONNECT_FAILED,
-    SEND_FAILED,
-    TIMED_OUT,
-    UPSTREAM_5XX,
-    Refusal,
-    RouteDecision,
-    decide,
-    may_retry,
-)
+from edge_router.routing import Refusal, RouteDecision, decide, may_retry
 from edge_router.upstream import reports_dependency
+from edge_router.wire import origin_form
+
+# The failures the pool raises, as routing.may_retry sees them.
+CONNECT_FAILED = ConnectFailed("connect refused")  # nothing was sent
+SEND_FAILED = ConnectionBroken("reset", answered=False)  # broke after (maybe) sending
+UPSTREAM_5XX = UpstreamFailed("answered 503")  # a 502/503/504 status, body not forwarded yet
+TIMED_OUT = UpstreamTimeout("silent")
+POOL_TIMED_OUT = PoolTimeout("no free socket")
+
+
+def upstream_request_headers(
+    incoming: CIMultiDictProxy[str] | CIMultiDict[str], **kwargs: Any
+) -> CIMultiDict[str]:
+    """``upstream_request_items`` as a multidict, to look headers up by name."""
+    return CIMultiDict(upstream_request_items(incoming, **kwargs))
+
+
+def downstream_response_headers(
+    upstream: CIMultiDictProxy[str] | CIMultiDict[str], *, request_id: str, region: str, via: str
+) -> CIMultiDict[str]:
+    """``downstream_response_block`` of a store's headers, as a multidict."""
+    block = downstream_response_block(
+        to_block(upstream.items()),
+        connection_tokens(upstream),
+        request_id=request_id,
+        region=region,
+        via=via,
+    )
+    return CIMultiDict(split_line(line) for line in block.split("\r\n")[1:])
+
 
 RESOLVER = AccountResolver(["vtexcommercestable.com.br", "localhost"])
 
@@ -385,10 +420,11 @@ def test_decide_never_leaves_the_home_region() -> None:
         ("GET", UPSTREAM_5XX, True, 2, False),  # bounded
         ("GET", SEND_FAILED, False, 1, False),
         ("GET", TIMED_OUT, True, 1, False),
+        ("GET", POOL_TIMED_OUT, True, 1, False),
     ],
 )
 def test_may_retry(
-    method: str, failure: str, replayable: bool, attempt: int, expected: bool
+    method: str, failure: UpstreamFailed, replayable: bool, attempt: int, expected: bool
 ) -> None:
     assert (
         may_retry(method, failure, body_replayable=replayable, attempt=attempt, max_attempts=2)

@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 
 from edge_router.app import STATE, create_app
-from edge_router.http_server import BatchAcceptSite, EdgeRunner, EdgeServer
+from edge_router.wire import BatchAcceptSite, EdgeRunner, EdgeServer
 
 from .conftest import FakeRegistry, FakeStore, Key, make_settings, wait_until
 

@@ -8,7 +8,9 @@ import socket
 import pytest
 from aiohttp import web
 
-from edge_router.upstream_conn import ConnectFailed, ConnectionPool, PoolTimeout
+from edge_router.config import Timeouts
+from edge_router.errors import ConnectFailed, PoolTimeout
+from edge_router.wire import ConnectionPool
 
 
 async def _pool(aiohttp_server, limit: int) -> ConnectionPool:  # type: ignore[no-untyped-def]
@@ -19,7 +21,7 @@ async def _pool(aiohttp_server, limit: int) -> ConnectionPool:  # type: ignore[n
     app.router.add_get("/", ok)
     server = await aiohttp_server(app)
     return ConnectionPool(
-        "127.0.0.1", server.port, limit=limit, connect_timeout_s=1.0, idle_timeout_s=30.0
+        "127.0.0.1", server.port, limit=limit, timeouts=Timeouts(connect=1.0, idle=30.0)
     )
 
 
@@ -60,7 +62,7 @@ async def test_wait_times_out_and_dead_instance_is_connect_failed(aiohttp_server
     pool.release(held, True)
     assert await pool.acquire(loop.time() + 5) is held
     pool.close()
-    dead = ConnectionPool("127.0.0.1", 1, limit=1, connect_timeout_s=0.5, idle_timeout_s=1.0)
+    dead = ConnectionPool("127.0.0.1", 1, limit=1, timeouts=Timeouts(connect=0.5, idle=1.0))
     with pytest.raises(ConnectFailed):
         await dead.acquire(loop.time() + 1)
     assert dead.open == 0
@@ -86,14 +88,14 @@ async def test_deadline_spent_while_connecting_is_a_timeout_not_a_dead_instance(
             except BlockingIOError:
                 pass
             fillers.append(s)
-        pool = ConnectionPool("127.0.0.1", port, limit=1, connect_timeout_s=5.0, idle_timeout_s=1)
+        pool = ConnectionPool("127.0.0.1", port, limit=1, timeouts=Timeouts(connect=5.0, idle=1))
         with pytest.raises(PoolTimeout):
             await pool.acquire(loop.time() - 1)  # deadline already passed: no connect tried
         with pytest.raises(PoolTimeout):
             await pool.acquire(loop.time() + 0.2)  # the deadline, not connect_timeout, ends it
         assert pool.open == 0
         # with the connect timeout the shorter bound, the same hang is the instance's fault
-        short = ConnectionPool("127.0.0.1", port, limit=1, connect_timeout_s=0.2, idle_timeout_s=1)
+        short = ConnectionPool("127.0.0.1", port, limit=1, timeouts=Timeouts(connect=0.2, idle=1))
         with pytest.raises(ConnectFailed):
             await short.acquire(loop.time() + 5)
     finally:

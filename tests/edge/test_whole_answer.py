@@ -28,7 +28,7 @@ from aiohttp.base_protocol import BaseProtocol
 from aiohttp.http_parser import HttpResponseParser
 
 from edge_router.headers import connection_tokens, split_line
-from edge_router.upstream_conn import Answer, parse_whole_answer
+from edge_router.wire import Answer, parse_whole_answer
 
 
 class LLHttp:
@@ -71,7 +71,7 @@ def disagreement(llhttp: LLHttp, data: bytes, answer: Answer | None) -> str | No
     msg, payload = messages[0]
     if not payload.is_eof():
         return "accepted, but llhttp's payload is not at EOF"
-    ours = [split_line(line) for line in answer.lines]
+    ours = [split_line(line) for line in answer.block.split("\r\n")[1:]]
     raw = [(_text(name), _text(value)) for name, value in msg.raw_headers]
     mine = {
         "status": answer.status,

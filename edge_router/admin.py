@@ -1,0 +1,42 @@
+"""The admin app: ``/metrics``, ``/healthz`` (the process is alive), ``/readyz`` (it can serve:
+an available instance in some region, and a registry that answers or a cache that knows)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .app import METRICS, STATE
+from .metrics import CONTENT_TYPE
+
+
+def create_admin_app(edge: web.Application) -> web.Application:
+    """/metrics, /healthz (process alive), /readyz (can serve: a healthy region + registry)."""
+    admin = web.Application()
+    metrics = edge[METRICS]
+
+    async def metrics_view(_request: web.Request) -> web.Response:
+        return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_request: web.Request) -> web.Response:
+        st = edge.get(STATE)
+        if st is None:
+            return web.json_response({"status": "starting"}, status=503)
+        upstream_ok = st.pools.has_available()
+        registry_ok = st.accounts.last_ok or len(st.accounts) > 0
+        ok = upstream_ok and registry_ok
+        return web.json_response(
+            {
+                "status": "ready" if ok else "not_ready",
+                "upstream": upstream_ok,
+                "registry": registry_ok,
+            },
+            status=200 if ok else 503,
+        )
+
+    admin.router.add_get("/metrics", metrics_view)
+    admin.router.add_get("/healthz", healthz)
+    admin.router.add_get("/readyz", readyz)
+    return admin

@@ -59,7 +59,7 @@ from bench.wrk import wrk_binary
 REPO_ROOT = Path(__file__).resolve().parent.parent
 APT_PACKAGES = "wrk nginx-light"
 GROUP = "Proxy overhead on a static upstream"
-ALL_TARGETS = ("direct", "nginx", "naive", "edge", "e2e")
+ALL_TARGETS = ("direct", "nginx", "naive", "edge", "edge-web", "e2e")
 
 
 def _ints(raw: str) -> list[int]:
@@ -280,7 +280,9 @@ class Bench:
             self.rows.append(row)
             print(f"  {row.case:<22} {status}: {reason}", flush=True)
 
-    def edge(self, ups: object, workers: int) -> AbstractContextManager[Target]:
+    def edge(
+        self, ups: object, workers: int, listener: str = "raw"
+    ) -> AbstractContextManager[Target]:
         if self._edge_unavailable:
             raise TargetUnavailable(self._edge_unavailable)
         if self._edge_env is None:
@@ -292,7 +294,7 @@ class Bench:
             except Exception as exc:
                 self._edge_unavailable = f"edge not available: {type(exc).__name__}: {exc}"
                 raise TargetUnavailable(self._edge_unavailable) from exc
-        return self._edge_env.serve(workers)
+        return self._edge_env.serve(workers, listener)
 
     def edge_probes(self) -> list[Probe]:
         return [_EdgeRegistryProbe(self)]
@@ -351,6 +353,10 @@ class Bench:
                     self.measure(name, w, lambda w=w: naive(ups, w, self.work_dir))
                 elif name == "edge":
                     self.measure(name, w, lambda w=w: self.edge(ups, w), probes=self.edge_probes())
+                elif name == "edge-web":
+                    self.measure(
+                        name, w, lambda w=w: self.edge(ups, w, "web"), probes=self.edge_probes()
+                    )
 
     def run(self) -> None:
         a = self.args

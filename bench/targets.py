@@ -417,12 +417,15 @@ class EdgeEnvironment:
             )
 
     @contextlib.contextmanager
-    def serve(self, workers: int) -> Iterator[Target]:
+    def serve(self, workers: int, listener: str = "raw") -> Iterator[Target]:
+        """The edge on its production listener (``edge``), or with ``listener="web"`` on
+        aiohttp.web's own server running the same pipeline (``edge-web``)."""
+        name = "edge" if listener == "raw" else f"edge-{listener}"
         p = ManagedProcess(
-            "edge",
+            name,
             [sys.executable, "-m", "edge_router", "serve", "--workers", str(workers)],
-            self.work_dir / f"edge-w{workers}.log",
-            env=self.env,
+            self.work_dir / f"{name}-w{workers}.log",
+            env={**self.env, "EDGE_LISTENER": listener},
             cwd=REPO_ROOT,
         )
         try:
@@ -431,12 +434,13 @@ class EdgeEnvironment:
             except ProcessFailed as exc:
                 raise TargetUnavailable(f"edge did not start: {exc}") from exc
             yield Target(
-                name="edge",
+                name=name,
                 url=f"http://127.0.0.1:{self.port}",
                 pids=lambda: [p.pid],
                 workers=workers,
                 routes=True,
-                description="edge_router (this project)",
+                description="edge_router (this project)"
+                + ("" if listener == "raw" else f", listener={listener}"),
             )
         finally:
             p.stop()

@@ -246,6 +246,9 @@ class EdgeSettings:
     access_log: bool = True
     log_level: str = "INFO"
     via: str = "edge-router"
+    # The public listener: "raw" (wire.EdgeRunner, the production one) or "web" (aiohttp.web's
+    # own server running the same pipeline; kept so the bench can measure one against the other).
+    listener: str = "raw"
     timeouts: Timeouts = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -321,6 +324,7 @@ class EdgeSettings:
             "access_log": bool,
             "log_level": upper_str,
             "via": str,
+            "listener": str,
         }
         s = src.load(cls, casts, regions=_regions(src, env))
         s.validate()
@@ -357,6 +361,8 @@ class EdgeSettings:
             )
         if self.rate_limit_burst < 1:
             raise ConfigError("setting 'rate_limit_burst' (EDGE_RATE_LIMIT_BURST) must be >= 1")
+        if self.listener not in {"raw", "web"}:
+            raise ConfigError("setting 'listener' (EDGE_LISTENER): raw or web")
         if self.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ConfigError("setting 'log_level' (EDGE_LOG_LEVEL): DEBUG, INFO, WARNING, ERROR")
         if not re.match(r"^[A-Za-z0-9_.-]{1,64}$", self.via):

@@ -59,7 +59,12 @@ async def run_worker(settings: EdgeSettings, index: int = 0) -> None:
     app = create_app(settings)
     admin = create_admin_app(app)
     reuse = settings.workers > 1
-    runner = EdgeRunner(app, shutdown_timeout=settings.shutdown_timeout_s)
+    web_listener = settings.listener == "web"
+    runner: web.BaseRunner = (
+        web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout_s)
+        if web_listener
+        else EdgeRunner(app, shutdown_timeout=settings.shutdown_timeout_s)
+    )
     cap = somaxconn()
     if cap is not None and settings.backlog > cap:
         log.warning(
@@ -69,7 +74,8 @@ async def run_worker(settings: EdgeSettings, index: int = 0) -> None:
     await runner.setup()
     await admin_runner.setup()
     try:
-        await BatchAcceptSite(
+        site = web.TCPSite if web_listener else BatchAcceptSite
+        await site(
             runner, settings.host, settings.port, backlog=settings.backlog, reuse_port=reuse
         ).start()
         await web.TCPSite(

@@ -86,6 +86,13 @@ def test_smoke_run_writes_report_and_json(tmp_path: Path) -> None:
     # The edge is always reported: measured, or a clear skipped/error row.
     edge = by_target.get("edge", [])
     assert edge and all(r["status"] == "ok" or r["reason"] for r in edge), edge
+    # The same pipeline on aiohttp.web's server (EDGE_LISTENER=web) is measured beside it,
+    # routed like the production listener whenever the edge itself could be measured.
+    web_rows = by_target.get("edge-web", [])
+    assert web_rows and all(r["status"] == "ok" or r["reason"] for r in web_rows), web_rows
+    if all(r["status"] == "ok" for r in edge):
+        assert all(r["status"] == "ok" and r["errors"] == 0 for r in web_rows), web_rows
+        assert all(r["routing"] == "ok" for r in web_rows), web_rows
 
     report = out.read_text()
     for needle in (

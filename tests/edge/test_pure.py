@@ -536,6 +536,7 @@ def _rj(**spec: object) -> dict[str, str]:
         ({"EDGE_REGISTRY_BREAKER_OPEN_S": "0"}, "EDGE_REGISTRY_BREAKER_OPEN_S"),
         ({"EDGE_REGISTRY_MAX_ATTEMPTS": "0"}, "EDGE_REGISTRY_MAX_ATTEMPTS"),
         ({"EDGE_REGISTRY_WAIT_S": "0"}, "EDGE_REGISTRY_WAIT_S"),
+        ({"EDGE_LISTENER": "uvicorn"}, "EDGE_LISTENER"),
     ],
 )
 def test_settings_refuse_bad_config(env: dict[str, str], fragment: str) -> None:

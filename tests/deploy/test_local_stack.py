@@ -83,24 +83,26 @@ def start_stack(
     edge_port: int, admin_port: int, workdir: Path, stderr: IO[str] | int
 ) -> subprocess.Popen[str]:
     """``deploy/local/stack.py`` on these ports, its stdout piped for the banner."""
+    # Started as from a non-interactive shell's background job, which is how CI may run it:
+    # SIGINT inherited ignored (``trap '' INT``, then exec: the same pid, the disposition
+    # kept; a preexec_fn would be unsafe in this threaded process). Ctrl-C (the tests'
+    # SIGINT) must stop the stack anyway.
+    argv = [
+        sys.executable,
+        str(REPO / "deploy/local/stack.py"),
+        "--port",
+        str(edge_port),
+        "--admin-port",
+        str(admin_port),
+        "--workdir",
+        str(workdir),
+    ]
     return subprocess.Popen(
-        [
-            sys.executable,
-            str(REPO / "deploy/local/stack.py"),
-            "--port",
-            str(edge_port),
-            "--admin-port",
-            str(admin_port),
-            "--workdir",
-            str(workdir),
-        ],
+        ["bash", "-c", "trap '' INT; exec \"$@\"", "stack", *argv],
         stdout=subprocess.PIPE,
         stderr=stderr,
         text=True,
         cwd=REPO,
-        # Started as from a non-interactive shell's background job, which is how CI may run
-        # it: SIGINT inherited ignored. Ctrl-C (the tests' SIGINT) must stop the stack anyway.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
 
 

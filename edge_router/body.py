@@ -47,7 +47,7 @@ class StreamedBody:
             seen += len(chunk)
             if seen > self._limit:
                 self.too_large = True
-                raise PayloadTooLarge("payload_too_large", "request body is over the limit")
+                raise too_large(self._limit)
             yield chunk
 
 

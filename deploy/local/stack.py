@@ -387,17 +387,26 @@ def _command(stack: Stack, request: dict[str, str], reported: set[int]) -> dict[
     return {"ok": False, "lines": [f"unknown command {command!r}"]}
 
 
+def _recv_line(conn: socket.socket) -> bytes:
+    """What the peer sends up to its newline (the control protocol's one JSON line each way),
+    or until it closes (then without the newline)."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def _serve_one(stack: Stack, server: socket.socket, reported: set[int]) -> None:
     conn, _ = server.accept()
     with conn:
         conn.settimeout(5)
         try:
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = conn.recv(4096)
-                if not chunk:
-                    return
-                data += chunk
+            data = _recv_line(conn)
+            if not data.endswith(b"\n"):
+                return
             answer = _command(stack, json.loads(data), reported)
             conn.settimeout(None)
             conn.sendall(json.dumps(answer).encode() + b"\n")
@@ -436,12 +445,7 @@ def control(edge_port: int, request: dict[str, str]) -> int:
             conn.settimeout(120)  # a restart waits up to 60 s for the store to be ready
             conn.connect(str(path))
             conn.sendall(json.dumps(request).encode() + b"\n")
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = conn.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
+            data = _recv_line(conn)
     except OSError as exc:
         say(
             f"no running stack on edge port {edge_port} ({path}: {exc}); start one with "

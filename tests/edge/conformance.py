@@ -27,7 +27,7 @@ from aiohttp import web
 from edge_router.app import STATE, EdgeState, create_app
 from edge_router.wire import BatchAcceptSite, EdgeRunner
 
-from .conftest import FakeRegistry, FakeStore, Key, make_settings, wait_until
+from .conftest import FakeRegistry, FakeStore, Key, make_settings, serve_on_free_port, wait_until
 
 KEY = Key("vtexappkey-acme-C1", "token-acme-conformance-0001")
 API = "/api/storage/profile-system"
@@ -146,11 +146,7 @@ async def edge(front: str) -> AsyncIterator[Edge]:
     store = FakeStore("eu-west-1", "eu-0")
     store_app = store.app()
     store_app.middlewares.append(_store_extras)
-    store_runner = web.AppRunner(store_app)
-    await store_runner.setup()
-    store_site = web.TCPSite(store_runner, "127.0.0.1", 0)
-    await store_site.start()
-    store_port = store_site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    store_runner, store_port = await serve_on_free_port(store_app)
     settings = make_settings(
         {"eu-west-1": [f"http://127.0.0.1:{store_port}"]},
         rate_limit_rps=100_000.0,

@@ -56,6 +56,16 @@ def make_settings(regions: dict[str, list[str]], **over: Any) -> EdgeSettings:
     return s
 
 
+async def serve_on_free_port(app: web.Application) -> tuple[web.AppRunner, int]:
+    """``app`` served on 127.0.0.1 at a port the kernel picks; the runner (to clean up) and
+    the port."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+
 def dead_url() -> str:
     return f"http://127.0.0.1:{free_port()}"
 

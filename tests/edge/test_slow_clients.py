@@ -22,7 +22,7 @@ from aiohttp import web
 from edge_router.app import STATE, create_app
 from edge_router.wire import BatchAcceptSite, EdgeRunner, EdgeServer
 
-from .conftest import FakeRegistry, FakeStore, Key, make_settings, wait_until
+from .conftest import FakeRegistry, FakeStore, Key, make_settings, serve_on_free_port, wait_until
 
 ACCOUNTS = ("acme", "bolt", "cora")
 KEYS = {a: Key(f"vtexappkey-{a}-1", f"token-{a}-000000000000") for a in ACCOUNTS}
@@ -45,11 +45,7 @@ async def edge() -> AsyncIterator[Edge]:
     for account in ACCOUNTS:
         registry.add(account, "eu-west-1", [KEYS[account]])
     store = FakeStore("eu-west-1", "eu-0")
-    store_runner = web.AppRunner(store.app())
-    await store_runner.setup()
-    store_site = web.TCPSite(store_runner, "127.0.0.1", 0)
-    await store_site.start()
-    store_port = store_site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    store_runner, store_port = await serve_on_free_port(store.app())
     settings = make_settings(
         {"eu-west-1": [f"http://127.0.0.1:{store_port}"]},
         max_concurrent_requests=8,

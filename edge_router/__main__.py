@@ -1,4 +1,5 @@
-"""``edge-router``: ``serve [--workers N]`` runs the edge; ``registry ...`` manages accounts."""
+"""``edge-router``: ``serve [--workers N]`` runs the edge; ``registry ...`` manages accounts;
+``token ...`` is the local demo issuer of user tokens."""
 
 from __future__ import annotations
 
@@ -15,10 +16,14 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--workers", type=int, default=None, help="processes sharing the port")
     p_serve.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     p_reg = sub.add_parser("registry", help="manage the account registry")
+    from . import token_cli
     from .registry_cli import add_arguments, run
 
     add_arguments(p_reg)
+    token_cli.add_arguments(sub.add_parser("token", help="LOCAL DEMO user-token issuer"))
     args = parser.parse_args(argv)
+    if args.command == "token":  # needs no edge settings
+        return token_cli.run(args)
     try:
         settings = EdgeSettings.from_env()
     except ConfigError as exc:

@@ -32,6 +32,7 @@ from .registry import AccountRecord, DynamoRegistry, KeyOwner, RegistryReader
 from .resolve import AccountResolver
 from .routes import RouteTable
 from .upstream import Pools
+from .user_token import TokenVerifier
 from .wire import SERVICE, Service
 
 __all__ = ["METRICS", "SETTINGS", "STATE", "EdgeState", "create_app", "default_registry"]
@@ -93,7 +94,9 @@ def _state_ctx(
             )
             pools = Pools(s, metrics, clock)
             await pools.start()
+            tokens = TokenVerifier(s)
             try:
+                await tokens.start()
                 loop = asyncio.get_running_loop()
                 state = app[STATE] = EdgeState(
                     settings=s,
@@ -106,6 +109,7 @@ def _state_ctx(
                     pools=pools,
                     forwarder=Forwarder(s, pools, metrics),
                     loop=loop,
+                    tokens=tokens,
                     access_log=s.access_log,
                 )
                 app[SERVICE] = Service(
@@ -119,6 +123,7 @@ def _state_ctx(
             finally:
                 metrics.stop_flusher()
                 await pools.close()
+                await tokens.close()
 
     return ctx
 

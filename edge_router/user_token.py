@@ -163,7 +163,7 @@ class KeySet:
         keys = parse_jwks(await self._read())
         removed = self.keys.keys() - keys.keys()
         self.keys = keys
-        self.loaded_at = self._clock()
+        self.loaded_at = self._last_attempt = self._clock()
         if removed:
             self._on_removed()
 

@@ -138,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.token_command == "demo-keys":  # noqa: S105 (a command name)
             key_path, jwks_path = make_demo_keys(args.dir, args.alg)
-            print(json.dumps({"key_file": str(key_path), "jwks_file": str(jwks_path)}))
+            out = {"key_file": str(key_path), "jwks_file": str(jwks_path)}
+            print(json.dumps({**out, "issuer": DEMO_ISSUER, "audience": DEMO_AUDIENCE}))
             return 0
         if args.ttl < 1:
             raise ValueError("--ttl must be >= 1")

@@ -6,6 +6,7 @@ stores of both regions, which check the signed assertion the edge sends them.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -431,3 +432,49 @@ async def test_user_token_through_the_edge_to_both_regions(edge, idp: TestIssuer
     for secret in (*tokens.values(), EMAIL, tokens["acme"].split(".")[1]):
         assert secret not in logged
         assert secret not in metrics
+
+
+# -- a JWK set fetched from a URL --------------------------------------------------------------
+
+
+async def test_jwks_url_fetched_with_a_bound_and_rotated(aiohttp_server, idp: TestIssuer) -> None:  # type: ignore[no-untyped-def]
+    from aiohttp import web
+
+    state = {"hang": False, "fetches": 0}
+
+    async def jwks(_request: web.Request) -> web.Response:
+        state["fetches"] += 1
+        if state["hang"]:
+            await asyncio.sleep(30)
+        return web.Response(body=idp.path.read_bytes(), content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/jwks.json", jwks)
+    server = await aiohttp_server(app)
+    url = f"http://127.0.0.1:{server.port}/jwks.json"
+    issuer = IssuerSettings("url-idp", idp.iss, (idp.aud,), jwks_url=url)
+    v = await started(settings_for(issuer, jwks_timeout_s=0.3))
+    assert (await v.verify(idp.mint("rsa-1", idp.claims("acme", USER, EMAIL)))).user_id == USER
+    idp.add_key("rsa-2", "RS256")
+    assert (await v.verify(idp.mint("rsa-2", idp.claims("acme", USER, EMAIL)))).user_id == USER
+    assert state["fetches"] == 2
+    # a provider that does not answer: the unknown kid is refused within the fetch bound
+    state["hang"] = True
+    idp.add_key("rsa-3", "RS256")
+    t0 = time.monotonic()
+    token = idp.mint("rsa-3", idp.claims("acme", USER, EMAIL))
+    assert await refusal(v, token) == (401, "bad_signature", "unknown_key")
+    assert time.monotonic() - t0 < 5
+    # known keys keep working meanwhile
+    assert (await v.verify(idp.mint("rsa-1", idp.claims("acme", USER, "c@acme.example")))).user_id
+    await v.close()
+
+
+async def test_jwks_url_down_at_start_is_not_fatal(idp: TestIssuer) -> None:
+    from profile_store.dynamodb_local import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/jwks.json"
+    v = await started(settings_for(IssuerSettings("down", idp.iss, (idp.aud,), jwks_url=url)))
+    token = idp.mint("rsa-1", idp.claims("acme", USER, EMAIL))
+    assert await refusal(v, token) == (401, "bad_signature", "unknown_key")
+    await v.close()

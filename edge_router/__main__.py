@@ -35,7 +35,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         from .server import serve
 
-        return serve(settings, args.workers, args.worker_index)
+        try:
+            return serve(settings, args.workers, args.worker_index)
+        except ConfigError as exc:  # found at start, e.g. a token issuer's unusable JWK set
+            print(f"edge-router: configuration error: {exc}", file=sys.stderr)
+            return 2
     return run(settings, args)
 
 

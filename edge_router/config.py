@@ -31,6 +31,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from yarl import URL
@@ -252,6 +253,8 @@ def _issuer(name: str, spec: Any) -> IssuerSettings:
     jwks_file, jwks_url = spec.get("jwks_file") or None, spec.get("jwks_url") or None
     if (jwks_file is None) == (jwks_url is None):
         raise ConfigError(f"setting {where!r}: exactly one of jwks_file or jwks_url")
+    if jwks_file is not None and not Path(str(jwks_file)).is_file():
+        raise ConfigError(f"setting '{where}.jwks_file': {jwks_file} is not a readable file")
     if jwks_url is not None and not str(jwks_url).startswith(("http://", "https://")):
         raise ConfigError(f"setting '{where}.jwks_url' must be an http(s) URL")
     algorithms = _str_list(f"{where}.algorithms", spec.get("algorithms", ["RS256", "ES256"]))

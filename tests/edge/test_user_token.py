@@ -166,7 +166,7 @@ async def test_alg_none_and_hmac_with_the_public_key_are_refused(idp: TestIssuer
                         "idp": {
                             "issuer": ISS_X,
                             "audiences": ["a"],
-                            "jwks_file": "/x",
+                            "jwks_url": "http://x",
                             "algorithms": ["HS256"],
                         }
                     }
@@ -478,3 +478,55 @@ async def test_jwks_url_down_at_start_is_not_fatal(idp: TestIssuer) -> None:
     token = idp.mint("rsa-1", idp.claims("acme", USER, EMAIL))
     assert await refusal(v, token) == (401, "bad_signature", "unknown_key")
     await v.close()
+
+
+# -- settings ------------------------------------------------------------------------------------
+
+
+def _env(issuers: Any) -> dict[str, str]:
+    region = {"instances": ["http://127.0.0.1:1"], "assertion_secret": "x" * 20, "table": "p"}
+    return {
+        "EDGE_REGIONS_JSON": json.dumps({"eu-west-1": {**region, "table": "profiles"}}),
+        "EDGE_TOKEN_ISSUERS_JSON": json.dumps(issuers),
+    }
+
+
+def test_issuer_settings(tmp_path: Path) -> None:
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text('{"keys": []}')
+    s = EdgeSettings.from_env(
+        _env({"idp": {"issuer": ISS_X, "audience": "a", "jwks_file": str(jwks)}})
+    )
+    assert s.token_issuers == (
+        IssuerSettings("idp", ISS_X, ("a",), jwks_file=str(jwks), algorithms=("RS256", "ES256")),
+    )
+    assert EdgeSettings.from_env(_env({})).token_issuers == ()
+    bad = {
+        "no issuer": ({"audiences": ["a"], "jwks_file": str(jwks)}, "issuer"),
+        "no audience": ({"issuer": ISS_X, "jwks_file": str(jwks)}, "audiences"),
+        "both sources": (
+            {"issuer": ISS_X, "audiences": ["a"], "jwks_file": str(jwks), "jwks_url": "http://x"},
+            "exactly one",
+        ),
+        "no source": ({"issuer": ISS_X, "audiences": ["a"]}, "exactly one"),
+        "missing file": (
+            {"issuer": ISS_X, "audiences": ["a"], "jwks_file": str(tmp_path / "nope")},
+            "not a readable file",
+        ),
+        "url scheme": ({"issuer": ISS_X, "audiences": ["a"], "jwks_url": "ftp://x"}, "http"),
+        "alg none": (
+            {"issuer": ISS_X, "audiences": ["a"], "jwks_url": "http://x", "algorithms": ["none"]},
+            "asymmetric only",
+        ),
+        "claim name": (
+            {"issuer": ISS_X, "audiences": ["a"], "jwks_url": "http://x", "user_claim": "a b"},
+            "user_claim",
+        ),
+    }
+    for spec, message in bad.values():
+        with pytest.raises(ConfigError, match=message):
+            EdgeSettings.from_env(_env({"idp": spec}))
+    twice = {"a": {"issuer": ISS_X, "audiences": ["a"], "jwks_url": "http://x"}}
+    twice["b"] = twice["a"]
+    with pytest.raises(ConfigError, match="twice"):
+        EdgeSettings.from_env(_env(twice))

@@ -84,6 +84,7 @@ def _user_token_headers(stack: ReliabilityStack) -> list[str]:
     issue = [*edge, "token", "issue", "--key", stack.demo_issuer["key_file"], "--account"]
     issue += ["demo-eu", "--user", user_id, "--email", email]
     token = stack.run("token issue", issue, stack.edge_env()).strip()
+    STATS.pii_values.update({token, email})  # the end-of-session log scan looks for both
     headers = {"VtexIdclientAutCookie": token}
     probe = f"{stack.edge_url}/api/storage/profile-system/profiles/x?an=demo-eu"
     # the edge's registry cache (1 s TTL here) has seen the new grant: no more 403

@@ -192,8 +192,19 @@ def _filter_lines(block: Block, named: frozenset[str], vias: list[str]) -> Block
 
 
 # Names handled apart from plain copying: dropped, or merged into what the edge sets.
-# (``cookie``: kept, minus the user-token cookies.)
-_REQUEST_DROP = HOP_BY_HOP | _EDGE_SET | {"x-forwarded-for", "via", "cookie", _USER_TOKEN_LOWER}
+# (``cookie``: kept, minus the user-token cookies.) The app token is a secret the edge has
+# already checked; the store trusts only the assertion, so the token stops here like a user's.
+_REQUEST_DROP = (
+    HOP_BY_HOP
+    | _EDGE_SET
+    | {
+        "x-forwarded-for",
+        "via",
+        "cookie",
+        _USER_TOKEN_LOWER,
+        "x-vtex-api-apptoken",
+    }
+)
 # ``Server``: the store's software and version are nobody's business outside the stack.
 _RESPONSE_DROP = HOP_BY_HOP | {"via", "x-request-id", "x-data-region", "server"}
 # A line of a header block whose name is in _RESPONSE_DROP or starts with "proxy-".

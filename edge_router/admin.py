@@ -43,12 +43,14 @@ def create_admin_app(edge: web.Application) -> web.Application:
     async def registry_changes(_request: web.Request) -> web.Response:
         poller = edge.get(CHANGES)
         if poller is None:
-            return web.json_response({"pid": os.getpid(), "enabled": False})
+            return web.json_response({"pid": os.getpid(), "enabled": False, "recent": []})
         st = poller.status
+        state = edge.get(STATE)
         return web.json_response(
             {
                 "pid": os.getpid(),
                 "enabled": True,
+                "cached_accounts": len(state.accounts) if state is not None else 0,
                 "polls": st.polls,
                 "errors": st.errors,
                 "applied": st.applied,

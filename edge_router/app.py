@@ -159,6 +159,7 @@ def _change_poller(
         interval_s=s.registry_poll_interval_s,
         overlap_s=s.registry_change_overlap_s,
         max_backoff_s=s.registry_poll_max_backoff_s,
+        settle_s=s.registry_change_settle_s,
         on_applied=metrics.change_applied,
         on_error=metrics.poll_errors.inc,
     )

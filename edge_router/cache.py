@@ -233,6 +233,17 @@ class CachedLookup(Generic[V]):
         # Not gated by the breaker: the change log was just read, so the registry answers.
         return self._newest(key, self._start_load(key))
 
+    def reload(self, key: str) -> Coroutine[Any, Any, V | None] | None:
+        """Read ``key`` again now, keeping what is cached until the answer replaces it (a read
+        still out is superseded). For a second look after a change: a global table's replica
+        may hold the change item before the items it changed. None when nothing is held."""
+        load = self._inflight.pop(key, None)
+        if load is not None:
+            load.superseded = True
+        elif self._cache.get(key) is None:
+            return None
+        return self._newest(key, self._start_load(key))
+
     async def _newest(self, key: str, load: _Load[V]) -> V | None:
         """The answer of ``load``, or of the read that superseded it, and so on."""
         while True:

@@ -14,6 +14,11 @@ they get 503 ``registry_unavailable``: a key seen revoked never comes back from 
 fallback (a security change fails closed). ``stale_if_error_s`` keeps serving every account
 no change was seen for.
 
+The registry is a global table: a replica receives a transaction's items one by one, so this
+worker's replica may show the change item before the items it changed, and the first re-read
+may still find the old record. So each change is read once more ``registry_change_settle_s``
+later (replication usually takes well under a second; beyond that the TTL is the bound).
+
 A failed poll is counted (``edge_registry_poll_errors_total``) and the next one waits longer
 (doubling up to ``registry_poll_max_backoff_s``); the poller never stops on an error, and the
 TTL cache stays the fallback for whatever a poll misses. Started on a fresh worker it begins at
@@ -84,6 +89,7 @@ class ChangePoller:
         interval_s: float,
         overlap_s: float,
         max_backoff_s: float,
+        settle_s: float = 0.0,
         on_applied: Callable[[float], None] = _ignore,
         on_error: Callable[[], None] = _ignore,
         clock: Callable[[], float] = time.time,
@@ -94,6 +100,7 @@ class ChangePoller:
         self._interval = interval_s
         self._overlap_ms = int(overlap_s * 1000)
         self._max_backoff = max(max_backoff_s, interval_s)
+        self._settle = settle_s
         self._on_applied = on_applied
         self._on_error = on_error
         self._clock = clock
@@ -168,24 +175,43 @@ class ChangePoller:
         app_keys = set(change.app_keys)
         if held is not None:
             app_keys.update(held.keys)  # their owner entries may say what the account did
-        pending: list[Coroutine[Any, Any, object]] = []
-        reread = self._accounts.invalidate(change.account)
-        if reread is not None:
-            pending.append(reread)
-        for app_key in app_keys:
-            owner_reread = self._key_owners.invalidate(app_key)
-            if owner_reread is not None:
-                pending.append(owner_reread)
-        if not pending:
+        pending = self._reads(change.account, app_keys, keep=False)
+        if not pending and not self._settle:
             self._applied(change, reloaded=False)
             return
-        task = asyncio.get_running_loop().create_task(self._confirm(change, pending))
+        task = asyncio.get_running_loop().create_task(self._confirm(change, app_keys, pending))
         self._confirming.add(task)
         task.add_done_callback(self._confirming.discard)
 
-    async def _confirm(self, change: Change, pending: list[Coroutine[Any, Any, object]]) -> None:
+    def _reads(
+        self, account: str, app_keys: set[str], *, keep: bool
+    ) -> list[Coroutine[Any, Any, object]]:
+        """Read the account and its keys' owner entries again: dropping what is cached
+        (``invalidate``) or keeping it until the answer comes (``reload``, ``keep``). Returns
+        the reads that started (nothing for what this worker does not hold)."""
+        accounts, owners = self._accounts, self._key_owners
+        reads = [accounts.reload(account) if keep else accounts.invalidate(account)]
+        reads += [owners.reload(k) if keep else owners.invalidate(k) for k in app_keys]
+        return [r for r in reads if r is not None]
+
+    async def _confirm(
+        self, change: Change, app_keys: set[str], pending: list[Coroutine[Any, Any, object]]
+    ) -> None:
         """Wait for the fresh reads; the change is applied (its lag measured) when they are in.
-        A failed read leaves the entries dropped (fail closed): the next request reads again."""
+        A failed read leaves the entries dropped (fail closed): the next request reads again.
+        Then, after the settle time, one more read of whatever is held (a late replica)."""
+        if not pending:
+            self._applied(change, reloaded=False)
+        else:
+            await self._first_reads(change, pending)
+        if self._settle:
+            await asyncio.sleep(self._settle)
+            late = self._reads(change.account, app_keys, keep=True)
+            await asyncio.gather(*late, return_exceptions=True)
+
+    async def _first_reads(
+        self, change: Change, pending: list[Coroutine[Any, Any, object]]
+    ) -> None:
         results = await asyncio.gather(*pending, return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:

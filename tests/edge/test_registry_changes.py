@@ -9,6 +9,7 @@ on DynamoDB Local.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import Any
 
@@ -239,6 +240,28 @@ async def test_a_revocation_fails_closed_while_the_registry_is_down(
     registry.fail = False  # the registry answers again: the new record, key revoked
     shop = await accounts.get("shop")
     assert shop is not None and not shop.keys["k1"].active
+
+
+async def test_a_replica_behind_its_change_item_is_read_again_after_the_settle_time(
+    registry: FakeRegistry,
+) -> None:
+    registry.add("shop", "eu-west-1", [KEY])
+    accounts, owners = _cache(registry.get_account), _cache(registry.get_key_owner)
+    log = ChangeLog()
+    poller = ChangePoller(
+        log, accounts, owners, interval_s=0.01, overlap_s=5.0, max_backoff_s=0.05, settle_s=0.05
+    )
+    await accounts.get("shop")
+    await owners.get("k1")
+    # The change item replicated, the revoked key item not yet: the first re-read is old.
+    log.add("shop", "revoke_key", time.time(), ("k1",))
+    assert await poller.poll_once() == 1
+    await wait_until(lambda: poller.status.applied == 1, BOUND)
+    assert accounts.peek("shop").keys["k1"].active  # type: ignore[union-attr]
+    _revoke(registry, "shop")  # the replica catches up; no new change item, no new poll
+    await wait_until(lambda: not accounts.peek("shop").keys["k1"].active, BOUND)  # type: ignore[union-attr]
+    await wait_until(lambda: not owners.peek("k1").active, BOUND)  # type: ignore[union-attr]
+    await poller.stop()
 
 
 async def test_the_poller_backs_off_on_errors_and_stops_cleanly(

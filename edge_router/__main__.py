@@ -1,4 +1,5 @@
-"""``edge-router``: ``serve [--workers N]`` runs the edge; ``registry ...`` manages accounts."""
+"""``edge-router``: ``serve [--workers N]`` runs the edge; ``registry ...`` manages accounts;
+``residency report`` proves where each account's data is."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ def main(argv: list[str] | None = None) -> int:
     from .registry_cli import add_arguments, run
 
     add_arguments(p_reg)
+    p_res = sub.add_parser("residency", help="prove where each account's data is")
+    from . import residency_cli
+
+    residency_cli.add_arguments(p_res)
     args = parser.parse_args(argv)
     try:
         settings = EdgeSettings.from_env()
@@ -31,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         from .server import serve
 
         return serve(settings, args.workers, args.worker_index)
+    if args.command == "residency":
+        return residency_cli.run(settings, args)
     return run(settings, args)
 
 

@@ -149,7 +149,7 @@ class ChangePoller:
         self.status.polls += 1
         try:
             changes = await self._source.changes_since(cursor(self._since_ms - self._overlap_ms))
-        except BaseException:
+        except Exception:  # not a cancellation: stopping is no error
             self.status.errors += 1
             self._on_error()
             raise

@@ -221,8 +221,13 @@ async def test_a_revocation_and_a_flip_reach_both_workers_within_the_bound(
             for applied in (revoked_by, flipped_by):
                 assert all(a["reloaded"] for a in applied.values())
             assert max(by_pid.values()) <= BOUND_S + TOLERANCE_S, (kind, by_pid)
-    finally:
+        # Both workers stop cleanly: the pollers are cancelled, nothing is left running.
         edge.terminate()
+        assert await _in_thread(edge.wait, 20) == 0
+        assert b"Traceback" not in (tmp_path / "edge.log").read_bytes()
+    finally:
+        if edge.poll() is None:
+            edge.terminate()
         try:
             edge.wait(20)
         except subprocess.TimeoutExpired:

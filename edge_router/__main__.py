@@ -1,5 +1,6 @@
 """``edge-router``: ``serve [--workers N]`` runs the edge; ``registry ...`` manages accounts;
-``token ...`` is the local demo issuer of user tokens."""
+``token ...`` is the local demo issuer of user tokens; ``residency report`` proves where
+each account's data is."""
 
 from __future__ import annotations
 
@@ -21,6 +22,10 @@ def main(argv: list[str] | None = None) -> int:
 
     add_arguments(p_reg)
     token_cli.add_arguments(sub.add_parser("token", help="LOCAL DEMO user-token issuer"))
+    p_res = sub.add_parser("residency", help="prove where each account's data is")
+    from . import residency_cli
+
+    residency_cli.add_arguments(p_res)
     args = parser.parse_args(argv)
     if args.command == "token":  # needs no edge settings
         return token_cli.run(args)
@@ -40,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as exc:  # found at start, e.g. a token issuer's unusable JWK set
             print(f"edge-router: configuration error: {exc}", file=sys.stderr)
             return 2
+    if args.command == "residency":
+        return residency_cli.run(settings, args)
     return run(settings, args)
 
 

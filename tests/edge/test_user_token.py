@@ -238,7 +238,9 @@ async def test_a_removed_key_is_refused_once_the_set_is_old(idp: TestIssuer) -> 
     await v.start()
     ks = v.keysets[idp.iss]
     ks._clock = lambda: clock[0]  # type: ignore[method-assign]
-    ks.loaded_at = clock[0]
+    # Both instants on the test's clock: the start's read stamped them with the real monotonic
+    # clock, whose value (the host's uptime) must not decide the test.
+    ks.loaded_at = ks._last_attempt = clock[0]
     token = idp.mint("rsa-1", idp.claims("acme", USER, EMAIL))
     assert (await v.verify(token)).user_id == USER
     idp.remove_key("rsa-1")

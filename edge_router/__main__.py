@@ -1,4 +1,5 @@
-"""``edge-router``: ``serve [--workers N]`` runs the edge; ``registry ...`` manages accounts."""
+"""``edge-router``: ``serve [--workers N]`` runs the edge; ``registry ...`` manages accounts;
+``account move ...`` moves an account to another region (``move/cli.py``)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ def main(argv: list[str] | None = None) -> int:
     from .registry_cli import add_arguments, run
 
     add_arguments(p_reg)
+    p_acc = sub.add_parser("account", help="move an account to another region (resumable job)")
+    from .move import cli as move_cli
+
+    move_cli.add_arguments(p_acc)
     args = parser.parse_args(argv)
     try:
         settings = EdgeSettings.from_env()
@@ -31,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         from .server import serve
 
         return serve(settings, args.workers, args.worker_index)
+    if args.command == "account":
+        return move_cli.run(settings, args)
     return run(settings, args)
 
 

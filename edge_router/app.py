@@ -114,6 +114,7 @@ def _state_ctx(
                     timed_out=lambda kind: metrics.client_timeouts.labels(kind).inc(),
                 )
                 metrics.in_flight_source = lambda: state.in_flight
+                metrics.moving_source = lambda: sum(r.moving for r in accounts.values())
                 metrics.start_flusher(loop)
                 yield
             finally:

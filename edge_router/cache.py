@@ -118,6 +118,10 @@ class CachedLookup(Generic[V]):
     def __len__(self) -> int:
         return len(self._cache)
 
+    def values(self) -> list[V]:
+        """The known values (fresh or stale, not the negative entries), for gauges."""
+        return [e.value for e in list(self._cache.values()) if e.value is not None]
+
     async def get(self, key: str) -> V | None:
         """The value for ``key`` (None: the registry says there is no such thing), from the
         cache when it may serve it, else from a registry read this request waits for (at

@@ -3,9 +3,13 @@
 One DynamoDB table, one partition per account, so one Query returns everything the edge needs
 to route and authenticate a request for that account::
 
-    pk ACCOUNT#{name}   sk META          {region, status, createdAt}
+    pk ACCOUNT#{name}   sk META          {region, status, createdAt, generation, moving}
+    pk ACCOUNT#{name}   sk MOVE          the account move job's state (``move/job.py``)
     pk ACCOUNT#{name}   sk KEY#{appKey}  {tokenHash (sha256 hex), roles [..], status, createdAt}
     pk APPKEY#{appKey}  sk KEY           {account, tokenHash, status}   (owner index)
+
+``generation`` (absent = 0) rises by one with every completed move of the account's home
+region; ``moving`` is true only during a move's final catch-up, when the edge refuses writes.
 
 The owner index lets the edge tell "your key belongs to another account" (403) from "no such
 key" (401) without scanning, and only when the caller also holds that key's token.
@@ -32,6 +36,11 @@ from residency_contract.tables import PK_SK_KEYS
 
 from .errors import RegistryError
 
+
+class RegistryConflict(RegistryError):
+    """A conditional registry write lost its condition (someone else changed the item)."""
+
+
 ACTIVE = "active"
 SUSPENDED = "suspended"
 REVOKED = "revoked"
@@ -55,6 +64,8 @@ class AccountRecord:
     region: str
     status: str
     keys: Mapping[str, ApiKey] = field(default_factory=dict)
+    generation: int = 0
+    moving: bool = False  # a move's final catch-up: writes are refused (503 account_moving)
 
     @property
     def active(self) -> bool:
@@ -101,7 +112,12 @@ def parse_account(name: str, items: list[Mapping[str, Any]]) -> AccountRecord | 
     if meta is None:
         return None
     return AccountRecord(
-        name=name, region=_s(meta, "region"), status=_s(meta, "status", ACTIVE), keys=keys
+        name=name,
+        region=_s(meta, "region"),
+        status=_s(meta, "status", ACTIVE),
+        keys=keys,
+        generation=int(meta.get("generation", {}).get("N", "0")),
+        moving=bool(meta.get("moving", {}).get("BOOL", False)),
     )
 
 
@@ -155,6 +171,10 @@ class DynamoRegistry:
     # -- reads (the edge's hot path, behind the cache) ---------------------------------------
 
     async def get_account(self, name: str) -> AccountRecord | None:
+        return parse_account(name, await self.account_items(name))
+
+    async def account_items(self, name: str) -> list[Mapping[str, Any]]:
+        """Every item of the account's partition (META, keys, the move job), as stored."""
         items: list[Mapping[str, Any]] = []
         kwargs: dict[str, Any] = {
             "TableName": self.table,
@@ -167,7 +187,7 @@ class DynamoRegistry:
             if "LastEvaluatedKey" not in page:
                 break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        return parse_account(name, items)
+        return items
 
     async def get_key_owner(self, app_key: str) -> KeyOwner | None:
         page = await self._call(
@@ -184,7 +204,30 @@ class DynamoRegistry:
             active=_s(item, "status", ACTIVE) == ACTIVE,
         )
 
-    # -- writes (registry_cli) ---------------------------------------------------------------
+    # -- writes (registry_cli, the account mover) ----------------------------------------------
+
+    async def write(self, entries: list[dict[str, Any]], *, account: str, kind: str) -> None:
+        """One TransactWriteItems of ``entries`` (their TableName filled in), for writers that
+        build their own items (``move/``). ``RegistryConflict`` when a condition failed.
+
+        Provisional: the registry change log (issue 17, part 2) replaces this with the version
+        that appends the change-log item in the same transaction; ``account`` and ``kind`` are
+        what that item records."""
+        del account, kind  # recorded by the change log once it lands
+        items = [{op: {"TableName": self.table, **body} for op, body in e.items()} for e in entries]
+        try:
+            await self._client.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "TransactionCanceledException":
+                reasons = [
+                    r.get("Code", "None")
+                    for r in exc.response.get("CancellationReasons", [])  # type: ignore[union-attr]
+                ]
+                if "ConditionalCheckFailed" in reasons:
+                    raise RegistryConflict("a registry condition failed") from exc
+            raise RegistryError(f"registry write failed: {type(exc).__name__}") from exc
+        except (BotoCoreError, OSError) as exc:
+            raise RegistryError(f"registry write failed: {type(exc).__name__}") from exc
 
     async def create_table(self) -> bool:
         """Create the table; False when it already exists."""

@@ -5,7 +5,7 @@ and for each region's Profile System table, which ``set-region`` needs: moving a
 home region is refused once the account has data in its current home region (its salt marker
 item exists there), because moving the pointer would strand that PII where no request reaches
 it -- or worse, send new PII elsewhere while old PII stays behind. Migrations are a separate,
-deliberate procedure.
+deliberate procedure: ``edge-router account move`` (``move/``).
 
 Output is one JSON object per line so scripts can read it. Generated app tokens are printed
 once and never stored (only their SHA-256 is).
@@ -20,13 +20,16 @@ import secrets
 import sys
 from typing import Any
 
-from residency_contract.assertion import ROLES
+from residency_contract.assertion import ROLES as ALL_ROLES
 
 from .auth import APP_KEY_FORMAT
 from .config import EdgeSettings
 from .errors import RegistryError
 from .registry import ACTIVE, SUSPENDED, DynamoRegistry, account_has_data
 from .resolve import valid_account
+
+# "move" is the account mover's own role (``move/``): it signs it itself, no key may hold it.
+ROLES = ALL_ROLES - {"move"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -148,7 +151,8 @@ async def _run(settings: EdgeSettings, args: argparse.Namespace) -> None:
             ):
                 raise Refused(
                     f"account {args.account!r} already has data in {record.region}; its home "
-                    "region cannot be changed (migrate the data first)"
+                    "region cannot be changed here; move it with "
+                    f"'edge-router account move {args.account} --to {args.region}'"
                 )
             await reg.set_region(args.account, args.region)
             _out({"account": args.account, "region": args.region, "changed": True})

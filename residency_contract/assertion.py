@@ -33,7 +33,7 @@ ASSERTION_HEADER = "X-Residency-Assertion"
 INTERNAL_HEADER_PREFIX = "x-residency-"
 VERSION = "v1"
 
-ROLES = frozenset({"read", "write", "delete", "unmask", "erase"})
+ROLES = frozenset({"read", "write", "delete", "unmask", "erase", "move"})
 
 _FIELD = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 

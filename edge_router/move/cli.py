@@ -144,9 +144,9 @@ async def _run(
                 if not isinstance(exc, MoveFailed):
                     job.error = str(exc)
                     await _save_error(state, job)
-                _out({**job.summary(), "result": "failed"})
+                progress.result({**job.summary(), "result": "failed"})
                 return EXIT_FAILED
-        _out({**job.summary(), "result": job.phase})
+        progress.result({**job.summary(), "result": job.phase})
         return EXIT_DONE
 
 
@@ -157,7 +157,7 @@ async def _save_error(state: MoveRegistry, job: MoveJob) -> None:
         log.warning("move: could not record the failure in the registry")
 
 
-def run(
+async def execute(
     settings: EdgeSettings,
     args: argparse.Namespace,
     *,
@@ -165,11 +165,10 @@ def run(
     hook: Callable[[str], None] | None = None,
     options: MoveOptions | None = None,
 ) -> int:
-    """The ``account`` command; ``hook`` and ``options`` are for tests."""
-    logging.basicConfig(level=settings.log_level, stream=sys.stderr)
+    """The ``account`` command in a running loop; ``hook`` and ``options`` are for tests."""
     progress = progress or for_terminal()
     try:
-        code = asyncio.run(_run(settings, args, progress, hook, options or MoveOptions()))
+        code = await _run(settings, args, progress, hook, options or MoveOptions())
     except MoveRefused as exc:
         print(f"edge-router account: refused: {exc}", file=sys.stderr)
         code = EXIT_REFUSED
@@ -183,9 +182,12 @@ def run(
         progress.close()
     metrics_file = getattr(args, "metrics_file", None)
     if metrics_file and args.account_command != "status":
-        result = {
-            EXIT_DONE: "aborted" if args.account_command == "abort" else "done",
-            EXIT_FAILED: "failed",
-        }.get(code, "refused")
+        ok = "aborted" if args.account_command == "abort" else "done"
+        result = {EXIT_DONE: ok, EXIT_FAILED: "failed"}.get(code, "refused")
         record_move(metrics_file, result)
     return code
+
+
+def run(settings: EdgeSettings, args: argparse.Namespace) -> int:
+    logging.basicConfig(level=settings.log_level, stream=sys.stderr)
+    return asyncio.run(execute(settings, args))

@@ -26,9 +26,11 @@ after it, so a crash anywhere leaves a job that ``resume`` continues from its ph
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
+from collections.abc import Coroutine, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -49,6 +51,17 @@ ABORT_PHASES = ("aborting", "aborted")
 ABORTABLE = frozenset(PHASES[: PHASES.index("flip") + 1]) | {"aborting"}
 FINISHED = frozenset({"done", "aborted"})
 SEGMENT_DONE = "done"  # a segment cursor once its export is complete
+
+
+async def all_of(coros: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Run ``coros`` concurrently; the first failure cancels the others and is raised as
+    itself (not an ExceptionGroup), so callers handle one exception type either way."""
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for c in coros:
+                tg.create_task(c)
+    except BaseExceptionGroup as group:
+        raise group.exceptions[0] from None
 
 
 def next_phase(phase: str) -> str:

@@ -24,11 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .job import ABORTABLE, SEGMENT_DONE, MoveJob, next_phase
+from .job import ABORTABLE, SEGMENT_DONE, MoveJob, all_of, next_phase
 from .progress import Progress
 from .registry_state import MoveRefused, MoveRegistry
 from .store_api import RegionStores, StoreRefused
-from .verify import Mismatch, collect, compare
+from .verify import Mismatch, Side, collect, compare
 
 Hook = Callable[[str], None]
 
@@ -158,7 +158,7 @@ class Mover:
                     await self._save()
                     self.hook(f"segment_page:{i}")
 
-        await asyncio.gather(*(segment(i) for i in sorted(j.cursors)))
+        await all_of(segment(i) for i in sorted(j.cursors))
         await self._advance()
 
     async def _import(self, items: list[Any], delete: list[list[str]]) -> None:
@@ -232,9 +232,12 @@ class Mover:
     async def _verify(self) -> None:
         j = self.job
         opt = self.opt
-        src, dst = await asyncio.gather(
-            collect(self.src, j.account, j.segments, opt.digest_limit),
-            collect(self.dst, j.account, j.segments, opt.digest_limit),
+        src, dst = Side(self.src.name), Side(self.dst.name)
+        await all_of(
+            [
+                collect(self.src, j.account, j.segments, opt.digest_limit, src),
+                collect(self.dst, j.account, j.segments, opt.digest_limit, dst),
+            ]
         )
         try:
             j.verified = compare(src, dst)

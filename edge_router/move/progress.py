@@ -58,6 +58,10 @@ class Progress:
     def freeze(self, job: MoveJob) -> None:
         _line(self.out, {"event": "flipped", "account": job.account, "freeze_s": job.freeze_s})
 
+    def result(self, summary: dict[str, Any]) -> None:
+        """The job's last line: its summary and result."""
+        _line(self.out, summary)
+
     def close(self) -> None:
         pass
 

@@ -9,9 +9,9 @@ key (keys hold profile ids), never a value.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 
+from .job import all_of
 from .store_api import RegionStores
 
 
@@ -26,8 +26,10 @@ class Mismatch(Exception):
     """The copies differ; the message is the report (kinds and counts only)."""
 
 
-async def collect(stores: RegionStores, account: str, segments: int, limit: int) -> Side:
-    side = Side(stores.name)
+async def collect(
+    stores: RegionStores, account: str, segments: int, limit: int, side: Side
+) -> None:
+    """Every segment's digests and counts into ``side``."""
 
     async def segment(i: int) -> None:
         cursor: str | None = None
@@ -40,8 +42,7 @@ async def collect(stores: RegionStores, account: str, segments: int, limit: int)
             if not cursor:
                 return
 
-    await asyncio.gather(*(segment(i) for i in range(segments)))
-    return side
+    await all_of(segment(i) for i in range(segments))
 
 
 def compare(src: Side, dst: Side) -> dict[str, int]:

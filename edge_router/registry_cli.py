@@ -20,16 +20,13 @@ import secrets
 import sys
 from typing import Any
 
-from residency_contract.assertion import ROLES as ALL_ROLES
+from residency_contract.assertion import GRANTABLE_ROLES as ROLES
 
 from .auth import APP_KEY_FORMAT
 from .config import EdgeSettings
 from .errors import RegistryError
 from .registry import ACTIVE, SUSPENDED, DynamoRegistry, account_has_data
 from .resolve import valid_account
-
-# "move" is the account mover's own role (``move/``): it signs it itself, no key may hold it.
-ROLES = ALL_ROLES - {"move"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

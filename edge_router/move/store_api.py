@@ -19,13 +19,13 @@ from typing import Any
 
 import aiohttp
 
-from residency_contract.assertion import ASSERTION_HEADER, sign
+from residency_contract.assertion import ASSERTION_HEADER, MOVER_ROLE, sign
 
 from ..config import RegionSettings
 
 log = logging.getLogger("edge_router.move")
 PREFIX = "/_residency/transfer"
-MOVE_ROLES = frozenset({"move"})
+MOVE_ROLES = frozenset({MOVER_ROLE})
 
 
 class StoreRefused(Exception):

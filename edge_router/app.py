@@ -93,6 +93,8 @@ def _state_ctx(
             )
             pools = Pools(s, metrics, clock)
             await pools.start()
+            forwarder = Forwarder(s, pools, metrics)
+            forwarder.misrouted = accounts.forget
             try:
                 loop = asyncio.get_running_loop()
                 state = app[STATE] = EdgeState(
@@ -104,7 +106,7 @@ def _state_ctx(
                     key_owners=key_owners,
                     limiter=RateLimiter(s.rate_limit_rps, s.rate_limit_burst, s.cache_size * 10),
                     pools=pools,
-                    forwarder=Forwarder(s, pools, metrics),
+                    forwarder=forwarder,
                     loop=loop,
                     access_log=s.access_log,
                 )

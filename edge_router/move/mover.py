@@ -14,6 +14,8 @@ Ordering is what makes a crash anywhere safe:
   final catch-up; a write the source committed before the fence is in its change stream;
 * ``flip``: registry first (one transaction), then the fences; a crash before the source is
   fenced "moved_out" leaves it "frozen", which already refuses writes, and resume re-fences.
+  The source stays "frozen" for ``propagation_s`` after the flip, so an edge that has not
+  seen the flip yet is told "moving, retry" (503) rather than "misdirected" (421).
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ class MoveOptions:
     settle_s: float = 0.5  # the final catch-up: an empty round this long after the fence
     save_every_s: float = 1.0  # bulk copy: cursors persisted at most this often
     digest_limit: int = 500
+    # After the flip the source stays "frozen" this long before "moved_out": an edge that has
+    # not seen the flip yet (the registry change log's bound) gets a retryable 503
+    # account_moving from the source rather than a 421. Safety does not depend on it.
+    propagation_s: float = 1.5
 
 
 class MoveFailed(Exception):
@@ -260,6 +266,8 @@ class Mover:
 
     async def _fence(self) -> None:
         j = self.job
+        if j.flipped is not None:
+            await asyncio.sleep(max(0.0, j.flipped + self.opt.propagation_s - time.time()))
         await self.src.fence(j.account, "moved_out", j.generation, j.dest)
         self.hook("fenced_moved_out")
         await self.dst.fence(j.account, "none", j.generation, j.source)

@@ -62,3 +62,29 @@ async def test_a_moving_account_is_read_only(aiohttp_server: Any, aiohttp_client
 
     text = await (await admin.get("/metrics")).text()
     assert "edge_accounts_moving 1.0" in text
+
+
+async def test_a_stores_421_makes_the_edge_forget_the_account(
+    aiohttp_server: Any, aiohttp_client: Any
+) -> None:
+    """After a flip the old region's store answers 421; the edge relays it and drops its cached
+    entry, so the next request follows the registry at once instead of after the TTL."""
+    registry = FakeRegistry()
+    old = FakeStore("us-east-1", "us-0", status=421, error="residency_mismatch")
+    new = FakeStore("eu-west-1", "eu-0")
+    urls = {}
+    for store in (old, new):
+        server = await aiohttp_server(store.app())
+        urls[store.region] = [f"http://127.0.0.1:{server.port}"]
+    settings = make_settings(urls, cache_ttl_s=30.0, negative_ttl_s=5.0)
+    registry.add("shop", "us-east-1", [KEY])
+    edge = await aiohttp_client(create_app(settings, registry_factory=registry.factory()))
+    host = {**AUTH, "Host": "shop.localhost"}
+    target = URL(P + "/profiles/x", encoded=True)
+    assert (await edge.get(target, headers=host)).status == 421  # cached: us-east-1
+    registry.accounts["shop"] = dataclasses.replace(
+        registry.accounts["shop"], region="eu-west-1", generation=1
+    )
+    resp = await edge.patch(target, headers=host, json={})
+    assert resp.status == 200 and resp.headers["X-Data-Region"] == "eu-west-1"
+    assert (old.proxied, new.proxied) == (1, 1)

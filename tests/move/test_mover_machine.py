@@ -18,7 +18,9 @@ from .conftest_mover import ACCOUNT, DEST, SOURCE, MoverWorld, Refuse
 
 PROFILES = 60
 # Small pages and an eager saver, so every step (and several pages per segment) happens.
-OPTIONS = MoveOptions(export_limit=7, keys_per_export=5, save_every_s=0.0, settle_s=0.05)
+OPTIONS = MoveOptions(
+    export_limit=7, keys_per_export=5, save_every_s=0.0, settle_s=0.05, propagation_s=0.0
+)
 
 # Every point where the mover calls its hook, in order (a segment's pages repeat).
 STEPS = [

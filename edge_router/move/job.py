@@ -12,8 +12,9 @@ edge's settings see the same job. Its phases, in order::
                final catch-up until no change is left
     verify     digests and counts per segment on both sides must match (mismatch: back to
                moving with the report in ``error``: writes stay refused, nothing flipped)
-    flip       ONE registry transaction: META region=to, generation+1, moving removed
-    fence      source fenced "moved_out" (generation), destination fence removed
+    flip       destination fence removed (imports are over), then ONE registry transaction:
+               META region=to, generation+1, moving removed
+    fence      source fenced "moved_out" (generation), after the edges' propagation bound
     clean      source purged (crypto-shred, then delete), audit records in both regions
     done
 

@@ -219,6 +219,9 @@ class Mover:
         j = self.job
         if j.moving_started is None:
             j.moving_started = time.time()
+        # Resumed after the destination was opened for the flip (then a crash): imports
+        # need it "incoming" again.
+        await self.dst.fence(j.account, "incoming", j.generation, j.source)
         await self.state.set_moving(j, True)
         self.hook("registry_moving")
         await self.src.fence(j.account, "frozen", j.generation, j.dest)
@@ -257,6 +260,11 @@ class Mover:
 
     async def _flip(self) -> None:
         j = self.job
+        # The destination opens just before the flip: imports are over (verified), and no
+        # edge routes there until the flip, so the first read sent there is served, not a
+        # 421 of a region still "incoming". Abort re-fences it before purging.
+        await self.dst.fence(j.account, "none", j.generation, j.source)
+        self.hook("dest_open")
         j.flipped = time.time()
         j.phase = next_phase(j.phase)
         j.error = None
@@ -270,7 +278,6 @@ class Mover:
             await asyncio.sleep(max(0.0, j.flipped + self.opt.propagation_s - time.time()))
         await self.src.fence(j.account, "moved_out", j.generation, j.dest)
         self.hook("fenced_moved_out")
-        await self.dst.fence(j.account, "none", j.generation, j.source)
         await self._advance()
 
     async def _clean(self) -> None:
@@ -306,6 +313,10 @@ class Mover:
         self.progress.phase(j)
         await self.src.fence(j.account, "none", j.generation, j.dest)
         self.hook("abort_unfenced")
+        if j.checkpoint is not None:
+            # The copy started, so the destination was fenced "incoming"; the flip phase may
+            # have opened it since: fence it again so the purge may run.
+            await self.dst.fence(j.account, "incoming", j.generation, j.source)
         try:
             deleted = await self.dst.purge(j.account, j.generation, "destination")
         except StoreRefused as exc:

@@ -35,6 +35,7 @@ STEPS = [
     "fenced_frozen",
     "verify",
     "flip",
+    "dest_open",
     "fence",
     "fenced_moved_out",
     "clean",
@@ -42,7 +43,6 @@ STEPS = [
     "audit_dest",
     "done",
 ]
-BEFORE_FLIP = STEPS[: STEPS.index("fence")]
 
 
 class Crash(Exception):
@@ -173,7 +173,9 @@ async def test_a_crash_after_any_step_is_resumed(world: MoverWorld, step: str) -
     await assert_moved(w, items)
 
 
-@pytest.mark.parametrize("step", ["incoming", "catch_up", "fenced_frozen", "verify", "flip"])
+@pytest.mark.parametrize(
+    "step", ["incoming", "catch_up", "fenced_frozen", "verify", "flip", "dest_open"]
+)
 async def test_abort_before_the_flip(
     world: MoverWorld, step: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -92,6 +92,11 @@ class MoveJob:
     flipped: float | None = None
     finished: float | None = None
     error: str | None = None  # the last failure, ids and counts only
+    entered: dict[str, float] = field(default_factory=dict)  # phase -> when it was entered
+
+    def __post_init__(self) -> None:
+        if not self.entered:
+            self.entered[self.phase] = self.started
 
     @property
     def generation(self) -> int:
@@ -133,5 +138,14 @@ class MoveJob:
             "verified": self.verified,
             "purged": self.purged,
             "freeze_s": self.freeze_s,
+            "phase_s": self.phase_durations(),
             "error": self.error,
         }
+
+    def phase_durations(self) -> dict[str, float]:
+        """Seconds spent in each phase entered so far (the last one: until now)."""
+        order = sorted(self.entered.items(), key=lambda kv: kv[1])
+        out = {}
+        for (name, t), nxt in zip(order, [*order[1:], ("", time.time())], strict=True):
+            out[name] = round(nxt[1] - t, 3)
+        return out

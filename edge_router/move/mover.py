@@ -105,6 +105,7 @@ class Mover:
 
     async def _advance(self, step: str | None = None) -> None:
         self.job.phase = next_phase(self.job.phase)
+        self.job.entered[self.job.phase] = time.time()
         self.job.error = None
         await self._save()
         self.hook(step or self.job.phase)
@@ -267,6 +268,7 @@ class Mover:
         self.hook("dest_open")
         j.flipped = time.time()
         j.phase = next_phase(j.phase)
+        j.entered[j.phase] = j.flipped
         j.error = None
         await self.state.flip(j)  # META region=to, generation+1, moving off; job: fence
         self.progress.freeze(j)

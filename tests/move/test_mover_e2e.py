@@ -166,7 +166,9 @@ async def load(edge: Edge, pids: list[str], seen: Seen, stop: asyncio.Event, wor
             person = {
                 "firstName": "During",
                 "lastName": name,
-                "email": f"during.{name}.{random.randrange(10**9)}@example.test",
+                "email": f"during.{name.lower()}.{random.randrange(10**9)}@example.test",
+                "document": f"{random.randrange(10**10):010d}",
+                "documentType": "CPF",
             }
             st, body, _ = await edge.call("POST", "/profiles", person)
             seen.writes.append(
@@ -258,6 +260,8 @@ async def test_move_under_load(stack: ReliabilityStack, aiohttp_client: Any) -> 
             replayed=summary["counts"].get("replayed"),
             source_items_before=source_before,
             verified=summary["verified"],
+            phase_s=summary["phase_s"],
+            catch_up_rounds=summary["counts"].get("rounds"),
         )
 
         # reads kept answering

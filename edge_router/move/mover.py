@@ -30,7 +30,7 @@ from .job import ABORTABLE, SEGMENT_DONE, MoveJob, all_of, next_phase
 from .progress import Progress
 from .registry_state import MoveRefused, MoveRegistry
 from .store_api import RegionStores, StoreRefused
-from .verify import Mismatch, Side, collect, compare
+from .verify import Mismatch, Side, collect, compare, redigest
 
 Hook = Callable[[str], None]
 
@@ -38,13 +38,16 @@ Hook = Callable[[str], None]
 @dataclass(frozen=True, slots=True)
 class MoveOptions:
     export_limit: int = 200  # items per export page
-    import_max_bytes: int = 48 * 1024  # one import request's items, serialised, at most
+    import_max_bytes: int = 4 * 1024 * 1024  # one import request's items, serialised, at most
+    import_max_items: int = 1000  # the stores' bound per import
     keys_per_export: int = 100  # keys per export-keys call (replay)
     small_backlog: int = 50  # catch-up stops once a round replays at most this many keys
     max_catch_up_rounds: int = 20
     settle_s: float = 0.5  # the final catch-up: an empty round this long after the fence
     save_every_s: float = 1.0  # bulk copy: cursors persisted at most this often
-    digest_limit: int = 500
+    digest_limit: int = 1000
+    # Verify's full digest scan before the freeze; inside it, only changed keys (verify.py).
+    scan_before_freeze: bool = True
     # After the flip the source stays "frozen" this long before "moved_out": an edge that has
     # not seen the flip yet (the registry change log's bound) gets a retryable 503
     # account_moving from the source rather than a 421. Safety does not depend on it.
@@ -79,6 +82,10 @@ class Mover:
         self.hook = hook
         self._recipient: dict[str, Any] | None = None
         self._save_lock = asyncio.Lock()
+        # The pre-freeze digest scan (verify.py) and the keys replayed since it began; in
+        # memory only: a resumed mover verifies with a full scan instead.
+        self._scanned: tuple[Side, Side] | None = None
+        self._changed: set[tuple[str, str]] | None = None
 
     # -- driving ------------------------------------------------------------------------------
 
@@ -175,7 +182,9 @@ class Mover:
         size = 0
         for item in items:
             n = len(repr(item))
-            if batch and size + n > self.opt.import_max_bytes:
+            if batch and (
+                size + n > self.opt.import_max_bytes or len(batch) >= self.opt.import_max_items
+            ):
                 await self.dst.import_(self.job.account, batch, [])
                 batch, size = [], 0
             batch.append(item)
@@ -197,6 +206,8 @@ class Mover:
             if not page.get("more"):
                 break
         todo = [list(k) for k in keys]
+        if self._changed is not None:
+            self._changed.update(keys)
         for start in range(0, len(todo), self.opt.keys_per_export):
             chunk = todo[start : start + self.opt.keys_per_export]
             got = await self.src.export_keys(j.account, chunk, recipient)
@@ -214,7 +225,24 @@ class Mover:
         for _ in range(self.opt.max_catch_up_rounds):
             if await self._replay_round() <= self.opt.small_backlog:
                 break
+        if self.opt.scan_before_freeze:
+            # Between two rounds: the destination holds every change up to the checkpoint.
+            self._changed = set()
+            self._scanned = await self._scan_both()
+            self.hook("scanned")
+            await self._replay_round()  # what the scan's time let accumulate
         await self._advance()
+
+    async def _scan_both(self) -> tuple[Side, Side]:
+        j, opt = self.job, self.opt
+        src, dst = Side(self.src.name), Side(self.dst.name)
+        await all_of(
+            [
+                collect(self.src, j.account, j.segments, opt.digest_limit, src),
+                collect(self.dst, j.account, j.segments, opt.digest_limit, dst),
+            ]
+        )
+        return src, dst
 
     async def _moving(self) -> None:
         j = self.job
@@ -241,16 +269,8 @@ class Mover:
 
     async def _verify(self) -> None:
         j = self.job
-        opt = self.opt
-        src, dst = Side(self.src.name), Side(self.dst.name)
-        await all_of(
-            [
-                collect(self.src, j.account, j.segments, opt.digest_limit, src),
-                collect(self.dst, j.account, j.segments, opt.digest_limit, dst),
-            ]
-        )
         try:
-            j.verified = compare(src, dst)
+            j.verified = await self._verified_counts()
         except Mismatch as exc:
             # Stay frozen: writes refused, nothing flipped; resume re-runs the final catch-up.
             j.phase = "moving"
@@ -258,6 +278,31 @@ class Mover:
             await self._save()
             raise MoveFailed(str(exc)) from None
         await self._advance()
+
+    async def _verified_counts(self) -> dict[str, int]:
+        """Counts per kind once both sides match; ``Mismatch`` otherwise. With a scan from
+        before the freeze, only the keys changed since are digested again; any doubt (the
+        stores lack the keys form, or a difference) is settled by a full scan."""
+        j = self.job
+        if self._scanned is not None and self._changed is not None:
+            src, dst = self._scanned
+            keys = [list(k) for k in sorted(self._changed)]
+            try:
+                await all_of(
+                    [
+                        redigest(self.src, j.account, keys, src),
+                        redigest(self.dst, j.account, keys, dst),
+                    ]
+                )
+                j.counts["verified_incrementally"] = len(keys)
+                return compare(src, dst)
+            except StoreRefused as exc:
+                if exc.status != 400:
+                    raise
+            except Mismatch:
+                pass
+        j.counts["verified_incrementally"] = 0
+        return compare(*await self._scan_both())
 
     async def _flip(self) -> None:
         j = self.job

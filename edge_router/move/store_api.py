@@ -160,6 +160,10 @@ class RegionStores:
         body = {"segment": segment, "total_segments": total, "cursor": cursor, "limit": limit}
         return await self.call("POST", account, "digests", body)
 
+    async def digests_of(self, account: str, keys: list[list[str]]) -> dict[str, Any]:
+        """The digests endpoint's keys form: ``digests`` and ``kinds`` of exactly these keys."""
+        return dict(await self.call("POST", account, "digests", {"keys": keys}))
+
     async def purge(self, account: str, generation: int, role: str) -> dict[str, int]:
         out = await self.call("POST", account, "purge", {"generation": generation, "role": role})
         return dict(out.get("deleted", {}))

@@ -5,6 +5,14 @@ Each region's stores compute, in that region and with that region's keys, a dige
 (``/_residency/transfer/{A}/digests``, parallel segments). The mover only compares: counts
 per kind, then digests per key. A mismatch is reported by kind and number of keys -- never a
 key (keys hold profile ids), never a value.
+
+The full scan is slow (every document decrypted on both sides), so the mover runs it BEFORE
+the freeze, between two replay rounds, and from then on remembers every key the change feed
+reports. Inside the freeze only those keys are digested again (``redigest``, the digests
+endpoint's keys form) and folded into the scan's results. That is exact: a key the feed did
+not report after the scan began was the same on the source during the whole scan, and the
+destination, up to date with the replay when the scan began, was only written since for
+reported keys.
 """
 
 from __future__ import annotations
@@ -43,6 +51,29 @@ async def collect(
                 return
 
     await all_of(segment(i) for i in range(segments))
+
+
+KEYS_PER_CALL = 1000
+
+
+async def redigest(stores: RegionStores, account: str, keys: list[list[str]], side: Side) -> None:
+    """The current digests of ``keys`` folded into ``side`` (gone keys removed, counts kept
+    right: a key's kind depends on the key only)."""
+
+    async def chunk(part: list[list[str]]) -> None:
+        page = await stores.digests_of(account, part)
+        digests, kinds = page.get("digests", {}), page.get("kinds", {})
+        for pk, sk in part:
+            k = f"{pk}\0{sk}"
+            kind = kinds.get(k, "other")
+            if side.digests.pop(k, None) is not None:
+                side.counts[kind] = side.counts.get(kind, 0) - 1
+            if k in digests:
+                side.digests[k] = digests[k]
+                side.counts[kind] = side.counts.get(kind, 0) + 1
+
+    await all_of(chunk(keys[i : i + KEYS_PER_CALL]) for i in range(0, len(keys), KEYS_PER_CALL))
+    side.counts = {k: n for k, n in side.counts.items() if n}
 
 
 def compare(src: Side, dst: Side) -> dict[str, int]:

@@ -51,7 +51,9 @@ class FakeRegion:
     audits: list[dict[str, Any]] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
     fail_next: int = 0  # answer 503 to this many transfer calls
-    corrupt_import: bool = False  # the destination alters one imported profile
+    corrupt_import: bool = False  # the destination alters every profile it imports
+    digest_keys_form: bool = True  # the digests endpoint's keys form (contract change)
+    keyed_digests: int = 0  # keys digested through it
 
     @property
     def kid(self) -> str:
@@ -126,6 +128,16 @@ class FakeRegion:
                 "keys": [list(k) for k in keys],
                 "checkpoint": {"seq": end},
                 "more": end < len(self.log),
+            }
+        if op == "digests" and "keys" in body:
+            if not self.digest_keys_form:
+                raise Refuse(400, "invalid_field")
+            self.keyed_digests += len(body["keys"])
+            asked = [(pk, sk) for pk, sk in body["keys"]]
+            return {
+                "digests": {"\0".join(k): self.digest(k) for k in asked if k in self.items},
+                "kinds": {"\0".join(k): kind_of(*k) for k in asked},
+                "missing": [list(k) for k in asked if k not in self.items],
             }
         if op in ("export", "digests"):
             keys = self._segment(account, int(body["segment"]), int(body["total_segments"]))

@@ -30,6 +30,7 @@ STEPS = [
     "checkpoint",
     "segment_page:0",
     "catch_up",
+    "scanned",
     "moving",
     "registry_moving",
     "fenced_frozen",
@@ -263,3 +264,45 @@ async def test_store_failures_are_retried_and_counted(world: MoverWorld, tmp_pat
     assert code == 2  # already there
     text = metrics.read_text()
     assert 'result="done"} 1.0' in text and 'result="refused"} 1.0' in text
+
+
+@pytest.mark.parametrize("keys_form", [True, False])
+async def test_verify_inside_the_freeze_digests_only_changed_keys(
+    world: MoverWorld, keys_form: bool
+) -> None:
+    """The full digest scan runs before the freeze; inside it only the keys changed since are
+    digested again -- or, with stores that lack the keys form, a full scan."""
+    w = world
+    seeded(w)
+    w.source.digest_keys_form = w.dest.digest_keys_form = keys_form
+
+    def hook(step: str) -> None:
+        if step == "scanned":  # after the pre-freeze scan, the account is still writable
+            w.source.write(ACCOUNT, "P#00003", "changed after the scan")
+            w.source.delete(ACCOUNT, "P#00004")
+
+    code, lines = await run(w, "move", ACCOUNT, "--to", DEST, hook=hook)
+    assert code == 0, lines[-1]
+    assert lines[-1]["verified"] == {"data_key": 3, "profile": PROFILES - 1}
+    incremental = lines[-1]["counts"]["verified_incrementally"]
+    if keys_form:
+        assert 2 <= incremental < PROFILES and w.source.keyed_digests == incremental
+    else:
+        assert incremental == 0
+
+
+async def test_a_difference_made_inside_the_freeze_is_caught(
+    world: MoverWorld, capsys: pytest.CaptureFixture[str]
+) -> None:
+    w = world
+    seeded(w)
+
+    def hook(step: str) -> None:
+        if step == "registry_moving":  # a last write, replayed in the final catch-up ...
+            w.source.write(ACCOUNT, "P#00005", "the last write")
+            w.dest.corrupt_import = True  # ... and imported wrong
+
+    code, _ = await run(w, "move", ACCOUNT, "--to", DEST, hook=hook)
+    assert code == 1
+    job = await status(w, capsys)
+    assert job["phase"] == "moving" and "1 keys with different content" in job["error"]

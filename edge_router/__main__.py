@@ -1,5 +1,6 @@
 """``edge-router``: ``serve [--workers N]`` runs the edge; ``registry ...`` manages accounts;
-``account move ...`` moves an account to another region (``move/cli.py``)."""
+``account move ...`` moves an account to another region (``move/cli.py``); ``residency report``
+proves where each account's data is."""
 
 from __future__ import annotations
 
@@ -23,6 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     from .move import cli as move_cli
 
     move_cli.add_arguments(p_acc)
+    p_res = sub.add_parser("residency", help="prove where each account's data is")
+    from . import residency_cli
+
+    residency_cli.add_arguments(p_res)
     args = parser.parse_args(argv)
     try:
         settings = EdgeSettings.from_env()
@@ -38,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve(settings, args.workers, args.worker_index)
     if args.command == "account":
         return move_cli.run(settings, args)
+    if args.command == "residency":
+        return residency_cli.run(settings, args)
     return run(settings, args)
 
 

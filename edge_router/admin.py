@@ -1,11 +1,15 @@
 """The admin app: ``/metrics``, ``/healthz`` (the process is alive), ``/readyz`` (it can serve:
-an available instance in some region, and a registry that answers or a cache that knows)."""
+an available instance in some region, and a registry that answers or a cache that knows),
+``/registry/changes`` (this worker's change-log poller: its pid, polls, errors and the last
+changes applied with their lag -- per worker, unlike /metrics, which sums the workers)."""
 
 from __future__ import annotations
 
+import os
+
 from aiohttp import web
 
-from .app import METRICS, STATE
+from .app import CHANGES, METRICS, STATE
 from .metrics import CONTENT_TYPE
 
 
@@ -36,7 +40,30 @@ def create_admin_app(edge: web.Application) -> web.Application:
             status=200 if ok else 503,
         )
 
+    async def registry_changes(_request: web.Request) -> web.Response:
+        poller = edge.get(CHANGES)
+        if poller is None:
+            return web.json_response({"pid": os.getpid(), "enabled": False, "recent": []})
+        st = poller.status
+        state = edge.get(STATE)
+        return web.json_response(
+            {
+                "pid": os.getpid(),
+                "enabled": True,
+                "cached_accounts": len(state.accounts) if state is not None else 0,
+                "polls": st.polls,
+                "errors": st.errors,
+                "applied": st.applied,
+                "last_ok_at": st.last_ok_at,
+                "recent": [
+                    {"id": a.id, "kind": a.kind, "lag_s": a.lag_s, "reloaded": a.reloaded}
+                    for a in st.recent
+                ],
+            }
+        )
+
     admin.router.add_get("/metrics", metrics_view)
+    admin.router.add_get("/registry/changes", registry_changes)
     admin.router.add_get("/healthz", healthz)
     admin.router.add_get("/readyz", readyz)
     return admin

@@ -2,9 +2,11 @@
 
 ``create_app`` makes the application; its ``cleanup_ctx`` creates, at start, and closes, at
 shutdown, what every request shares -- the registry client, the two registry caches behind one
-circuit breaker, the per-instance connection pools and the health checker, the forwarder --
-and puts them under typed ``web.AppKey``s: ``STATE`` (the ``pipeline.EdgeState``) and
-``wire.SERVICE`` (the pipeline as both front ends serve it). The production listener
+circuit breaker, the registry change-log poller that invalidates them, the per-instance
+connection pools and the health checker, the forwarder -- and puts them under typed
+``web.AppKey``s: ``STATE`` (the ``pipeline.EdgeState``), ``CHANGES`` (the poller, when the
+registry has a change log and ``registry_poll_interval_s`` is not 0) and ``wire.SERVICE`` (the
+pipeline as both front ends serve it). The production listener
 (``wire.EdgeRunner``) and ``aiohttp.web`` (``web_front``, the app's own route) run the same
 ``pipeline.serve``. The admin app is ``admin.create_admin_app``.
 """
@@ -29,12 +31,21 @@ from .pipeline import EdgeState, serve
 from .proxy import Forwarder
 from .ratelimit import RateLimiter
 from .registry import AccountRecord, DynamoRegistry, KeyOwner, RegistryReader
+from .registry_changes import ChangePoller
 from .resolve import AccountResolver
 from .routes import RouteTable
 from .upstream import Pools
 from .wire import SERVICE, Service
 
-__all__ = ["METRICS", "SETTINGS", "STATE", "EdgeState", "create_app", "default_registry"]
+__all__ = [
+    "CHANGES",
+    "METRICS",
+    "SETTINGS",
+    "STATE",
+    "EdgeState",
+    "create_app",
+    "default_registry",
+]
 
 log = logging.getLogger("edge_router")
 
@@ -43,6 +54,7 @@ RegistryFactory = Callable[[EdgeSettings], AbstractAsyncContextManager[RegistryR
 SETTINGS = web.AppKey("edge_settings", EdgeSettings)
 METRICS = web.AppKey("edge_metrics", EdgeMetrics)
 STATE = web.AppKey("edge_state", EdgeState)
+CHANGES = web.AppKey("edge_registry_changes", ChangePoller)
 
 
 def default_registry(settings: EdgeSettings) -> DynamoRegistry:
@@ -95,6 +107,7 @@ def _state_ctx(
             await pools.start()
             forwarder = Forwarder(s, pools, metrics)
             forwarder.misrouted = accounts.forget
+            poller = _change_poller(s, registry, accounts, key_owners, metrics)
             try:
                 loop = asyncio.get_running_loop()
                 state = app[STATE] = EdgeState(
@@ -118,12 +131,41 @@ def _state_ctx(
                 metrics.in_flight_source = lambda: state.in_flight
                 metrics.moving_source = lambda: sum(r.moving for r in accounts.values())
                 metrics.start_flusher(loop)
+                if poller is not None:
+                    app[CHANGES] = poller
+                    poller.start()
                 yield
             finally:
+                if poller is not None:
+                    await poller.stop()  # before the registry client closes
                 metrics.stop_flusher()
                 await pools.close()
 
     return ctx
+
+
+def _change_poller(
+    s: EdgeSettings,
+    registry: RegistryReader,
+    accounts: CachedLookup[AccountRecord],
+    key_owners: CachedLookup[KeyOwner],
+    metrics: EdgeMetrics,
+) -> ChangePoller | None:
+    """The change-log poller, unless it is switched off or the registry has no change log
+    (a test's in-memory registry): then the cache TTL alone bounds staleness."""
+    if not s.registry_poll_interval_s or not hasattr(registry, "changes_since"):
+        return None
+    return ChangePoller(
+        registry,  # type: ignore[arg-type]
+        accounts,
+        key_owners,
+        interval_s=s.registry_poll_interval_s,
+        overlap_s=s.registry_change_overlap_s,
+        max_backoff_s=s.registry_poll_max_backoff_s,
+        settle_s=s.registry_change_settle_s,
+        on_applied=metrics.change_applied,
+        on_error=metrics.poll_errors.inc,
+    )
 
 
 def _breaker_changed(metrics: EdgeMetrics) -> Callable[[str, str], None]:

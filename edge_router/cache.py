@@ -32,6 +32,14 @@ bounded. A request never waits for the registry about a key it has an answer for
 staleness can never turn "no such key" or a revoked key (an ``ApiKey`` with ``active=False``)
 into an accept -- a stale entry refuses what it refused when it was fresh.
 
+A change seen in the registry's change log (``registry_changes``) calls ``invalidate``: the
+entry is dropped -- not kept as a stale fallback, so a key revoked or an account suspended or
+moved never answers from its pre-change record again, even while the registry fails (then the
+account gets 503 ``registry_unavailable`` until a read succeeds: a security change fails
+closed) -- and, if this worker held it, one read starts at once. A read that was already out
+when the change was seen may have read the old record: it is *superseded*, its answer is
+never cached, and its waiters wait for the new read instead.
+
 Results are reported through callbacks so metrics stay out of this module: ``on_result``
 (hit / miss / negative_hit / stale / error) and ``on_stale`` (why a stale answer was served:
 ``revalidating`` / ``registry_error`` / ``breaker_open``).
@@ -41,8 +49,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Hashable
-from typing import Generic, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
+from typing import Any, Generic, TypeVar
 
 from cachetools import TTLCache
 
@@ -69,6 +77,18 @@ class _Entry(Generic[V]):
         # No background read before this: a hit after it refreshes ahead; after a failed read
         # it is pushed back by ``error_retry_s``, so a failing key is not re-read per request.
         self.refresh_at = refresh_at
+
+
+class _Load(Generic[V]):
+    """One registry read of one key, shared by everyone waiting for that key (single flight)."""
+
+    __slots__ = ("future", "superseded")
+
+    def __init__(self, future: asyncio.Future[V | None]) -> None:
+        self.future = future
+        # A change to the key was seen after this read started: its answer may predate the
+        # change, so it is neither cached nor handed to anyone who can wait for a newer one.
+        self.superseded = False
 
 
 def _ignore(_result: str) -> None:
@@ -108,7 +128,7 @@ class CachedLookup(Generic[V]):
         self._cache: TTLCache[Hashable, _Entry[V]] = TTLCache(
             maxsize=maxsize, ttl=ttl_s + stale_if_error_s, timer=clock
         )
-        self._inflight: dict[str, asyncio.Future[V | None]] = {}
+        self._inflight: dict[str, _Load[V]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._on_result = on_result or _ignore
         self._on_stale = on_stale or _ignore
@@ -140,15 +160,16 @@ class CachedLookup(Generic[V]):
             # background read whose answer the next request for this key will find.
             self._refresh(key)
             return self._on_error(key, BREAKER_OPEN)
-        future = self._inflight.get(key) or self._start_load(key)
+        load = self._inflight.get(key) or self._start_load(key)
         try:
             async with asyncio.timeout(self._wait_s):
-                value = await asyncio.shield(future)
+                # A change that arrives while the read is out: wait for the read after it.
+                value = await self._newest(key, load)
         except TimeoutError:
             # Slower than any healthy registry read: the request stops waiting (the read goes
             # on, and its answer is cached), and the read counts as a failure for the breaker
             # now -- so a registry that hangs opens it within a few waits, not a few timeouts.
-            self._slow(future)
+            self._slow(load.future)
             return self._on_error(key, REGISTRY_ERROR)
         except RegistryError:
             return self._on_error(key, REGISTRY_ERROR)
@@ -201,25 +222,73 @@ class CachedLookup(Generic[V]):
         if key not in self._inflight and (self._breaker is None or self._breaker.allow()):
             self._start_load(key)
 
-    def _start_load(self, key: str) -> asyncio.Future[V | None]:
+    def peek(self, key: str) -> V | None:
+        """The value cached for ``key`` however old, without counting or reading (None: none)."""
+        entry = self._cache.get(key)
+        return entry.value if entry is not None else None
+
+    def invalidate(self, key: str) -> Coroutine[Any, Any, V | None] | None:
+        """The registry changed ``key``: forget what this worker knew and, if it knew
+        something (an entry or a read out), read it again now. Returns a coroutine that ends
+        when a read started after this call has answered (its value, or its RegistryError);
+        None when this worker held nothing of ``key``, so there is nothing to refresh."""
+        load = self._inflight.pop(key, None)
+        if load is not None:
+            load.superseded = True
+        held = self._cache.pop(key, None) is not None
+        if not held and load is None:
+            return None
+        # Not gated by the breaker: the change log was just read, so the registry answers.
+        return self._newest(key, self._start_load(key))
+
+    def reload(self, key: str) -> Coroutine[Any, Any, V | None] | None:
+        """Read ``key`` again now, keeping what is cached until the answer replaces it (a read
+        still out is superseded). For a second look after a change: a global table's replica
+        may hold the change item before the items it changed. None when nothing is held."""
+        load = self._inflight.pop(key, None)
+        if load is not None:
+            load.superseded = True
+        elif self._cache.get(key) is None:
+            return None
+        return self._newest(key, self._start_load(key))
+
+    async def _newest(self, key: str, load: _Load[V]) -> V | None:
+        """The answer of ``load``, or of the read that superseded it, and so on."""
+        while True:
+            try:
+                value = await asyncio.shield(load.future)
+            except RegistryError:
+                if not load.superseded:
+                    raise
+            else:
+                if not load.superseded:
+                    return value
+            # Superseded: whatever the cache holds now was read after the change.
+            entry = self._cache.get(key)
+            if entry is not None:
+                return entry.value
+            load = self._inflight.get(key) or self._start_load(key)
+
+    def _start_load(self, key: str) -> _Load[V]:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[V | None] = loop.create_future()
-        self._inflight[key] = future
+        load: _Load[V] = _Load(loop.create_future())
+        self._inflight[key] = load
         # The read runs in its own task: a waiter that gives up must not cancel the read the
         # others are waiting for.
-        task = loop.create_task(self._load(key, future))
+        task = loop.create_task(self._load(key, load))
         self._tasks.add(task)  # keep a reference until it is done
         task.add_done_callback(self._tasks.discard)
-        return future
+        return load
 
-    async def _load(self, key: str, future: asyncio.Future[V | None]) -> None:
+    async def _load(self, key: str, load: _Load[V]) -> None:
+        future = load.future
         try:
             value = await self._loader(key)
         except RegistryError as exc:
-            self._failed(key, future)
+            self._failed(key, load)
             future.set_exception(exc)
         except BaseException as exc:  # never leave waiters hanging
-            self._failed(key, future)
+            self._failed(key, load)
             future.set_exception(RegistryError(f"registry read failed: {type(exc).__name__}"))
             if isinstance(exc, asyncio.CancelledError):
                 raise
@@ -227,24 +296,25 @@ class CachedLookup(Generic[V]):
             self.last_ok = True
             if self._breaker is not None and future not in self._slow_reads:
                 self._breaker.success()
-            ttl = self._ttl if value is not None else self._negative_ttl
-            now = self._clock()
-            entry = _Entry(value, now + ttl, now + ttl * (1 - REFRESH_AHEAD))
-            self._cache[key] = entry
+            if not load.superseded:  # else it may predate a change: the newer read decides
+                ttl = self._ttl if value is not None else self._negative_ttl
+                now = self._clock()
+                self._cache[key] = _Entry(value, now + ttl, now + ttl * (1 - REFRESH_AHEAD))
             future.set_result(value)
         finally:
-            self._inflight.pop(key, None)
+            if self._inflight.get(key) is load:  # not the read that superseded this one
+                del self._inflight[key]
             self._slow_reads.discard(future)
             if future.done() and not future.cancelled():
                 future.exception()  # mark retrieved: no "never retrieved" warnings
 
-    def _failed(self, key: str, future: asyncio.Future[V | None]) -> None:
+    def _failed(self, key: str, load: _Load[V]) -> None:
         self.last_ok = False
-        if self._breaker is not None and future not in self._slow_reads:
+        if self._breaker is not None and load.future not in self._slow_reads:
             self._breaker.failure()
         # The next background read of this key waits a little (not one per request).
         entry = self._cache.get(key)
-        if entry is not None:
+        if entry is not None and not load.superseded:
             entry.refresh_at = self._clock() + self._error_retry
 
     def _served_stale(self, reason: str) -> None:

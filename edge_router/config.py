@@ -212,6 +212,16 @@ class EdgeSettings:
     # The longest a request waits for a registry read (an account or key it has no usable
     # answer for): then 503 registry_unavailable, and the read counts as failed for the breaker.
     registry_wait_s: float = 1.0
+    # The registry's change log (registry_changes): read every registry_poll_interval_s (0: not
+    # at all, the cache TTL alone bounds how old an answer is), from the last poll minus
+    # registry_change_overlap_s (writers' clock skew and commit latency); a failing read backs
+    # off, doubling up to registry_poll_max_backoff_s. Each change is read once more
+    # registry_change_settle_s later (0: not): a global table's replica may receive the change
+    # item before the items the change wrote.
+    registry_poll_interval_s: float = 0.25
+    registry_change_overlap_s: float = 10.0
+    registry_poll_max_backoff_s: float = 2.0
+    registry_change_settle_s: float = 2.0
     cache_size: int = 10_000
     cache_ttl_s: float = 30.0
     negative_ttl_s: float = 5.0
@@ -294,6 +304,10 @@ class EdgeSettings:
             "registry_breaker_failures": pos_i,
             "registry_breaker_open_s": pos_f,
             "registry_wait_s": pos_f,
+            "registry_poll_interval_s": _non_negative,
+            "registry_change_overlap_s": pos_f,
+            "registry_poll_max_backoff_s": pos_f,
+            "registry_change_settle_s": _non_negative,
             "cache_size": pos_i,
             "cache_ttl_s": pos_f,
             "negative_ttl_s": pos_f,
@@ -358,6 +372,27 @@ class EdgeSettings:
             raise ConfigError(
                 "settings 'registry_breaker_failures' (EDGE_REGISTRY_BREAKER_FAILURES) must be "
                 ">= 1 and 'registry_breaker_open_s' (EDGE_REGISTRY_BREAKER_OPEN_S) > 0"
+            )
+        poll = self.registry_poll_interval_s
+        if not 0 <= poll <= 60:
+            raise ConfigError(
+                "setting 'registry_poll_interval_s' (EDGE_REGISTRY_POLL_INTERVAL_S) must be "
+                "between 0 (off) and 60 seconds; at most 0.5 keeps registry changes within 1 s"
+            )
+        if poll and self.registry_change_overlap_s < max(1.0, 2 * poll):
+            raise ConfigError(
+                "setting 'registry_change_overlap_s' (EDGE_REGISTRY_CHANGE_OVERLAP_S) must be "
+                ">= 1 s and >= twice registry_poll_interval_s (it absorbs writers' clock skew)"
+            )
+        if not 0 <= self.registry_change_settle_s <= 60:
+            raise ConfigError(
+                "setting 'registry_change_settle_s' (EDGE_REGISTRY_CHANGE_SETTLE_S) must be "
+                "between 0 (no second read) and 60 seconds"
+            )
+        if poll and self.registry_poll_max_backoff_s < poll:
+            raise ConfigError(
+                "setting 'registry_poll_max_backoff_s' (EDGE_REGISTRY_POLL_MAX_BACKOFF_S) must "
+                "be >= registry_poll_interval_s"
             )
         if self.rate_limit_burst < 1:
             raise ConfigError("setting 'rate_limit_burst' (EDGE_RATE_LIMIT_BURST) must be >= 1")

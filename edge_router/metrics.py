@@ -37,6 +37,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "POST", "PATCH"})
 _STATUS_CLASS = ("1xx", "2xx", "3xx", "4xx", "5xx")
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_CHANGE_LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0, 10.0, 30.0)
 FLUSH_INTERVAL_S = 1.0
 STALE_LOOKUPS = ("account", "key_owner")  # the registry caches (app._state_ctx)
 
@@ -133,6 +134,22 @@ class EdgeMetrics:
             "edge_registry_breaker_transitions_total",
             "Registry circuit breaker state changes, by the state entered",
             ["state"],
+            registry=r,
+        )
+        self.changes_applied = Counter(
+            "edge_registry_changes_applied_total",
+            "Registry change-log items applied to this edge's caches",
+            registry=r,
+        )
+        self.poll_errors = Counter(
+            "edge_registry_poll_errors_total",
+            "Reads of the registry change log that failed (the TTL cache is the fallback)",
+            registry=r,
+        )
+        self.change_lag = Histogram(
+            "edge_registry_change_lag_seconds",
+            "From a registry write (its writer's clock) to its fresh record in this edge's cache",
+            buckets=_CHANGE_LAG_BUCKETS,
             registry=r,
         )
         self.auth_failures = Counter(
@@ -238,6 +255,11 @@ class EdgeMetrics:
             entries[reason][1] += 1
 
         return count
+
+    def change_applied(self, lag_s: float) -> None:
+        """The change poller's ``on_applied`` callback (rare: straight to prometheus)."""
+        self.changes_applied.inc()
+        self.change_lag.observe(lag_s)
 
     def breaker_changed(self, old: str, new: str) -> None:
         """The ``Breaker.on_change`` callback (rare: straight to prometheus)."""

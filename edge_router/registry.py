@@ -11,19 +11,29 @@ to route and authenticate a request for that account::
 ``generation`` (absent = 0) rises by one with every completed move of the account's home
 region; ``moving`` is true only during a move's final catch-up, when the edge refuses writes.
 
+    pk CHANGES          sk {epoch_ms:013d}#{8 hex}       (the change log: ``changelog``)
+
+Every write is one TransactWriteItems that also appends a change item to the change log; the
+edge's ``registry_changes`` poller reads it a few times a second and invalidates what changed,
+so a revocation, a suspension or a move reaches every edge worker within a second instead of
+after the cache TTL. New writers call ``DynamoRegistry.write``, so that nothing changes the
+registry without a change item.
+
 The owner index lets the edge tell "your key belongs to another account" (403) from "no such
 key" (401) without scanning, and only when the caller also holds that key's token.
 
 ``DynamoRegistry`` is the boundary: every botocore/aiobotocore failure becomes
-``RegistryError`` here and nowhere else. It holds one long-lived client. The write operations
-(used by ``registry_cli``) live beside the reads so the item layout is defined in one file.
+``RegistryError`` here and nowhere else (``RegistryConflict`` when a write's condition failed).
+Reads are strongly consistent: a read that follows a change item must see that change. It
+holds one long-lived client. The write operations (used by ``registry_cli``) live beside the
+reads so the item layout is defined in one file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -34,12 +44,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from residency_contract.tables import PK_SK_KEYS
 
-from .errors import RegistryError
-
-
-class RegistryConflict(RegistryError):
-    """A conditional registry write lost its condition (someone else changed the item)."""
-
+from .changelog import CHANGES_PK, TTL_ATTRIBUTE, Change, change_put, parse_change
+from .errors import RegistryConflict, RegistryError
 
 ACTIVE = "active"
 SUSPENDED = "suspended"
@@ -180,6 +186,7 @@ class DynamoRegistry:
             "TableName": self.table,
             "KeyConditionExpression": "pk = :pk",
             "ExpressionAttributeValues": {":pk": {"S": f"ACCOUNT#{name}"}},
+            "ConsistentRead": True,
         }
         while True:
             page = await self._call("query", **kwargs)
@@ -194,6 +201,7 @@ class DynamoRegistry:
             "get_item",
             TableName=self.table,
             Key={"pk": {"S": f"APPKEY#{app_key}"}, "sk": {"S": "KEY"}},
+            ConsistentRead=True,
         )
         item = page.get("Item")
         if not item:
@@ -204,33 +212,63 @@ class DynamoRegistry:
             active=_s(item, "status", ACTIVE) == ACTIVE,
         )
 
-    # -- writes (registry_cli, the account mover) ----------------------------------------------
+    async def changes_since(self, after: str) -> list[Change]:
+        """Change-log items with a sort key above ``after`` (a ``change_id`` or a prefix of
+        one), oldest first; a consistent read, so every committed change is there."""
+        changes: list[Change] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk AND sk > :after",
+            "ExpressionAttributeValues": {":pk": {"S": CHANGES_PK}, ":after": {"S": after}},
+            "ConsistentRead": True,
+        }
+        while True:
+            page = await self._call("query", **kwargs)
+            changes.extend(parse_change(item) for item in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return changes
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
-    async def write(self, entries: list[dict[str, Any]], *, account: str, kind: str) -> None:
-        """One TransactWriteItems of ``entries`` (their TableName filled in), for writers that
-        build their own items (``move/``). ``RegistryConflict`` when a condition failed.
+    # -- writes (registry_cli, the mover) ----------------------------------------------------
 
-        Provisional: the registry change log (issue 17, part 2) replaces this with the version
-        that appends the change-log item in the same transaction; ``account`` and ``kind`` are
-        what that item records."""
-        del account, kind  # recorded by the change log once it lands
-        items = [{op: {"TableName": self.table, **body} for op, body in e.items()} for e in entries]
+    async def write(
+        self,
+        entries: list[dict[str, Any]],
+        *,
+        account: str,
+        kind: str,
+        app_keys: Sequence[str] = (),
+    ) -> str:
+        """Apply ``entries`` (TransactWriteItems entries, ``TableName`` included) and append
+        one change item for ``account`` in the same transaction, so every edge worker reloads
+        the account (and the owner-index entries of ``app_keys``) within a second. All or
+        nothing: ``RegistryConflict`` (with a code per entry) when a condition failed,
+        ``RegistryError`` for any other failure. Returns the change id. At most 99 entries."""
+        if not entries or len(entries) > 99:
+            raise ValueError("a registry write has 1-99 entries (one more is the change item)")
+        change = change_put(self.table, account=account, kind=kind, app_keys=app_keys)
         try:
-            await self._client.transact_write_items(TransactItems=items)
+            await self._client.transact_write_items(TransactItems=[*entries, change])
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "TransactionCanceledException":
+            error = exc.response.get("Error", {})
+            if error.get("Code") == "TransactionCanceledException":
                 reasons = [
-                    r.get("Code", "None")
-                    for r in exc.response.get("CancellationReasons", [])  # type: ignore[union-attr]
+                    r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])
                 ]
                 if "ConditionalCheckFailed" in reasons:
-                    raise RegistryConflict("a registry condition failed") from exc
-            raise RegistryError(f"registry write failed: {type(exc).__name__}") from exc
+                    raise RegistryConflict(
+                        f"registry {kind} refused: a condition failed",
+                        tuple(reasons[: len(entries)]),
+                    ) from exc
+            raise RegistryError(f"registry {kind} failed: {error.get('Code', 'error')}") from exc
         except (BotoCoreError, OSError) as exc:
-            raise RegistryError(f"registry write failed: {type(exc).__name__}") from exc
+            raise RegistryError(f"registry {kind} failed: {type(exc).__name__}") from exc
+        return str(change["Put"]["Item"]["sk"]["S"])
 
     async def create_table(self) -> bool:
-        """Create the table; False when it already exists."""
+        """Create the table (and its TTL on change items); False when it already existed.
+        Either way TTL ends up enabled, so re-running it upgrades an older table."""
+        created = True
         try:
             await self._client.create_table(
                 TableName=self.table,
@@ -238,32 +276,47 @@ class DynamoRegistry:
                 BillingMode="PAY_PER_REQUEST",
             )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ResourceInUseException":
-                return False
-            raise RegistryError(f"create_table failed: {exc}") from exc
+            if exc.response.get("Error", {}).get("Code") != "ResourceInUseException":
+                raise RegistryError(f"create_table failed: {exc}") from exc
+            created = False
         except (BotoCoreError, OSError) as exc:
             raise RegistryError(f"create_table failed: {type(exc).__name__}") from exc
-        waiter = self._client.get_waiter("table_exists")
-        await waiter.wait(TableName=self.table, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
-        return True
+        if created:
+            waiter = self._client.get_waiter("table_exists")
+            await waiter.wait(TableName=self.table, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+        await self._enable_ttl()
+        return created
+
+    async def _enable_ttl(self) -> None:
+        ttl = await self._call("describe_time_to_live", TableName=self.table)
+        status = ttl.get("TimeToLiveDescription", {}).get("TimeToLiveStatus")
+        if status in ("ENABLED", "ENABLING"):
+            return
+        await self._call(
+            "update_time_to_live",
+            TableName=self.table,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
+        )
 
     async def create_account(self, name: str, region: str) -> bool:
-        try:
-            await self._client.put_item(
-                TableName=self.table,
-                Item={
+        """False (nothing written) when the account exists."""
+        put = {
+            "Put": {
+                "TableName": self.table,
+                "Item": {
                     "pk": {"S": f"ACCOUNT#{name}"},
                     "sk": {"S": "META"},
                     "region": {"S": region},
                     "status": {"S": ACTIVE},
                     "createdAt": {"N": str(int(time.time()))},
                 },
-                ConditionExpression="attribute_not_exists(pk)",
-            )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return False
-            raise RegistryError(f"create_account failed: {exc}") from exc
+                "ConditionExpression": "attribute_not_exists(pk)",
+            }
+        }
+        try:
+            await self.write([put], account=name, kind="create_account")
+        except RegistryConflict:
+            return False
         return True
 
     async def list_accounts(self) -> list[AccountRecord]:
@@ -286,46 +339,45 @@ class DynamoRegistry:
     async def create_key(self, account: str, app_key: str, token: str, roles: list[str]) -> None:
         digest = token_hash(token).hex()
         now = str(int(time.time()))
+        entries: list[dict[str, Any]] = [
+            {
+                "ConditionCheck": {
+                    "TableName": self.table,
+                    "Key": {"pk": {"S": f"ACCOUNT#{account}"}, "sk": {"S": "META"}},
+                    "ConditionExpression": "attribute_exists(pk)",
+                }
+            },
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": {
+                        "pk": {"S": f"ACCOUNT#{account}"},
+                        "sk": {"S": f"KEY#{app_key}"},
+                        "tokenHash": {"S": digest},
+                        "roles": {"SS": sorted(roles)},
+                        "status": {"S": ACTIVE},
+                        "createdAt": {"N": now},
+                    },
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": {
+                        "pk": {"S": f"APPKEY#{app_key}"},
+                        "sk": {"S": "KEY"},
+                        "account": {"S": account},
+                        "tokenHash": {"S": digest},
+                        "status": {"S": ACTIVE},
+                    },
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
+        ]
         try:
-            await self._client.transact_write_items(
-                TransactItems=[
-                    {
-                        "ConditionCheck": {
-                            "TableName": self.table,
-                            "Key": {"pk": {"S": f"ACCOUNT#{account}"}, "sk": {"S": "META"}},
-                            "ConditionExpression": "attribute_exists(pk)",
-                        }
-                    },
-                    {
-                        "Put": {
-                            "TableName": self.table,
-                            "Item": {
-                                "pk": {"S": f"ACCOUNT#{account}"},
-                                "sk": {"S": f"KEY#{app_key}"},
-                                "tokenHash": {"S": digest},
-                                "roles": {"SS": sorted(roles)},
-                                "status": {"S": ACTIVE},
-                                "createdAt": {"N": now},
-                            },
-                            "ConditionExpression": "attribute_not_exists(pk)",
-                        }
-                    },
-                    {
-                        "Put": {
-                            "TableName": self.table,
-                            "Item": {
-                                "pk": {"S": f"APPKEY#{app_key}"},
-                                "sk": {"S": "KEY"},
-                                "account": {"S": account},
-                                "tokenHash": {"S": digest},
-                                "status": {"S": ACTIVE},
-                            },
-                            "ConditionExpression": "attribute_not_exists(pk)",
-                        }
-                    },
-                ]
-            )
-        except ClientError as exc:
+            await self.write(entries, account=account, kind="create_key", app_keys=[app_key])
+        except RegistryConflict as exc:
             raise RegistryError(
                 "create-key refused: the account must exist and the app key must be new"
             ) from exc
@@ -337,48 +389,47 @@ class DynamoRegistry:
             "ExpressionAttributeValues": {":r": {"S": REVOKED}},
             "ConditionExpression": "attribute_exists(pk)",
         }
+        entries: list[dict[str, Any]] = [
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": {"pk": {"S": f"ACCOUNT#{account}"}, "sk": {"S": f"KEY#{app_key}"}},
+                    **update,
+                }
+            },
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": {"pk": {"S": f"APPKEY#{app_key}"}, "sk": {"S": "KEY"}},
+                    **update,
+                }
+            },
+        ]
         try:
-            await self._client.transact_write_items(
-                TransactItems=[
-                    {
-                        "Update": {
-                            "TableName": self.table,
-                            "Key": {
-                                "pk": {"S": f"ACCOUNT#{account}"},
-                                "sk": {"S": f"KEY#{app_key}"},
-                            },
-                            **update,
-                        }
-                    },
-                    {
-                        "Update": {
-                            "TableName": self.table,
-                            "Key": {"pk": {"S": f"APPKEY#{app_key}"}, "sk": {"S": "KEY"}},
-                            **update,
-                        }
-                    },
-                ]
-            )
-        except ClientError as exc:
+            await self.write(entries, account=account, kind="revoke_key", app_keys=[app_key])
+        except RegistryConflict as exc:
             raise RegistryError(f"revoke-key refused: no key {app_key} on {account}") from exc
 
     async def set_status(self, account: str, status: str) -> None:
-        await self._update_meta(account, "status", status)
+        await self._update_meta(account, "status", status, kind="set_status")
 
     async def set_region(self, account: str, region: str) -> None:
-        await self._update_meta(account, "region", region)
+        await self._update_meta(account, "region", region, kind="set_region")
 
-    async def _update_meta(self, account: str, attr: str, value: str) -> None:
+    async def _update_meta(self, account: str, attr: str, value: str, *, kind: str) -> None:
+        update = {
+            "Update": {
+                "TableName": self.table,
+                "Key": {"pk": {"S": f"ACCOUNT#{account}"}, "sk": {"S": "META"}},
+                "UpdateExpression": "SET #a = :v",
+                "ExpressionAttributeNames": {"#a": attr},
+                "ExpressionAttributeValues": {":v": {"S": value}},
+                "ConditionExpression": "attribute_exists(pk)",
+            }
+        }
         try:
-            await self._client.update_item(
-                TableName=self.table,
-                Key={"pk": {"S": f"ACCOUNT#{account}"}, "sk": {"S": "META"}},
-                UpdateExpression="SET #a = :v",
-                ExpressionAttributeNames={"#a": attr},
-                ExpressionAttributeValues={":v": {"S": value}},
-                ConditionExpression="attribute_exists(pk)",
-            )
-        except ClientError as exc:
+            await self.write([update], account=account, kind=kind)
+        except RegistryConflict as exc:
             raise RegistryError(f"no account {account!r} in the registry") from exc
 
 

@@ -23,10 +23,12 @@ import secrets
 import time
 from typing import Any
 
-from ..registry import DynamoRegistry, RegistryConflict
+from ..errors import RegistryConflict
+from ..registry import DynamoRegistry
 from .job import FINISHED, MoveJob
 
 MOVE_SK = "MOVE"
+_NEW_JOB = "attribute_not_exists(pk) OR #p IN (:f0, :f1)"  # none yet, or the last finished
 
 
 class JobTakenOver(Exception):
@@ -88,9 +90,13 @@ class MoveRegistry:
             }
         }
 
+    def _tabled(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        table = self.registry.table
+        return [{op: {"TableName": table, **body} for op, body in e.items()} for e in entries]
+
     async def _write(self, entries: list[dict[str, Any]], job: MoveJob, kind: str) -> None:
         try:
-            await self.registry.write(entries, account=job.account, kind=kind)
+            await self.registry.write(self._tabled(entries), account=job.account, kind=kind)
         except RegistryConflict:
             raise JobTakenOver(
                 f"job {job.job_id} was changed by another process (resume or abort elsewhere) "
@@ -102,27 +108,29 @@ class MoveRegistry:
         finished = sorted(FINISHED)
         try:
             await self.registry.write(
-                [
-                    {
-                        "ConditionCheck": {
-                            "Key": _key(job.account, "META"),
-                            "ConditionExpression": cond,
-                            "ExpressionAttributeNames": {"#r": "region", "#g": "generation"},
-                            "ExpressionAttributeValues": values,
-                        }
-                    },
-                    {
-                        "Put": {
-                            "Item": self._job_item(job),
-                            "ConditionExpression": "attribute_not_exists(pk) OR #p IN (:f0, :f1)",
-                            "ExpressionAttributeNames": {"#p": "phase"},
-                            "ExpressionAttributeValues": {
-                                ":f0": {"S": finished[0]},
-                                ":f1": {"S": finished[1]},
-                            },
-                        }
-                    },
-                ],
+                self._tabled(
+                    [
+                        {
+                            "ConditionCheck": {
+                                "Key": _key(job.account, "META"),
+                                "ConditionExpression": cond,
+                                "ExpressionAttributeNames": {"#r": "region", "#g": "generation"},
+                                "ExpressionAttributeValues": values,
+                            }
+                        },
+                        {
+                            "Put": {
+                                "Item": self._job_item(job),
+                                "ConditionExpression": _NEW_JOB,
+                                "ExpressionAttributeNames": {"#p": "phase"},
+                                "ExpressionAttributeValues": {
+                                    ":f0": {"S": finished[0]},
+                                    ":f1": {"S": finished[1]},
+                                },
+                            }
+                        },
+                    ]
+                ),
                 account=job.account,
                 kind="move",
             )

@@ -493,6 +493,9 @@ def test_settings_from_toml_and_env(tmp_path: Path) -> None:
         {**env, "EDGE_STALE_WHILE_REVALIDATE_S": "0", "EDGE_REGISTRY_BREAKER_OPEN_S": "2.5"}
     )
     assert (s3.stale_while_revalidate_s, s3.registry_breaker_open_s) == (0.0, 2.5)
+    assert (s.registry_poll_interval_s, s.registry_change_overlap_s) == (0.25, 10.0)
+    off = EdgeSettings.from_env({**env, "EDGE_REGISTRY_POLL_INTERVAL_S": "0"})
+    assert off.registry_poll_interval_s == 0.0  # the change log is not read: TTL only
     eu = s.region("eu-west-1")
     assert eu is not None and [i.name for i in eu.instances] == ["127.0.0.1:8101", "eu-b"]
     assert eu.assertion_secret == b"x" * 20
@@ -537,6 +540,14 @@ def _rj(**spec: object) -> dict[str, str]:
         ({"EDGE_REGISTRY_MAX_ATTEMPTS": "0"}, "EDGE_REGISTRY_MAX_ATTEMPTS"),
         ({"EDGE_REGISTRY_WAIT_S": "0"}, "EDGE_REGISTRY_WAIT_S"),
         ({"EDGE_LISTENER": "uvicorn"}, "EDGE_LISTENER"),
+        ({"EDGE_REGISTRY_POLL_INTERVAL_S": "-0.1"}, "EDGE_REGISTRY_POLL_INTERVAL_S"),
+        ({"EDGE_REGISTRY_POLL_INTERVAL_S": "61"}, "EDGE_REGISTRY_POLL_INTERVAL_S"),
+        ({"EDGE_REGISTRY_CHANGE_OVERLAP_S": "0.5"}, "EDGE_REGISTRY_CHANGE_OVERLAP_S"),
+        (
+            {"EDGE_REGISTRY_POLL_INTERVAL_S": "3", "EDGE_REGISTRY_CHANGE_OVERLAP_S": "5"},
+            "EDGE_REGISTRY_CHANGE_OVERLAP_S",
+        ),
+        ({"EDGE_REGISTRY_POLL_MAX_BACKOFF_S": "0.1"}, "EDGE_REGISTRY_POLL_MAX_BACKOFF_S"),
     ],
 )
 def test_settings_refuse_bad_config(env: dict[str, str], fragment: str) -> None:

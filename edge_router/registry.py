@@ -4,7 +4,6 @@ One DynamoDB table, one partition per account, so one Query returns everything t
 to route and authenticate a request for that account::
 
     pk ACCOUNT#{name}   sk META          {region, status, createdAt, generation, moving}
-    pk ACCOUNT#{name}   sk MOVE          the account move job's state (``move/job.py``)
     pk ACCOUNT#{name}   sk KEY#{appKey}  {tokenHash (sha256 hex), roles [..], status, createdAt}
     pk APPKEY#{appKey}  sk KEY           {account, tokenHash, status}   (owner index)
 
@@ -230,6 +229,36 @@ class DynamoRegistry:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     # -- writes (registry_cli, the mover) ----------------------------------------------------
+
+    async def write_unseen(self, entries: list[dict[str, Any]]) -> None:
+        """Apply ``entries`` (TransactWriteItems entries, ``TableName`` included) WITHOUT a
+        change item: only for items no edge reads (the account mover's job, ``MOVE#{A}``), so
+        a job's progress does not make every edge drop and re-read the account. Anything an
+        edge reads goes through ``write``. ``RegistryConflict`` when a condition failed."""
+        try:
+            await self._client.transact_write_items(TransactItems=entries)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            if error.get("Code") == "TransactionCanceledException":
+                reasons = [
+                    r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])
+                ]
+                if "ConditionalCheckFailed" in reasons:
+                    raise RegistryConflict("registry move job: a condition failed") from exc
+            raise RegistryError(f"registry move job failed: {error.get('Code', 'error')}") from exc
+        except (BotoCoreError, OSError) as exc:
+            raise RegistryError(f"registry move job failed: {type(exc).__name__}") from exc
+
+    async def get_item(self, pk: str, sk: str) -> dict[str, Any] | None:
+        """One item, consistent read (the mover's job)."""
+        page = await self._call(
+            "get_item",
+            TableName=self.table,
+            Key={"pk": {"S": pk}, "sk": {"S": sk}},
+            ConsistentRead=True,
+        )
+        item = page.get("Item")
+        return dict(item) if item else None
 
     async def write(
         self,

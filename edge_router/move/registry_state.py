@@ -3,7 +3,14 @@
 Items (``registry.py`` has the account partition's layout)::
 
     pk ACCOUNT#{A}  sk META  {region, generation, moving, ...}   what the edge routes by
-    pk ACCOUNT#{A}  sk MOVE  {job, phase, runner, state (the MoveJob as JSON)}
+    pk MOVE#{A}     sk JOB   {job, phase, runner, state (the MoveJob as JSON)}
+
+The job lives outside the account's partition, which every edge reads whole: its state
+(checkpoint, cursors) stays out of the edges' reads, and its progress saves are written
+without a change-log item (``DynamoRegistry.write_unseen``) -- a change item makes every edge
+drop and re-read the account, and fail requests closed if that read fails. The two writes
+that change META (``moving`` on/off, the flip) go through ``DynamoRegistry.write``, change
+item included, so every edge sees them within the change log's bound.
 
 Conditions make the job safe against a second mover and against itself after a crash:
 
@@ -27,7 +34,7 @@ from ..errors import RegistryConflict
 from ..registry import DynamoRegistry
 from .job import FINISHED, MoveJob
 
-MOVE_SK = "MOVE"
+MOVE_SK = "JOB"
 _NEW_JOB = "attribute_not_exists(pk) OR #p IN (:f0, :f1)"  # none yet, or the last finished
 
 
@@ -40,6 +47,8 @@ class MoveRefused(Exception):
 
 
 def _key(account: str, sk: str) -> dict[str, Any]:
+    if sk == MOVE_SK:
+        return {"pk": {"S": f"MOVE#{account}"}, "sk": {"S": sk}}
     return {"pk": {"S": f"ACCOUNT#{account}"}, "sk": {"S": sk}}
 
 
@@ -61,14 +70,9 @@ class MoveRegistry:
 
     async def read(self, account: str) -> tuple[dict[str, Any] | None, MoveJob | None]:
         """(META item or None, the account's move job or None)."""
-        meta = job = None
-        for item in await self.registry.account_items(account):
-            sk = _s(dict(item), "sk")
-            if sk == "META":
-                meta = dict(item)
-            elif sk == MOVE_SK:
-                job = MoveJob.from_json(_s(dict(item), "state"))
-        return meta, job
+        meta = await self.registry.get_item(f"ACCOUNT#{account}", "META")
+        item = await self.registry.get_item(f"MOVE#{account}", MOVE_SK)
+        return meta, (MoveJob.from_json(_s(item, "state")) if item else None)
 
     def _job_item(self, job: MoveJob) -> dict[str, Any]:
         job.updated = time.time()
@@ -94,9 +98,13 @@ class MoveRegistry:
         table = self.registry.table
         return [{op: {"TableName": table, **body} for op, body in e.items()} for e in entries]
 
-    async def _write(self, entries: list[dict[str, Any]], job: MoveJob, kind: str) -> None:
+    async def _write(self, entries: list[dict[str, Any]], job: MoveJob, kind: str | None) -> None:
+        """``kind`` None: the job alone (no edge reads it, no change item)."""
         try:
-            await self.registry.write(self._tabled(entries), account=job.account, kind=kind)
+            if kind is None:
+                await self.registry.write_unseen(self._tabled(entries))
+            else:
+                await self.registry.write(self._tabled(entries), account=job.account, kind=kind)
         except RegistryConflict:
             raise JobTakenOver(
                 f"job {job.job_id} was changed by another process (resume or abort elsewhere) "
@@ -107,7 +115,7 @@ class MoveRegistry:
         cond, values = _meta_is(job, job.source)
         finished = sorted(FINISHED)
         try:
-            await self.registry.write(
+            await self.registry.write_unseen(
                 self._tabled(
                     [
                         {
@@ -130,9 +138,7 @@ class MoveRegistry:
                             }
                         },
                     ]
-                ),
-                account=job.account,
-                kind="move",
+                )
             )
         except RegistryConflict:
             raise MoveRefused(
@@ -159,11 +165,11 @@ class MoveRegistry:
                 }
             ],
             job,
-            "move",
+            None,
         )
 
     async def save(self, job: MoveJob) -> None:
-        await self._write([self._put_own(job)], job, "move")
+        await self._write([self._put_own(job)], job, None)
 
     async def set_moving(self, job: MoveJob, moving: bool) -> None:
         """META ``moving`` on (the final catch-up starts) or off (abort), with the job."""

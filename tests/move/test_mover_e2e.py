@@ -212,7 +212,12 @@ async def test_move_under_load(stack: ReliabilityStack, aiohttp_client: Any) -> 
 
         # An edge with a 30 s registry cache, warmed now: it will not see the flip.
         stale_app = create_app(
-            edge_settings(stack, EDGE_CACHE_TTL_S="30", EDGE_STALE_IF_ERROR_S="300")
+            edge_settings(
+                stack,
+                EDGE_CACHE_TTL_S="30",
+                EDGE_STALE_IF_ERROR_S="300",
+                EDGE_REGISTRY_POLL_INTERVAL_S="0",  # no change log: only the TTL
+            )
         )
         stale = await aiohttp_client(stale_app)
         some = next(iter(written))

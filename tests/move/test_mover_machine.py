@@ -121,6 +121,9 @@ async def test_a_whole_move(world: MoverWorld) -> None:
     assert phases == ["planned", "incoming", "bulk_copy", "catch_up", "moving", "verify",
                       "flip", "fence", "clean", "done"]  # fmt: skip
     assert any(ln.get("event") == "flipped" for ln in lines)
+    # the edges are told of the two META changes only, not of the job's progress saves
+    changes = [c.kind for c in await w.registry.changes_since("0") if c.account == ACCOUNT]
+    assert changes[-2:] == ["move", "flip"] and "move" not in changes[:-2], changes
     # the source's first instance is dead: every call failed over to the second
     assert "fence" in w.source.calls
 

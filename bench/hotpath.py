@@ -18,6 +18,10 @@ versions of the hot path can be compared at any hour to a fraction of a per cent
 about a minute and a half. (Under valgrind the edge's once-a-second chores, such as flushing
 metric tallies, fall every few dozen requests instead of every few thousand: a few hundred
 instructions per request at most.)
+
+``--auth token`` sends a ``VtexIdclientAutCookie`` user token (ES256, the demo issuer's kind of
+key) instead of the app key pair; ``--auth both`` measures the two in alternating rounds of one
+run and prints the token's cost over the key's (issue 18's bound: at most +10 %).
 """
 
 from __future__ import annotations
@@ -29,17 +33,20 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from bench.static_upstream import build_response
 from edge_router.app import STATE, create_app
-from edge_router.config import EdgeSettings, InstanceSettings, RegionSettings
-from edge_router.registry import AccountRecord, ApiKey, KeyOwner, token_hash
+from edge_router.config import EdgeSettings, InstanceSettings, IssuerSettings, RegionSettings
+from edge_router.registry import AccountRecord, ApiKey, KeyOwner, UserGrant, token_hash, user_hash
+from edge_router.token_cli import DEMO_AUDIENCE, DEMO_ISSUER, issue, load_key, make_demo_keys
 from edge_router.wire import (
     ConnectionPool,
     EdgeProtocol,
@@ -50,6 +57,8 @@ from edge_router.wire import (
 
 REGIONS = ("us-east-1", "eu-west-1")
 PATH = "/api/storage/profile-system/profiles/7f3c2a10-0000-4000-8000-00000000000{}"
+USER_ID = "3a2b1c0d-0000-4000-8000-0000000be4c4"
+USER_EMAIL = "bench.user@example.com"
 
 
 class MemoryTransport(asyncio.Transport):
@@ -94,7 +103,8 @@ class _Registry:
         for i, region in enumerate(REGIONS, 1):
             name = f"acme-{i}"
             key = ApiKey(f"key-{i}", token_hash(f"token-{i}"), frozenset({"read"}), True)
-            self.accounts[name] = AccountRecord(name, region, "active", {key.app_key: key})
+            users = {user_hash(USER_EMAIL): UserGrant(frozenset({"read"}), True)}
+            self.accounts[name] = AccountRecord(name, region, "active", {key.app_key: key}, users)
 
     async def get_account(self, name: str) -> AccountRecord | None:
         return self.accounts.get(name)
@@ -103,7 +113,7 @@ class _Registry:
         return None
 
 
-def _settings(upstream_url: str) -> EdgeSettings:
+def _settings(upstream_url: str, jwks_file: Path) -> EdgeSettings:
     regions = tuple(
         RegionSettings(
             name=r,
@@ -120,6 +130,9 @@ def _settings(upstream_url: str) -> EdgeSettings:
         access_log=False,
         rate_limit_rps=1e9,
         rate_limit_burst=10**9,
+        token_issuers=(
+            IssuerSettings("bench", DEMO_ISSUER, (DEMO_AUDIENCE,), jwks_file=str(jwks_file)),
+        ),
     )
     s.validate()
     return s
@@ -144,8 +157,9 @@ async def _health_upstream() -> tuple[web.AppRunner, str]:
 class _Served:
     """The edge's protocol factory, and its app (for its state)."""
 
-    def __init__(self, runner: EdgeRunner) -> None:
+    def __init__(self, runner: EdgeRunner, user_tokens: list[str]) -> None:
         self.app = runner.app
+        self.user_tokens = user_tokens  # one per account (acme-1, acme-2)
         self.factory: EdgeServer = runner.server  # type: ignore[assignment]
 
     def __call__(self) -> EdgeProtocol:
@@ -161,14 +175,21 @@ async def edge_server() -> AsyncIterator[_Served]:
     async def factory(_s: EdgeSettings) -> AsyncIterator[_Registry]:
         yield registry
 
-    app = create_app(_settings(url), registry_factory=factory)  # type: ignore[arg-type]
-    runner = EdgeRunner(app)
-    await runner.setup()
-    try:
-        yield _Served(runner)
-    finally:
-        await runner.cleanup()
-        await health.cleanup()
+    with tempfile.TemporaryDirectory(prefix="hotpath-issuer-") as tmp:
+        key_file, jwks_file = make_demo_keys(Path(tmp), "ES256")
+        key = load_key(key_file)
+        tokens = [
+            issue(key, account=f"acme-{i}", user=USER_ID, email=USER_EMAIL, ttl_s=3600)
+            for i in (1, 2)
+        ]
+        app = create_app(_settings(url, jwks_file), registry_factory=factory)  # type: ignore[arg-type]
+        runner = EdgeRunner(app)
+        await runner.setup()
+        try:
+            yield _Served(runner, tokens)
+        finally:
+            await runner.cleanup()
+            await health.cleanup()
 
 
 def _plug_upstreams(server: _Served, loop: asyncio.AbstractEventLoop) -> None:
@@ -190,7 +211,7 @@ def _plug_upstreams(server: _Served, loop: asyncio.AbstractEventLoop) -> None:
             pool._idle.append(conn)
 
 
-async def measure(requests: int, warmup: int | None = None) -> dict[str, float]:
+async def measure(requests: int, warmup: int | None = None, auth: str = "key") -> dict[str, float]:
     loop = asyncio.get_running_loop()
     async with edge_server() as server:
         _plug_upstreams(server, loop)
@@ -202,11 +223,16 @@ async def measure(requests: int, warmup: int | None = None) -> dict[str, float]:
 
         proto: EdgeProtocol = server()
         proto.connection_made(MemoryTransport(on_client_write))
+
+        def credentials(i: int) -> str:
+            if auth == "token":
+                return f"VtexIdclientAutCookie: {server.user_tokens[i - 1]}\r\n"
+            return f"X-VTEX-API-AppKey: key-{i}\r\nX-VTEX-API-AppToken: token-{i}\r\n"
+
         reqs = [
             (
                 f"GET {PATH.format(i)} HTTP/1.1\r\nHost: acme-{i}.localhost\r\n"
-                f"X-VTEX-API-AppKey: key-{i}\r\nX-VTEX-API-AppToken: token-{i}\r\n"
-                "User-Agent: hotpath\r\nAccept: */*\r\n\r\n"
+                f"{credentials(i)}User-Agent: hotpath\r\nAccept: */*\r\n\r\n"
             ).encode()
             for i in (1, 2)
         ]
@@ -230,6 +256,25 @@ async def measure(requests: int, warmup: int | None = None) -> dict[str, float]:
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         proto.connection_lost(None)
     return {"requests": requests, "cpu_us_per_req": cpu / requests * 1e6, "wall_s": wall}
+
+
+def best_of(rounds: int, requests: int, warmup: int | None, auths: list[str]) -> dict[str, float]:
+    """µs CPU/request, best round of each ``auth``; the kinds alternate round by round so a
+    machine's drift falls on both alike."""
+    try:
+        import uvloop
+
+        factory: Any = uvloop.new_event_loop
+    except ImportError:
+        factory = None
+    best: dict[str, float] = {}
+    for _ in range(rounds):
+        for auth in auths:
+            with asyncio.Runner(loop_factory=factory) as runner:
+                r = runner.run(measure(requests, warmup, auth))
+            print(f"{auth:>5}: {r['requests']} requests: {r['cpu_us_per_req']:.1f} µs CPU/request")
+            best[auth] = min(best.get(auth, float("inf")), r["cpu_us_per_req"])
+    return best
 
 
 _COLLECTED = re.compile(rb"^==\d+== Collected : (\d+)$", re.MULTILINE)
@@ -294,26 +339,24 @@ def main() -> None:
         action="store_true",
         help="count instructions per request under callgrind instead of timing (~1.5 min)",
     )
+    p.add_argument(
+        "--auth",
+        choices=["key", "token", "both"],
+        default="key",
+        help="credential sent: app key + token, a user token, or both in alternating rounds",
+    )
     args = p.parse_args()
     if args.instructions:
         small, large = 500, 2500
         per = count_instructions(small, large, 500 if args.warmup is None else args.warmup)
         print(f"{per:,.0f} instructions/request (callgrind, runs of {large} - {small} requests)")
         return
-    try:
-        import uvloop
-
-        factory: Any = uvloop.new_event_loop
-    except ImportError:
-        factory = None
-    best = None
-    for _ in range(args.rounds):
-        with asyncio.Runner(loop_factory=factory) as runner:
-            r = runner.run(measure(args.requests, args.warmup))
-        print(f"{r['requests']} requests: {r['cpu_us_per_req']:.1f} µs CPU/request")
-        best = r if best is None or r["cpu_us_per_req"] < best["cpu_us_per_req"] else best
-    assert best is not None
-    print(f"best: {best['cpu_us_per_req']:.1f} µs CPU/request (in-memory transports)")
+    auths = ["key", "token"] if args.auth == "both" else [args.auth]
+    best = best_of(args.rounds, args.requests, args.warmup, auths)
+    for auth, us in best.items():
+        print(f"best ({auth}): {us:.1f} µs CPU/request (in-memory transports)")
+    if len(best) == 2:
+        print(f"user token over app key: {(best['token'] / best['key'] - 1) * 100:+.1f} %")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """``edge-router``: ``serve [--workers N]`` runs the edge; ``registry ...`` manages accounts;
-``account move ...`` moves an account to another region (``move/cli.py``); ``residency report``
-proves where each account's data is."""
+``account move ...`` moves an account to another region (``move/cli.py``); ``token ...`` is the
+local demo issuer of user tokens; ``residency report`` proves where each account's data is."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--workers", type=int, default=None, help="processes sharing the port")
     p_serve.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     p_reg = sub.add_parser("registry", help="manage the account registry")
+    from . import token_cli
     from .registry_cli import add_arguments, run
 
     add_arguments(p_reg)
@@ -24,11 +25,14 @@ def main(argv: list[str] | None = None) -> int:
     from .move import cli as move_cli
 
     move_cli.add_arguments(p_acc)
+    token_cli.add_arguments(sub.add_parser("token", help="LOCAL DEMO user-token issuer"))
     p_res = sub.add_parser("residency", help="prove where each account's data is")
     from . import residency_cli
 
     residency_cli.add_arguments(p_res)
     args = parser.parse_args(argv)
+    if args.command == "token":  # needs no edge settings
+        return token_cli.run(args)
     try:
         settings = EdgeSettings.from_env()
     except ConfigError as exc:
@@ -40,7 +44,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         from .server import serve
 
-        return serve(settings, args.workers, args.worker_index)
+        try:
+            return serve(settings, args.workers, args.worker_index)
+        except ConfigError as exc:  # found at start, e.g. a token issuer's unusable JWK set
+            print(f"edge-router: configuration error: {exc}", file=sys.stderr)
+            return 2
     if args.command == "account":
         return move_cli.run(settings, args)
     if args.command == "residency":

@@ -35,6 +35,7 @@ from .registry_changes import ChangePoller
 from .resolve import AccountResolver
 from .routes import RouteTable
 from .upstream import Pools
+from .user_token import TokenVerifier
 from .wire import SERVICE, Service
 
 __all__ = [
@@ -107,8 +108,10 @@ def _state_ctx(
             await pools.start()
             forwarder = Forwarder(s, pools, metrics)
             forwarder.misrouted = accounts.forget
+            tokens = TokenVerifier(s)
             poller = _change_poller(s, registry, accounts, key_owners, metrics)
             try:
+                await tokens.start()
                 loop = asyncio.get_running_loop()
                 state = app[STATE] = EdgeState(
                     settings=s,
@@ -121,6 +124,7 @@ def _state_ctx(
                     pools=pools,
                     forwarder=forwarder,
                     loop=loop,
+                    tokens=tokens,
                     access_log=s.access_log,
                 )
                 app[SERVICE] = Service(
@@ -140,6 +144,7 @@ def _state_ctx(
                     await poller.stop()  # before the registry client closes
                 metrics.stop_flusher()
                 await pools.close()
+                await tokens.close()
 
     return ctx
 

@@ -1,4 +1,9 @@
-"""Who is calling? VTEX app key + app token, checked against the account's own keys.
+"""Who is calling? VTEX app key + app token, checked against the account's own keys, or a
+user token (``user_token.py``) whose user the account granted roles to.
+
+The two credentials of the contract. App key + token headers, when either is present, decide
+alone (a user token beside them is ignored); only a request with neither is looked at for a
+user token (``VtexIdclientAutCookie`` header or cookies).
 
 Tokens are never stored: the registry holds their SHA-256, and the comparison of digests is
 constant-time. Outcomes, each with a ``reason`` for ``edge_auth_failures_total``:
@@ -7,6 +12,9 @@ constant-time. Outcomes, each with a ``reason`` for ``edge_auth_failures_total``
 * key unknown, wrong token, key revoked            -> 401 invalid_credentials
 * key + token valid, but for another account       -> 403 key_not_for_account
 * account suspended (checked after authentication) -> 403 account_suspended
+* user token valid, its account claim another one  -> 403 token_not_for_account
+* user token valid, no active grant for its user   -> 403 user_not_granted
+  (user token refusals: 401, see ``user_token``)
 
 401 and 403 are told apart through the registry's app-key owner index, consulted only on the
 failure path and only credited when the caller also holds the right token, so the answer never
@@ -23,6 +31,7 @@ from dataclasses import dataclass
 
 from .errors import EdgeError, Forbidden, Unauthorized
 from .registry import AccountRecord, KeyOwner
+from .user_token import VerifiedToken
 
 APP_KEY_HEADER = "X-VTEX-API-AppKey"
 APP_TOKEN_HEADER = "X-VTEX-API-AppToken"  # noqa: S105 (a header name)
@@ -33,7 +42,7 @@ _MAX_TOKEN = 1024
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    app_key: str
+    name: str  # the assertion's principal: the app key, or "user:{userId}"
     roles: frozenset[str]
 
 
@@ -93,7 +102,10 @@ async def authenticate(
         return principal
     if reason == "missing_credentials":
         raise _fail(
-            Unauthorized, "missing_credentials", reason, "X-VTEX-API-AppKey and AppToken required"
+            Unauthorized,
+            "missing_credentials",
+            reason,
+            "X-VTEX-API-AppKey and AppToken, or a VtexIdclientAutCookie user token, required",
         )
     if reason == "unknown_key" and app_key:
         owner = await key_owner(app_key)
@@ -107,3 +119,20 @@ async def authenticate(
                 Forbidden, "key_not_for_account", "wrong_account", "this key is for another account"
             )
     raise _fail(Unauthorized, "invalid_credentials", reason, "invalid app key or token")
+
+
+def authenticate_user(record: AccountRecord, token: VerifiedToken) -> Principal:
+    """A verified user token on ``record``'s account: its principal, with the roles the
+    account granted the user (``registry grant-user``)."""
+    if token.account != record.name:
+        raise _fail(
+            Forbidden, "token_not_for_account", "wrong_account", "this token is for another account"
+        )
+    grant = record.users.get(token.user_hash)
+    if grant is None or not grant.active or not grant.roles:
+        raise _fail(
+            Forbidden, "user_not_granted", "user_not_granted", "this user has no roles here"
+        )
+    if not record.active:
+        raise _fail(Forbidden, "account_suspended", "account_suspended", "account is suspended")
+    return _principal("user:" + token.user_id, grant.roles)

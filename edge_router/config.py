@@ -11,6 +11,17 @@ set, from ``EDGE_REGIONS_JSON`` holding the same structure::
     table = "profiles"              # the region's Profile System table (registry set-region)
     dynamodb_endpoint = "http://127.0.0.1:8000"   # optional
 
+User-token issuers (``VtexIdclientAutCookie``, ``user_token.py``) are tables too, from
+``[token_issuers."<name>"]`` or ``EDGE_TOKEN_ISSUERS_JSON``; none configured = app keys only::
+
+    [token_issuers."vtex-id"]
+    issuer = "https://id.example.com"   # the tokens' iss
+    audiences = ["profile-system"]      # accepted aud values
+    jwks_url = "https://id.example.com/.well-known/jwks.json"   # or jwks_file = "/path"
+    algorithms = ["RS256", "ES256"]     # asymmetric only (default these two)
+    account_claim = "account"           # the claim naming the account (default)
+    user_claim = "userId"               # the claim naming the user id (default)
+
 Every error names the setting and how to set it.
 """
 
@@ -20,6 +31,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from yarl import URL
@@ -34,7 +46,14 @@ from residency_contract.settings import (
     upper_str,
 )
 
-__all__ = ["ConfigError", "EdgeSettings", "InstanceSettings", "RegionSettings", "Timeouts"]
+__all__ = [
+    "ConfigError",
+    "EdgeSettings",
+    "InstanceSettings",
+    "IssuerSettings",
+    "RegionSettings",
+    "Timeouts",
+]
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,62})(\.[a-z0-9][a-z0-9-]{0,62})*$")
 _INSTANCE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -53,6 +72,28 @@ class RegionSettings:
     assertion_secret: bytes
     table: str
     dynamodb_endpoint: str | None = None
+
+
+# Signature algorithms an issuer may allow: asymmetric only. "none" and the HMAC family are
+# never accepted: with a public key set, an HS* token would be "signed" with public material.
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+_CLAIM = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerSettings:
+    """One identity provider whose user tokens the edge accepts (``token_issuers``)."""
+
+    name: str
+    issuer: str  # the tokens' iss, exactly
+    audiences: tuple[str, ...]
+    jwks_file: str | None = None
+    jwks_url: str | None = None
+    algorithms: tuple[str, ...] = ("RS256", "ES256")
+    account_claim: str = "account"
+    user_claim: str = "userId"
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +232,69 @@ def _regions(src: ConfigSource, environ: Mapping[str, str]) -> tuple[RegionSetti
     return tuple(regions)
 
 
+def _str_list(where: str, raw: Any) -> tuple[str, ...]:
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not items or not all(isinstance(i, str) and i for i in items):
+        raise ConfigError(f"setting {where!r} must be a non-empty string or list of strings")
+    return tuple(items)
+
+
+def _issuer(name: str, spec: Any) -> IssuerSettings:
+    where = f"token_issuers.{name}"
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"setting {where!r} must be a table")
+    iss = spec.get("issuer")
+    if not isinstance(iss, str) or not iss:
+        raise ConfigError(f"setting '{where}.issuer' (the tokens' iss) is required")
+    raw_aud = spec.get("audiences", spec.get("audience"))
+    if raw_aud is None:
+        raise ConfigError(f"setting '{where}.audiences' is required")
+    audiences = _str_list(f"{where}.audiences", raw_aud)
+    jwks_file, jwks_url = spec.get("jwks_file") or None, spec.get("jwks_url") or None
+    if (jwks_file is None) == (jwks_url is None):
+        raise ConfigError(f"setting {where!r}: exactly one of jwks_file or jwks_url")
+    if jwks_file is not None and not Path(str(jwks_file)).is_file():
+        raise ConfigError(f"setting '{where}.jwks_file': {jwks_file} is not a readable file")
+    if jwks_url is not None and not str(jwks_url).startswith(("http://", "https://")):
+        raise ConfigError(f"setting '{where}.jwks_url' must be an http(s) URL")
+    algorithms = _str_list(f"{where}.algorithms", spec.get("algorithms", ["RS256", "ES256"]))
+    refused = set(algorithms) - ASYMMETRIC_ALGORITHMS
+    if refused:
+        raise ConfigError(
+            f"setting '{where}.algorithms': {sorted(refused)} not allowed; asymmetric only "
+            f"({', '.join(sorted(ASYMMETRIC_ALGORITHMS))})"
+        )
+    claims = {}
+    for claim, default in (("account_claim", "account"), ("user_claim", "userId")):
+        value = spec.get(claim, default)
+        if not isinstance(value, str) or not _CLAIM.match(value):
+            raise ConfigError(f"setting '{where}.{claim}' must be a claim name")
+        claims[claim] = value
+    return IssuerSettings(
+        name=name,
+        issuer=iss,
+        audiences=audiences,
+        jwks_file=str(jwks_file) if jwks_file else None,
+        jwks_url=str(jwks_url) if jwks_url else None,
+        algorithms=algorithms,
+        **claims,
+    )
+
+
+def _issuers(src: ConfigSource, environ: Mapping[str, str]) -> tuple[IssuerSettings, ...]:
+    raw_json = environ.get("EDGE_TOKEN_ISSUERS_JSON")
+    if raw_json:
+        try:
+            table = json.loads(raw_json)
+        except ValueError as exc:
+            raise ConfigError(f"setting 'token_issuers' (EDGE_TOKEN_ISSUERS_JSON): {exc}") from None
+        if not isinstance(table, dict):
+            raise ConfigError("setting 'token_issuers' (EDGE_TOKEN_ISSUERS_JSON) must be an object")
+    else:
+        table = src.raw_table("token_issuers")
+    return tuple(_issuer(str(name), spec) for name, spec in table.items())
+
+
 @dataclass(frozen=True, slots=True)
 class EdgeSettings:
     regions: tuple[RegionSettings, ...]
@@ -259,6 +363,17 @@ class EdgeSettings:
     # The public listener: "raw" (wire.EdgeRunner, the production one) or "web" (aiohttp.web's
     # own server running the same pipeline; kept so the bench can measure one against the other).
     listener: str = "raw"
+    # User tokens (user_token.py): the issuers, the clock skew allowed on exp/nbf, the
+    # verification cache (a token is re-verified at least every token_cache_ttl_s), and the
+    # key sets' fetch bound, refresh rate limit (an unknown kid refreshes at most this often)
+    # and age (a set older than this is refreshed before the next verification).
+    token_issuers: tuple[IssuerSettings, ...] = ()
+    token_leeway_s: float = 30.0
+    token_cache_size: int = 10_000
+    token_cache_ttl_s: float = 60.0
+    jwks_timeout_s: float = 2.0
+    jwks_refresh_min_s: float = 30.0
+    jwks_max_age_s: float = 300.0
     timeouts: Timeouts = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -339,8 +454,14 @@ class EdgeSettings:
             "log_level": upper_str,
             "via": str,
             "listener": str,
+            "token_leeway_s": _non_negative,
+            "token_cache_size": pos_i,
+            "token_cache_ttl_s": pos_f,
+            "jwks_timeout_s": pos_f,
+            "jwks_refresh_min_s": _non_negative,
+            "jwks_max_age_s": pos_f,
         }
-        s = src.load(cls, casts, regions=_regions(src, env))
+        s = src.load(cls, casts, regions=_regions(src, env), token_issuers=_issuers(src, env))
         s.validate()
         return s
 
@@ -405,3 +526,6 @@ class EdgeSettings:
         names = [r.name for r in self.regions]
         if len(set(names)) != len(names):
             raise ConfigError("setting 'regions' names a region twice")
+        issuers = [i.issuer for i in self.token_issuers]
+        if len(set(issuers)) != len(issuers):
+            raise ConfigError("setting 'token_issuers' names the same issuer (iss) twice")

@@ -4,7 +4,9 @@ Hop-by-hop headers (RFC 9110 §7.6.1) describe one connection, not the message: 
 every header it names, Keep-Alive, TE, Trailer, Transfer-Encoding, Upgrade, Proxy-*. They are
 never forwarded. ``Expect`` is answered by our own server, so it is not forwarded either.
 Every client-sent ``x-residency-*`` header is dropped: only the edge speaks that language to the
-stores. Everything else, ``Content-Encoding`` and ``traceparent`` included, passes untouched.
+stores. The user token (``VtexIdclientAutCookie``, as a header or as cookies) is verified by the
+edge and never crosses: the store learns the user from the signed assertion. Everything else,
+``Content-Encoding`` and ``traceparent`` included, passes untouched.
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ HOP_BY_HOP = frozenset(
 )
 # Request headers the edge sets itself (any client value is replaced, not trusted).
 _EDGE_SET = frozenset({"host", "x-forwarded-proto", "x-forwarded-host", "x-request-id"})
+
+# The contract's user token: this header, or the cookie of this name (optionally suffixed
+# with ``_{account}``, the form a browser holding sessions on several accounts sends).
+USER_TOKEN = "VtexIdclientAutCookie"  # noqa: S105 (a header name)
+_USER_TOKEN_LOWER = USER_TOKEN.lower()
 
 REQUEST_ID = "X-Request-Id"
 DATA_REGION = "X-Data-Region"
@@ -92,6 +99,10 @@ def upstream_request_items(
                 xff = value if xff is None else f"{xff}, {value}"
             elif lname == "via":
                 vias.append(value)
+            elif lname == "cookie":
+                value = strip_token_cookies(value)
+                if value and not (named and lname in named):
+                    out.append((name, value))
             continue
         if named and name.lower() in named:
             continue
@@ -110,6 +121,18 @@ def upstream_request_items(
     out.append((REQUEST_ID, request_id))
     out.append((ASSERTION_HEADER, assertion))
     return out
+
+
+def strip_token_cookies(cookie: str) -> str:
+    """A Cookie header's value without the user-token cookies ("" when nothing is left)."""
+    if _USER_TOKEN_LOWER not in cookie.lower():
+        return cookie
+    kept = [
+        c.strip()
+        for c in cookie.split(";")
+        if c.strip() and not c.strip().lower().startswith(_USER_TOKEN_LOWER)
+    ]
+    return "; ".join(kept)
 
 
 # A header block: the header lines of a message as on the wire, each led by its CRLF
@@ -169,7 +192,19 @@ def _filter_lines(block: Block, named: frozenset[str], vias: list[str]) -> Block
 
 
 # Names handled apart from plain copying: dropped, or merged into what the edge sets.
-_REQUEST_DROP = HOP_BY_HOP | _EDGE_SET | {"x-forwarded-for", "via"}
+# (``cookie``: kept, minus the user-token cookies.) The app token is a secret the edge has
+# already checked; the store trusts only the assertion, so the token stops here like a user's.
+_REQUEST_DROP = (
+    HOP_BY_HOP
+    | _EDGE_SET
+    | {
+        "x-forwarded-for",
+        "via",
+        "cookie",
+        _USER_TOKEN_LOWER,
+        "x-vtex-api-apptoken",
+    }
+)
 # ``Server``: the store's software and version are nobody's business outside the stack.
 _RESPONSE_DROP = HOP_BY_HOP | {"via", "x-request-id", "x-data-region", "server"}
 # A line of a header block whose name is in _RESPONSE_DROP or starts with "proxy-".

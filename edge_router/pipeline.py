@@ -10,7 +10,8 @@ no byte of an answer was sent yet::
     find_account   Host / ?an= -> account name                       400
     load_account   registry (cached, single flight, stale-while-revalidate,
                    circuit breaker) -> the account's record          404 / 503
-    authenticate   app key + token, then account status -> principal 401 / 403
+    authenticate   app key + token, else a user token (verified, cached),
+                   then grant and account status -> principal       401 / 403
     check_moving   a write while the account's move freezes it       503 account_moving
     rate_limit     per-account token bucket                          429
     check_length   declared Content-Length                           413
@@ -58,6 +59,7 @@ from .registry import AccountRecord, KeyOwner
 from .resolve import AccountResolver
 from .routes import RouteTable, split_target
 from .upstream import Pools
+from .user_token import TokenVerifier, find_token, refused
 from .wire import check_message as check_framing
 
 access_log = logging.getLogger("edge_router.access")
@@ -78,6 +80,7 @@ class EdgeState:
     pools: Pools
     forwarder: Forwarder
     loop: asyncio.AbstractEventLoop
+    tokens: TokenVerifier | None = None  # user tokens; None: no issuer, every token refused
     access_log: bool = False  # settings.access_log, read once
     in_flight: int = 0  # admitted exchanges not done yet (``serve`` alone counts them)
 
@@ -108,9 +111,14 @@ async def load_account(st: EdgeState, account: str) -> AccountRecord:
 async def authenticate(st: EdgeState, ex: Exchange, record: AccountRecord) -> Principal:
     h = ex.headers
     try:
-        return await auth.authenticate(
-            record, h.get(APP_KEY_HEADER), h.get(APP_TOKEN_HEADER), st.key_owners.get
-        )
+        app_key, app_token = h.get(APP_KEY_HEADER), h.get(APP_TOKEN_HEADER)
+        if app_key is None and app_token is None:  # app key headers, when present, decide
+            user_token = find_token(h, record.name)
+            if user_token is not None:
+                if st.tokens is None:
+                    raise refused("unknown_issuer", "unknown_issuer", "unknown token issuer")
+                return auth.authenticate_user(record, await st.tokens.verify(user_token))
+        return await auth.authenticate(record, app_key, app_token, st.key_owners.get)
     except EdgeError as exc:
         st.metrics.auth_failures.labels(getattr(exc, "reason", exc.code)).inc()
         raise

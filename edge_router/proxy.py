@@ -156,7 +156,7 @@ class Forwarder:
         assertion = self.signer.sign(
             account=ex.account or "",
             region=ex.region,
-            principal=principal.app_key,
+            principal=principal.name,
             roles=principal.roles,
             method=ex.method,
             target=ex.target,

@@ -1,10 +1,12 @@
-"""The account registry: account -> home region, status and API keys. No PII lives here.
+"""The account registry: account -> home region, status, API keys and user grants. No PII
+lives here.
 
 One DynamoDB table, one partition per account, so one Query returns everything the edge needs
 to route and authenticate a request for that account::
 
     pk ACCOUNT#{name}   sk META          {region, status, createdAt, generation, moving}
     pk ACCOUNT#{name}   sk KEY#{appKey}  {tokenHash (sha256 hex), roles [..], status, createdAt}
+    pk ACCOUNT#{name}   sk USER#{sha256(lower-cased e-mail) hex}  {roles [..], status, createdAt}
     pk APPKEY#{appKey}  sk KEY           {account, tokenHash, status}   (owner index)
 
 ``generation`` (absent = 0) rises by one with every completed move of the account's home
@@ -20,6 +22,12 @@ registry without a change item.
 
 The owner index lets the edge tell "your key belongs to another account" (403) from "no such
 key" (401) without scanning, and only when the caller also holds that key's token.
+
+User grants (roles of a user-token caller) are keyed by a hash of the e-mail, the identity the
+operator grants (``registry grant-user ACCOUNT EMAIL``) and the token's ``sub``: the e-mail
+itself is PII and never stored. A plain SHA-256 is pseudonymous, not anonymous -- someone who
+can read the table and guesses an address can confirm it -- which is acceptable for this
+internal table; it keeps the grant readable by the edge with no secret to distribute.
 
 ``DynamoRegistry`` is the boundary: every botocore/aiobotocore failure becomes
 ``RegistryError`` here and nowhere else (``RegistryConflict`` when a write's condition failed).
@@ -55,6 +63,17 @@ def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
+def user_hash(email: str) -> str:
+    """The registry's key for a user: SHA-256 hex of the trimmed, lower-cased e-mail."""
+    return hashlib.sha256(email.strip().lower().encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class UserGrant:
+    roles: frozenset[str]
+    active: bool
+
+
 @dataclass(frozen=True, slots=True)
 class ApiKey:
     app_key: str
@@ -69,6 +88,7 @@ class AccountRecord:
     region: str
     status: str
     keys: Mapping[str, ApiKey] = field(default_factory=dict)
+    users: Mapping[str, UserGrant] = field(default_factory=dict)  # by ``user_hash``
     generation: int = 0
     moving: bool = False  # a move's final catch-up: writes are refused (503 account_moving)
 
@@ -97,23 +117,29 @@ def _s(item: Mapping[str, Any], name: str, default: str = "") -> str:
     return v["S"] if v and "S" in v else default
 
 
+def _roles(item: Mapping[str, Any]) -> frozenset[str]:
+    roles_attr = item.get("roles", {})
+    return frozenset(roles_attr.get("SS") or [r["S"] for r in roles_attr.get("L", [])])
+
+
 def parse_account(name: str, items: list[Mapping[str, Any]]) -> AccountRecord | None:
     meta = None
     keys: dict[str, ApiKey] = {}
+    users: dict[str, UserGrant] = {}
     for item in items:
         sk = _s(item, "sk")
         if sk == "META":
             meta = item
         elif sk.startswith("KEY#"):
             app_key = sk[4:]
-            roles_attr = item.get("roles", {})
-            roles = roles_attr.get("SS") or [r["S"] for r in roles_attr.get("L", [])]
             keys[app_key] = ApiKey(
                 app_key=app_key,
                 token_sha256=bytes.fromhex(_s(item, "tokenHash")),
-                roles=frozenset(roles),
+                roles=_roles(item),
                 active=_s(item, "status", ACTIVE) == ACTIVE,
             )
+        elif sk.startswith("USER#"):
+            users[sk[5:]] = UserGrant(_roles(item), _s(item, "status", ACTIVE) == ACTIVE)
     if meta is None:
         return None
     return AccountRecord(
@@ -121,6 +147,7 @@ def parse_account(name: str, items: list[Mapping[str, Any]]) -> AccountRecord | 
         region=_s(meta, "region"),
         status=_s(meta, "status", ACTIVE),
         keys=keys,
+        users=users,
         generation=int(meta.get("generation", {}).get("N", "0")),
         moving=bool(meta.get("moving", {}).get("BOOL", False)),
     )
@@ -438,6 +465,52 @@ class DynamoRegistry:
             await self.write(entries, account=account, kind="revoke_key", app_keys=[app_key])
         except RegistryConflict as exc:
             raise RegistryError(f"revoke-key refused: no key {app_key} on {account}") from exc
+
+    async def grant_user(self, account: str, email: str, roles: list[str]) -> None:
+        """Give a user (by e-mail, stored hashed) these roles on the account; replaces a grant."""
+        entries: list[dict[str, Any]] = [
+            {
+                "ConditionCheck": {
+                    "TableName": self.table,
+                    "Key": {"pk": {"S": f"ACCOUNT#{account}"}, "sk": {"S": "META"}},
+                    "ConditionExpression": "attribute_exists(pk)",
+                }
+            },
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": {
+                        "pk": {"S": f"ACCOUNT#{account}"},
+                        "sk": {"S": f"USER#{user_hash(email)}"},
+                        "roles": {"SS": sorted(roles)},
+                        "status": {"S": ACTIVE},
+                        "createdAt": {"N": str(int(time.time()))},
+                    },
+                }
+            },
+        ]
+        try:
+            await self.write(entries, account=account, kind="grant_user")
+        except RegistryConflict as exc:
+            raise RegistryError(f"grant-user refused: no account {account!r}") from exc
+
+    async def revoke_user(self, account: str, email: str) -> None:
+        update = {
+            "Update": {
+                "TableName": self.table,
+                "Key": {"pk": {"S": f"ACCOUNT#{account}"}, "sk": {"S": f"USER#{user_hash(email)}"}},
+                "UpdateExpression": "SET #s = :r",
+                "ExpressionAttributeNames": {"#s": "status"},
+                "ExpressionAttributeValues": {":r": {"S": REVOKED}},
+                "ConditionExpression": "attribute_exists(pk)",
+            }
+        }
+        try:
+            await self.write([update], account=account, kind="revoke_user")
+        except RegistryConflict as exc:  # (the e-mail is not repeated: it is PII)
+            raise RegistryError(
+                f"revoke-user refused: no grant for that user on {account}"
+            ) from exc
 
     async def set_status(self, account: str, status: str) -> None:
         await self._update_meta(account, "status", status, kind="set_status")

@@ -1,4 +1,5 @@
-"""``edge-router registry ...``: create and inspect accounts and API keys in the registry.
+"""``edge-router registry ...``: create and inspect accounts, API keys and user grants in the
+registry.
 
 Uses the edge's own settings (``EDGE_CONFIG`` / ``EDGE_*``) for the registry table and endpoint
 and for each region's Profile System table, which ``set-region`` needs: moving an account's
@@ -8,7 +9,8 @@ it -- or worse, send new PII elsewhere while old PII stays behind. Migrations ar
 deliberate procedure: ``edge-router account move`` (``move/``).
 
 Output is one JSON object per line so scripts can read it. Generated app tokens are printed
-once and never stored (only their SHA-256 is).
+once and never stored (only their SHA-256 is). A user grant names the user by e-mail (the
+``sub`` of their tokens); only its SHA-256 is stored, and no output repeats the e-mail.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from residency_contract.assertion import GRANTABLE_ROLES as ROLES
 from .auth import APP_KEY_FORMAT
 from .config import EdgeSettings
 from .errors import RegistryError
-from .registry import ACTIVE, SUSPENDED, DynamoRegistry, account_has_data
+from .registry import ACTIVE, SUSPENDED, DynamoRegistry, account_has_data, user_hash
 from .resolve import valid_account
 
 
@@ -44,6 +46,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("revoke-key", help="revoke an API key")
     p.add_argument("account")
     p.add_argument("app_key")
+    p = sub.add_parser("grant-user", help="give a user (user tokens) roles on an account")
+    p.add_argument("account")
+    p.add_argument("email", help="the user's e-mail: the sub of their tokens (stored hashed)")
+    p.add_argument("--roles", required=True, help="comma-separated: " + ",".join(sorted(ROLES)))
+    p = sub.add_parser("revoke-user", help="take a user's roles on an account away")
+    p.add_argument("account")
+    p.add_argument("email")
     p = sub.add_parser("set-region", help="move the home region (refused once data exists)")
     p.add_argument("account")
     p.add_argument("region")
@@ -63,6 +72,18 @@ class Refused(Exception):
 def _check_account(name: str) -> None:
     if not valid_account(name):
         raise Refused(f"{name!r} is not a valid account name ([a-z0-9][a-z0-9-]{{0,62}})")
+
+
+def _roles(raw: str) -> list[str]:
+    roles = sorted({r.strip() for r in raw.split(",") if r.strip()})
+    if not roles or set(roles) - ROLES:
+        raise Refused(f"--roles must be a non-empty subset of {sorted(ROLES)}")
+    return roles
+
+
+def _check_email(email: str) -> None:
+    if "@" not in email or len(email) > 254 or email.strip() != email:
+        raise Refused("the user must be named by an e-mail address (the sub of their tokens)")
 
 
 def _check_region(settings: EdgeSettings, region: str) -> None:
@@ -100,14 +121,15 @@ async def _run(settings: EdgeSettings, args: argparse.Namespace) -> None:
                             {"app_key": k.app_key, "roles": sorted(k.roles), "active": k.active}
                             for k in rec.keys.values()
                         ],
+                        "users": [
+                            {"user_sha256": h, "roles": sorted(u.roles), "active": u.active}
+                            for h, u in rec.users.items()
+                        ],
                     }
                 )
         elif cmd == "create-key":
             _check_account(args.account)
-            roles = sorted({r.strip() for r in args.roles.split(",") if r.strip()})
-            unknown = set(roles) - ROLES
-            if not roles or unknown:
-                raise Refused(f"--roles must be a non-empty subset of {sorted(ROLES)}")
+            roles = _roles(args.roles)
             app_key = args.app_key or f"vtexappkey-{args.account}-{secrets.token_hex(8).upper()}"
             if not APP_KEY_FORMAT.match(app_key):
                 raise Refused("--app-key must be 1-128 characters of [A-Za-z0-9_.:-]")
@@ -123,6 +145,17 @@ async def _run(settings: EdgeSettings, args: argparse.Namespace) -> None:
         elif cmd == "revoke-key":
             await reg.revoke_key(args.account, args.app_key)
             _out({"account": args.account, "app_key": args.app_key, "status": "revoked"})
+        elif cmd == "grant-user":
+            _check_account(args.account)
+            _check_email(args.email)
+            roles = _roles(args.roles)
+            await reg.grant_user(args.account, args.email, roles)
+            _out({"account": args.account, "user_sha256": user_hash(args.email), "roles": roles})
+        elif cmd == "revoke-user":
+            await reg.revoke_user(args.account, args.email)
+            _out(
+                {"account": args.account, "user_sha256": user_hash(args.email), "status": "revoked"}
+            )
         elif cmd == "set-status":
             await reg.set_status(args.account, args.status)
             _out({"account": args.account, "status": args.status})

@@ -15,7 +15,9 @@ another shell, talking to the running stack over a control socket (found by the 
 
 ``--port`` names the stack when it is not on the default edge port.
 
-LOCAL DEMO ONLY: the secrets and API keys below are clearly-marked demo values.
+LOCAL DEMO ONLY: the secrets and API keys below are clearly-marked demo values. The demo
+user-token issuer's key pair is made at each start in the work dir (``edge-router token
+demo-keys``), never committed; ``edge-router token issue`` signs tokens with it.
 """
 
 from __future__ import annotations
@@ -46,6 +48,10 @@ DEMO_KEYS = {
     "demo-eu": ("vtexappkey-demo-eu-LOCALDEMO", "LOCAL-DEMO-TOKEN-eu-not-a-secret"),
 }
 DEMO_SECRETS = {r: f"demo-only-assertion-secret-{r}" for r in REGIONS}
+# LOCAL DEMO user (user tokens): granted read + unmask on both demo accounts.
+DEMO_USER_ID = "0d3c5e8a-4b1f-4c2d-9e7a-000000de0001"
+DEMO_USER_EMAIL = "demo.operator@example.com"
+DEMO_USER_ROLES = "read,unmask"
 TABLE = "profiles"
 REGISTRY_TABLE = "account-registry"
 SESSION_BEGIN = "# ---- curl session (copy-paste) ----"
@@ -103,6 +109,7 @@ class Stack:
     specs: dict[str, tuple[list[str], dict[str, str]]] = field(default_factory=dict)
     ready_urls: dict[str, str] = field(default_factory=dict)  # name -> its readiness URL
     region_of: dict[str, str] = field(default_factory=dict)  # store name -> region
+    demo_issuer: dict[str, str] = field(default_factory=dict)  # token demo-keys' answer
 
     def base_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PROFILE_STORE_", "EDGE_"))}
@@ -192,6 +199,22 @@ class Stack:
                 env,
             )
             self.run("create-table", [self.python, "-m", "profile_store", "create-table"], env)
+        say("making the LOCAL DEMO user-token issuer's key pair")
+        self.demo_issuer = json.loads(
+            self.run(
+                "token demo-keys",
+                [
+                    self.python,
+                    "-m",
+                    "edge_router",
+                    "token",
+                    "demo-keys",
+                    "--dir",
+                    str(self.workdir),
+                ],
+                self.base_env(),
+            )
+        )
         self.write_edge_config(store_ports := self.pick_store_ports())
         say("creating the account registry and demo accounts")
         edge = [self.python, "-m", "edge_router", "registry"]
@@ -216,6 +239,11 @@ class Stack:
                     "--app-token",
                     token,
                 ],
+                self.edge_env(),
+            )
+            self.run(
+                "grant-user",
+                [*edge, "grant-user", account, DEMO_USER_EMAIL, "--roles", DEMO_USER_ROLES],
                 self.edge_env(),
             )
         for region in REGIONS:
@@ -262,6 +290,15 @@ class Stack:
                 f'table = "{TABLE}"',
                 f'dynamodb_endpoint = "{self.ddbs[region].endpoint}"',
             ]
+        issuer = self.demo_issuer
+        lines += [
+            "",
+            "# LOCAL DEMO user-token issuer (edge-router token issue signs for it)",
+            '[token_issuers."local-demo"]',
+            f'issuer = "{issuer["issuer"]}"',
+            f'audiences = ["{issuer["audience"]}"]',
+            f'jwks_file = "{issuer["jwks_file"]}"',
+        ]
         (self.workdir / "edge.toml").write_text("\n".join(lines) + "\n")
 
     def down(self) -> None:
@@ -280,6 +317,10 @@ class Stack:
             account: f"-H 'X-VTEX-API-AppKey: {key}' -H 'X-VTEX-API-AppToken: {token}' {json_h}"
             for account, (key, token) in DEMO_KEYS.items()
         }
+        issue = (
+            f"{self.python} -m edge_router token issue --key {self.demo_issuer['key_file']} "
+            f"--account demo-eu --user {DEMO_USER_ID} --email {DEMO_USER_EMAIL}"
+        )
         pick = (
             "python3 -c 'import json,sys; d=json.load(sys.stdin); "
             'print(d["id"], d["meta"]["version"])\''
@@ -325,6 +366,10 @@ class Stack:
                 get("profiles/'$US_ID'/versions/'$US_V1'/unmask?reason=audit-check", "demo-us"),
                 "# 5. one account's key on the other account is refused (403)",
                 get("profiles/'$EU_ID'", "demo-eu").replace(auth["demo-eu"], auth["demo-us"]),
+                "# 6. the same unmask as a signed-in user: a VtexIdclientAutCookie user token from",
+                "#    the LOCAL DEMO issuer (audited as user:<userId>)",
+                f"curl -si '{base}/profiles/'$EU_ID'/unmask?reason=support-ticket&an=demo-eu' "
+                f'{json_h} -H "VtexIdclientAutCookie: $({issue})"',
                 SESSION_END,
             ]
         )
@@ -521,6 +566,10 @@ def main(argv: list[str] | None = None) -> int:
             f"Admin:   http://127.0.0.1:{args.admin_port}/metrics  /healthz  /readyz\n"
             f"Logs:    {workdir}\n"
             f"Demo accounts (LOCAL DEMO keys): demo-us -> us-east-1, demo-eu -> eu-west-1\n"
+            f"Demo user (LOCAL DEMO issuer, roles {DEMO_USER_ROLES}): {DEMO_USER_EMAIL}; a token:"
+            f" {stack.python} -m edge_router token issue --key "
+            f"{stack.demo_issuer.get('key_file')} --account demo-eu --user {DEMO_USER_ID}"
+            f" --email {DEMO_USER_EMAIL}\n"
             f"Failover: ./deploy/local/run-stack status|stop NAME|restart NAME{hint} "
             f"(from another shell)\n\n"
             f"{stack.session()}\n\nREADY. Ctrl-C stops everything.",

@@ -7,8 +7,9 @@ import pytest
 from bench import hotpath
 
 
-async def test_hotpath_answers_every_request_and_reports_cpu() -> None:
-    result = await hotpath.measure(300)  # raises on any answer that is not a 200
+@pytest.mark.parametrize("auth", ["key", "token"])
+async def test_hotpath_answers_every_request_and_reports_cpu(auth: str) -> None:
+    result = await hotpath.measure(300, auth=auth)  # raises on any answer that is not a 200
     assert result["requests"] == 300
     assert 0 < result["cpu_us_per_req"] < 100_000
 

@@ -127,10 +127,10 @@ def test_one_command_stack_serves_the_printed_session(tmp_path: Path) -> None:
         done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stdout + done.stderr
         steps = re.split(r"^=== step \d+$", done.stdout, flags=re.M)[1:]
-        assert len(steps) == len(commands) == 8
+        assert len(steps) == len(commands) == 9
 
         us_read, eu_read, eu_unmask = steps[2], steps[3], steps[4]
-        patch, old_version, cross = steps[5], steps[6], steps[7]
+        patch, old_version, cross, user_unmask = steps[5], steps[6], steps[7], steps[8]
         assert re.search(r"(?m)^HTTP/1.1 200", us_read)
         assert re.search(r"(?im)^x-data-region: us-east-1", us_read)
         assert re.search(r"(?im)^x-data-region: eu-west-1", eu_read)
@@ -140,6 +140,10 @@ def test_one_command_stack_serves_the_printed_session(tmp_path: Path) -> None:
         assert re.search(r"(?m)^HTTP/1.1 200", old_version)
         assert '"firstName":"Jane"' in old_version
         assert re.search(r"(?m)^HTTP/1.1 403", cross)
+        # a user token from the demo issuer: the same unmask, and its key stays in the work dir
+        assert re.search(r"(?m)^HTTP/1.1 200", user_unmask), user_unmask
+        assert "jean.dupont@example.eu" in user_unmask
+        assert (workdir / "demo-issuer-private.pem").stat().st_mode & 0o077 == 0
 
         # Clients other than aiohttp, as a user would write them, through the same stack.
         base = f"http://127.0.0.1:{edge_port}/api/storage/profile-system"

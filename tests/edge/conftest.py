@@ -8,6 +8,7 @@ crossed the edge. Health probes (``/readyz``) are recorded apart from proxied re
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gzip
 import json
 import time
@@ -21,7 +22,7 @@ from aiohttp import web
 
 from edge_router.config import EdgeSettings, InstanceSettings, RegionSettings
 from edge_router.errors import RegistryError
-from edge_router.registry import AccountRecord, ApiKey, KeyOwner, token_hash
+from edge_router.registry import AccountRecord, ApiKey, KeyOwner, UserGrant, token_hash, user_hash
 from profile_store.dynamodb_local import free_port
 from residency_contract import assertion as pa
 
@@ -95,6 +96,12 @@ class FakeRegistry:
         self.accounts[name] = AccountRecord(name, region, status, api)
         for k in keys:
             self.owners[k.app_key] = KeyOwner(name, token_hash(k.token), True)
+
+    def grant(self, name: str, email: str, roles: frozenset[str], active: bool = True) -> None:
+        """A user grant (``registry grant-user``) on an account already added."""
+        rec = self.accounts[name]
+        users = {**rec.users, user_hash(email): UserGrant(frozenset(roles), active)}
+        self.accounts[name] = dataclasses.replace(rec, users=users)
 
     async def get_account(self, name: str) -> AccountRecord | None:
         self.calls += 1

@@ -5,8 +5,12 @@ Checks, chosen deliberately:
 * ``not_a_server_error``          -- no 5xx, whatever the input;
 * ``response_schema_conformance`` -- every documented (2xx) answer matches the spec's schema;
 * ``content_type_conformance``    -- documented answers carry the documented media type;
-* ``ignored_auth``                -- the spec declares app key/token auth: the same request
+* ``ignored_auth``                -- the spec declares two credentials (app key + token, or a
+                                     ``VtexIdclientAutCookie`` user token): the same request
                                      without valid credentials must be refused.
+
+The run is made once per credential: the demo account's app key, and a user token from the
+local stack's demo issuer for a user granted every role on that account.
 
 Excluded, and why:
 
@@ -35,12 +39,16 @@ import os
 import re
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 
+from residency_contract.assertion import ROLES
+
 from .conftest import STATS, Load
-from .stack import DEMO_KEYS, ReliabilityStack
+from .stack import DEMO_KEYS, ReliabilityStack, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -53,10 +61,52 @@ CHECKS = (
 )
 
 
-def test_spec_fuzzing_through_the_edge(stack: ReliabilityStack, load: Load, tmp_path: Path) -> None:
+FUZZ_USER = ("9e8d7c6b-5a49-4f3e-8d2c-00000000f022", "fuzz.user@example.com")  # demo issuer
+
+
+def _status(url: str, headers: dict[str, str]) -> int:
+    req = urllib.request.Request(url, headers=headers)  # noqa: S310 (loopback)
+    try:
+        with urllib.request.urlopen(req, timeout=2) as resp:  # noqa: S310
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
+
+
+def _user_token_headers(stack: ReliabilityStack) -> list[str]:
+    """A user granted every role on demo-eu, and a token for them from the demo issuer."""
+    user_id, email = FUZZ_USER
+    edge = [stack.python, "-m", "edge_router"]
+    grant = [*edge, "registry", "grant-user", "demo-eu", email, "--roles", ",".join(sorted(ROLES))]
+    stack.run("grant-user", grant, stack.edge_env())
+    issue = [*edge, "token", "issue", "--key", stack.demo_issuer["key_file"], "--account"]
+    issue += ["demo-eu", "--user", user_id, "--email", email]
+    token = stack.run("token issue", issue, stack.edge_env()).strip()
+    STATS.pii_values.update({token, email})  # the end-of-session log scan looks for both
+    headers = {"VtexIdclientAutCookie": token}
+    probe = f"{stack.edge_url}/api/storage/profile-system/profiles/x?an=demo-eu"
+    # the edge's registry cache (1 s TTL here) has seen the new grant: no more 403
+    wait_for(
+        "the grant reaches the edge",
+        lambda: _status(probe, headers) not in {0, 401, 403},
+        timeout=15,
+    )
+    return ["-H", f"VtexIdclientAutCookie: {token}"]
+
+
+@pytest.mark.parametrize("credential", ["app_key", "user_token"])
+def test_spec_fuzzing_through_the_edge(
+    stack: ReliabilityStack, load: Load, tmp_path: Path, credential: str
+) -> None:
     if not SPEC.is_file():
         pytest.skip(f"{SPEC} is not present")
-    key, token = DEMO_KEYS["demo-eu"]
+    if credential == "app_key":
+        key, token = DEMO_KEYS["demo-eu"]
+        auth = ["-H", f"X-VTEX-API-AppKey: {key}", "-H", f"X-VTEX-API-AppToken: {token}"]
+    else:
+        auth = _user_token_headers(stack)
     cmd = [
         sys.executable,
         "-m",
@@ -67,10 +117,7 @@ def test_spec_fuzzing_through_the_edge(stack: ReliabilityStack, load: Load, tmp_
         stack.edge_url,
         "-H",
         "Host: demo-eu.localhost",
-        "-H",
-        f"X-VTEX-API-AppKey: {key}",
-        "-H",
-        f"X-VTEX-API-AppToken: {token}",
+        *auth,
         "--checks",
         ",".join(CHECKS),
         "--phases",
@@ -94,7 +141,7 @@ def test_spec_fuzzing_through_the_edge(stack: ReliabilityStack, load: Load, tmp_
     )
     out = done.stdout + done.stderr
     (tmp_path / "schemathesis.out").write_text(out)
-    STATS.fault(f"schemathesis ({load.max_examples} examples/operation)")
+    STATS.fault(f"schemathesis, {credential} ({load.max_examples} examples/operation)")
     m = re.search(r"(\d+) generated", out)
     sent = int(m.group(1)) if m else 0
     STATS.requests += sent

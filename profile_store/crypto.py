@@ -49,6 +49,7 @@ from cachetools import TTLCache
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from profile_store import fence
 from profile_store.keys import (
     CryptoError,
     DecryptionFailed,
@@ -249,15 +250,7 @@ class DataKeyStore:
     async def create(self, account: str, subject_id: str) -> SubjectKey:
         """Store a new key for the subject; if another writer got there first, use theirs."""
         new = await self.prepare_new(account, subject_id)
-        put = dict(new.put["Put"])
-        try:
-            await self.client.put_item(**put)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise service_error(exc, "DynamoDB PutItem data key") from exc
-        except _SERVICE_ERRORS as exc:
-            raise service_error(exc, "DynamoDB PutItem data key") from exc
-        else:
+        if await self._fenced_write(account, new.put, "DynamoDB PutItem data key"):
             return self._keep(new.key)
         # Another writer stored a key first: theirs is the subject's key, ours is dropped.
         winner = await self._read(account, subject_id)
@@ -295,16 +288,43 @@ class DataKeyStore:
         ident = (account, subject_id)
         self._erased[ident] = True
         self._cache.pop(ident, None)
+        delete = data_key_delete_item(table=self.table, account=account, subject_id=subject_id)
+        delete["Delete"]["ConditionExpression"] = "attribute_exists(pk)"
+        existed = await self._fenced_write(account, delete, "DynamoDB DeleteItem data key")
+        self._cache.pop(ident, None)
+        return existed
+
+    async def _fenced_write(self, account: str, entry: dict[str, Any], what: str) -> bool:
+        """``entry`` with the account's fence check, as one transaction (``fence.py``); False
+        when the entry's own condition failed. The fence's refusal is raised as is."""
+        check = fence.fence_check(account)
+        check["ConditionCheck"]["TableName"] = self.table
         try:
-            out = await self.client.delete_item(
-                TableName=self.table,
-                Key=data_key_item_key(account, subject_id),
-                ReturnValues="ALL_OLD",
+            await self.client.transact_write_items(TransactItems=[entry, check])
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                raise service_error(exc, what) from exc
+            reasons = exc.response.get("CancellationReasons") or []
+            codes = [str(r.get("Code") or "None") for r in reasons]
+            if len(codes) > 1 and codes[1] == "ConditionalCheckFailed":
+                raise fence.refusal(await self._read_fence(account)) from None
+            if codes and codes[0] == "ConditionalCheckFailed":
+                return False
+            if any(c in {"TransactionConflict", "ThrottlingError"} for c in codes):
+                raise KeyServiceUnavailable(f"{what}: {'/'.join(codes)}") from exc
+            raise service_error(exc, what) from exc
+        except _SERVICE_ERRORS as exc:
+            raise service_error(exc, what) from exc
+        return True
+
+    async def _read_fence(self, account: str) -> fence.Fence | None:
+        try:
+            out = await self.client.get_item(
+                TableName=self.table, Key=fence.fence_key(account), ConsistentRead=True
             )
         except _SERVICE_ERRORS as exc:
-            raise service_error(exc, "DynamoDB DeleteItem data key") from exc
-        self._cache.pop(ident, None)
-        return bool(out.get("Attributes"))
+            raise service_error(exc, "DynamoDB GetItem fence") from exc
+        return fence.parse(out.get("Item"))
 
     def evict(self, account: str, subject_id: str) -> None:
         """Forget a subject's key here (after a transaction that deleted it, say)."""

@@ -22,7 +22,7 @@ import secrets
 import sys
 from typing import Any
 
-from residency_contract.assertion import ROLES
+from residency_contract.assertion import GRANTABLE_ROLES as ROLES
 
 from .auth import APP_KEY_FORMAT
 from .config import EdgeSettings

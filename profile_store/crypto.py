@@ -15,6 +15,8 @@ production), one item per subject::
 
 The AAD names where a ciphertext belongs, so one copied into another item (other entity id,
 subject, account or region) fails to open instead of showing one shopper's data as another's.
+An account move copies documents as ciphertext and marks each with the region it was sealed in
+(``sealedIn``); its data key moves with it, re-wrapped by the new region's provider.
 
 Erasure deletes the subject's key item (``DataKeyStore.delete``): every copy of the subject's
 documents, including those in backups and streams, is then noise. Unwrapped keys are cached
@@ -66,6 +68,7 @@ from profile_store.keys import (
 
 __all__ = [
     "DOC_ATTRIBUTE",
+    "SEALED_IN_ATTRIBUTE",
     "CryptoError",
     "DataKeyStore",
     "DecryptionFailed",
@@ -85,6 +88,8 @@ __all__ = [
 ]
 
 DOC_ATTRIBUTE = "doc"
+# The region a document was sealed in, when it is not this one (set by an account move).
+SEALED_IN_ATTRIBUTE = "sealedIn"
 DATA_KEY_SK = "DK"
 _FORMAT_V1 = 1
 _NONCE_BYTES = 12
@@ -332,6 +337,10 @@ class DataKeyStore:
         self._erased[ident] = True
         self._cache.pop(ident, None)
 
+    def forget(self, account: str, subject_id: str) -> None:
+        """Drop a cached key whose item was replaced (an account move's import)."""
+        self._cache.pop((account, subject_id), None)
+
     def clear_cache(self) -> None:
         self._cache.clear()
 
@@ -412,4 +421,10 @@ class EnvelopeCodec:
         if not isinstance(blob, bytes | bytearray):
             raise DecryptionFailed(f"item {entity_id!r} has no sealed '{DOC_ATTRIBUTE}' attribute")
         key = await self.keys.load(account, subject_id)
-        return open_document(key, region=self.region, entity_id=entity_id, blob=bytes(blob))
+        # An item copied here by an account move was sealed in its old region (``sealedIn``);
+        # its data key came along, re-wrapped, so the AAD's region is the one it was sealed in.
+        sealed_in = item.get(SEALED_IN_ATTRIBUTE)
+        region = str(sealed_in["S"]) if isinstance(sealed_in, dict) and "S" in sealed_in else None
+        return open_document(
+            key, region=region or self.region, entity_id=entity_id, blob=bytes(blob)
+        )

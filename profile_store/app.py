@@ -48,7 +48,7 @@ from .crypto import CryptoError, DataKeyStore
 from .domain import Caller, ProfileService
 from .erasure import Eraser
 from .errors import StoreError, from_crypto
-from .fence import FenceCache
+from .fence import Fence, FenceCache
 from .handlers import CALLER, ROUTES, SERVICE, Handler, dumps
 from .keys import KeyProvider, provider_from_settings
 from .metrics import CURRENT_OPERATION, StoreMetrics
@@ -226,6 +226,16 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
+async def _read_fence(repo: Repository, account: str) -> Fence | None:
+    # Counted as its own operation: at most one read per account and second, whichever
+    # request happens to miss the cache.
+    token = CURRENT_OPERATION.set("Fence")
+    try:
+        return await repo.read_fence(account)
+    finally:
+        CURRENT_OPERATION.reset(token)
+
+
 def _store_context(
     key_provider: KeyProvider | None,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -275,7 +285,7 @@ def _store_context(
                 idempotency_ttl_s=settings.idempotency_ttl_s,
             )
             app[ERASER] = Eraser(repo, keys)
-            fences = FenceCache(repo.read_fence, ttl_s=settings.fence_cache_s)
+            fences = FenceCache(partial(_read_fence, repo), ttl_s=settings.fence_cache_s)
             app[FENCES] = fences
             app[TRANSFER] = Transfer(
                 repo,

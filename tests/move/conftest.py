@@ -23,7 +23,15 @@ from profile_store.config import StoreSettings
 from profile_store.keys import generate_local_master_key
 from profile_store.provisioning import create_table
 from profile_store.repository import Repository
-from tests.store.conftest import BASE, ALL_ROLES, Api, make_settings, scan_all, unique_profile
+from tests.store.conftest import (  # noqa: F401 (ddb: a fixture)
+    ALL_ROLES,
+    BASE,
+    Api,
+    ddb,
+    make_settings,
+    scan_all,
+    unique_profile,
+)
 
 SOURCE = "us-east-1"
 DEST = "eu-west-1"

@@ -151,7 +151,9 @@ async def test_changes_since_a_checkpoint_are_the_accounts_writes_after_it(
     checkpoint = (await source.ok(f"/{ACCOUNT}/changes/start"))["checkpoint"]
     keys, checkpoint = await steps.changed_keys(source, checkpoint)
     pid = (await source.create_profile())["id"]
-    got, _, _ = await source.call("POST", f"{BASE}/profiles", json_body=unique_profile(), account="other")
+    got, _, _ = await source.call(
+        "POST", f"{BASE}/profiles", json_body=unique_profile(), account="other"
+    )
     assert got == 201
     keys, checkpoint = await steps.changed_keys(source, checkpoint)
     assert [f"A#{ACCOUNT}#P#{pid}", "CUR"] in keys

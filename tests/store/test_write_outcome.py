@@ -9,10 +9,10 @@ refused before it leaves (nothing reached DynamoDB). The wrapper records every t
 from __future__ import annotations
 
 import asyncio
-import re
 import contextlib
 import json
 import os
+import re
 import signal
 import uuid
 from collections.abc import Awaitable, Callable, Iterator

@@ -47,7 +47,7 @@ from .config import StoreSettings
 from .crypto import CryptoError, DataKeyStore
 from .domain import Caller, ProfileService
 from .erasure import Eraser
-from .errors import StoreError, from_crypto
+from .errors import AccountMoving, ResidencyMismatch, StoreError, from_crypto
 from .fence import Fence, FenceCache
 from .handlers import CALLER, ROUTES, SERVICE, Handler, dumps
 from .keys import KeyProvider, provider_from_settings
@@ -124,6 +124,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except StoreError as exc:
+        if isinstance(exc, AccountMoving | ResidencyMismatch):
+            write = request.method in idempotency.WRITE_METHODS
+            request.app[METRICS].fence_refusal(exc.code, write=write)
         return _json_error(exc.status, exc.code, exc.message, exc.headers)
     except CryptoError as exc:
         mapped = from_crypto(exc)

@@ -12,7 +12,7 @@ import pytest
 from profile_store.repository import key
 from tests.move import steps
 from tests.move.conftest import ACCOUNT, DEST, SOURCE, Region, StartRegion
-from tests.store.conftest import ADDRESS, BASE, unique_profile
+from tests.store.conftest import ADDRESS, BASE, metric_value, unique_profile
 
 ERASE = "/api/user-rights/createAndProcessDeleteUserData"
 
@@ -57,6 +57,9 @@ async def test_every_write_path_is_refused_and_stores_nothing(
         if status == 503:
             assert headers["Retry-After"] == "2"
     assert sorted(map(str, await source.items())) == before
+    text = await (await source.client.get("/metrics")).text()
+    refused = metric_value(text, "profile_store_fence_refusals_total", error=code, kind="write")
+    assert refused == len(await writes(source, pid))
     # Frozen accounts keep serving reads; the others are refused.
     got, body, _ = await source.call("GET", f"{BASE}/profiles/{pid}")
     assert got == (200 if state == "frozen" else 421), body

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from profile_store.transfer_stream import CLOSED, ChangeFeed
 
 ARN = "arn:aws:dynamodb:us-east-1:000000000000:table/t/stream/x"
@@ -19,6 +21,7 @@ def record(seq: int, pk: str) -> dict[str, Any]:
 class Stream:
     def __init__(self, shards: dict[str, tuple[str | None, bool, list[dict[str, Any]]]]) -> None:
         self.shards = shards  # id -> (parent, closed, records)
+        self.expired: set[str] = set()
 
     async def describe_table(self) -> dict[str, Any]:
         return {"LatestStreamArn": ARN, "StreamSpecification": {"StreamEnabled": True}}
@@ -38,12 +41,18 @@ class Stream:
     async def get_shard_iterator(self, **kw: Any) -> dict[str, Any]:
         records = self.shards[kw["ShardId"]][2]
         start = 0
+        if kw["ShardIteratorType"] == "LATEST":
+            start = len(records)
         if kw["ShardIteratorType"] == "AFTER_SEQUENCE_NUMBER":
             seqs = [int(r["dynamodb"]["SequenceNumber"]) for r in records]
             start = sum(1 for s in seqs if s <= int(kw["SequenceNumber"]))
         return {"ShardIterator": f"{kw['ShardId']}|{start}"}
 
     async def get_records(self, ShardIterator: str, Limit: int) -> dict[str, Any]:
+        if ShardIterator in self.expired:
+            raise ClientError(
+                {"Error": {"Code": "ExpiredIteratorException", "Message": "expired"}}, "GetRecords"
+            )
         shard_id, raw = ShardIterator.split("|")
         start = int(raw)
         _, closed, records = self.shards[shard_id]
@@ -101,4 +110,30 @@ async def test_start_marks_closed_shards_done_and_open_ones_from_their_start() -
     )
     feed = ChangeFeed(stream, stream)  # type: ignore[arg-type]
     started = await feed.start()
-    assert started["shards"] == {"old": CLOSED, "new": None}
+    assert started["shards"] == {"old": CLOSED, "new": {"iter": "new|1"}}
+
+
+async def test_from_start_only_what_came_after_it_and_an_idle_shard_keeps_its_place() -> None:
+    records = [record(1, "A#acme#P#1")]
+    stream = Stream({"s1": (None, False, records)})
+    feed = ChangeFeed(stream, stream)  # type: ignore[arg-type]
+    started = await feed.start()
+    idle = await feed.changes("acme", started, max_records=100)
+    assert idle.keys == [] and idle.checkpoint["shards"] == {"s1": {"iter": "s1|1"}}
+    records.append(record(2, "A#acme#P#2"))
+    found = await feed.changes("acme", idle.checkpoint, max_records=100)
+    assert found.keys == [["A#acme#P#2", "CUR"]]
+    assert found.checkpoint["shards"] == {"s1": "2"}
+
+
+async def test_an_expired_start_iterator_falls_back_to_the_whole_shard() -> None:
+    """Nothing is missed when the mover comes back after 15 minutes: more keys, not fewer."""
+    records = [record(1, "A#acme#P#1")]
+    stream = Stream({"s1": (None, False, records)})
+    feed = ChangeFeed(stream, stream)  # type: ignore[arg-type]
+    started = await feed.start()
+    records.append(record(2, "A#acme#P#2"))
+    stream.expired.add(started["shards"]["s1"]["iter"])
+    found = await feed.changes("acme", started, max_records=100)
+    assert [pk for pk, _ in found.keys] == ["A#acme#P#1", "A#acme#P#2"]
+    assert found.checkpoint["shards"] == {"s1": "2"}

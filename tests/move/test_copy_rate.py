@@ -46,9 +46,7 @@ async def test_copy_catch_up_and_verify_are_timed(source: Region, dest: Region) 
     catch_up_s = time.monotonic() - frozen
 
     verified = time.monotonic()
-    source_side, dest_side = await asyncio.gather(
-        steps.digests_of(source), steps.digests_of(dest)
-    )
+    source_side, dest_side = await asyncio.gather(steps.digests_of(source), steps.digests_of(dest))
     verify_s = time.monotonic() - verified
     assert source_side == dest_side
     assert len(keys) == CHANGED * 2  # each PATCH: the current item and a new version

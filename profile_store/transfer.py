@@ -37,7 +37,7 @@ from .fence import Fence, FenceCache, FenceState, fence_key
 from .keys import KeyConfigError, KeyContext, KeyServiceUnavailable
 from .repository import Item, Repository, key, n, s
 from .transfer_keys import Recipient, TransferKeyPair
-from .transfer_scan import Page, scan_account, scan_page
+from .transfer_scan import Page, for_each_page, scan_page
 
 _MOVED_PREFIX = "MOVED#"
 
@@ -315,22 +315,23 @@ class Transfer:
         else:
             await self.require(account, FenceState.INCOMING, None)
         deleted: Counter[str] = Counter()
-        data_keys = await scan_account(self.repo, account, wire.account_prefix(account) + "DK#")
-        await self._delete(account, data_keys, deleted)
-        for item in data_keys:
-            pk, sk = wire.key_of(item)
-            subject = wire.data_key_subject(account, pk, sk)
-            if subject is not None:
-                self.keys.evict(account, subject)
-        await self._delete(account, await scan_account(self.repo, account), deleted)
+
+        async def delete(items: list[Item]) -> None:
+            keys = [wire.key_of(i) for i in items]
+            await self.repo.transfer_batch_write(
+                [{"DeleteRequest": {"Key": key(pk, sk)}} for pk, sk in keys]
+            )
+            for pk, sk in keys:
+                deleted[wire.kind_of(account, pk, sk)] += 1
+                subject = wire.data_key_subject(account, pk, sk)
+                if subject is not None:
+                    self.keys.evict(account, subject)
+
+        # Every data key first (all segments done), then everything else.
+        await for_each_page(self.repo, account, delete, prefix=wire.account_prefix(account) + "DK#")
+        await for_each_page(self.repo, account, delete)
         self.repo.forget_account(account)
         return dict(deleted)
-
-    async def _delete(self, account: str, items: list[Item], deleted: Counter[str]) -> None:
-        await self.repo.transfer_batch_write(
-            [{"DeleteRequest": {"Key": key(*wire.key_of(i))}} for i in items]
-        )
-        deleted.update(wire.kind_of(account, *wire.key_of(i)) for i in items)
 
     # ---- audit --------------------------------------------------------------------------------
 

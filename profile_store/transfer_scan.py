@@ -12,6 +12,7 @@ import asyncio
 import base64
 import binascii
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ from . import transfer_items as wire
 from .errors import BadRequest
 from .repository import Item, Key, Repository, key, s
 
-SEGMENTS = 4  # scan_account's parallel segments
+SEGMENTS = 4  # for_each_page's parallel segments
 
 
 def encode_cursor(last: Key | None) -> str | None:
@@ -55,6 +56,7 @@ async def scan_page(
     cursor: str | None,
     limit: int,
     prefix: str | None = None,
+    keys_only: bool = False,
 ) -> Page:
     """One page of a parallel Scan segment, filtered to the account's items."""
     kwargs: dict[str, Any] = {
@@ -66,6 +68,8 @@ async def scan_page(
         "FilterExpression": "begins_with(pk, :p)",
         "ExpressionAttributeValues": {":p": s(prefix or wire.account_prefix(account))},
     }
+    if keys_only:
+        kwargs["ProjectionExpression"] = "pk, sk"
     start = decode_cursor(cursor, account)
     if start is not None:
         kwargs["ExclusiveStartKey"] = start
@@ -73,11 +77,18 @@ async def scan_page(
     return Page(response.get("Items", []), encode_cursor(response.get("LastEvaluatedKey")))
 
 
-async def scan_account(repo: Repository, account: str, prefix: str | None = None) -> list[Item]:
-    """Every item of the account (under ``prefix``), SEGMENTS segments at once."""
+async def for_each_page(
+    repo: Repository,
+    account: str,
+    work: Callable[[list[Item]], Awaitable[None]],
+    *,
+    prefix: str | None = None,
+) -> None:
+    """``work`` on each page of the account's keys (under ``prefix``), SEGMENTS segments at
+    once; pages are keys only and handled as they come, so memory stays one page per segment
+    whatever the account's size."""
 
-    async def segment(i: int) -> list[Item]:
-        found: list[Item] = []
+    async def segment(i: int) -> None:
         cursor: str | None = None
         while True:
             page = await scan_page(
@@ -88,11 +99,12 @@ async def scan_account(repo: Repository, account: str, prefix: str | None = None
                 cursor=cursor,
                 limit=1000,
                 prefix=prefix,
+                keys_only=True,
             )
-            found.extend(page.items)
+            if page.items:
+                await work(page.items)
             cursor = page.cursor
             if cursor is None:
-                return found
+                return
 
-    parts = await asyncio.gather(*(segment(i) for i in range(SEGMENTS)))
-    return [item for part in parts for item in part]
+    await asyncio.gather(*(segment(i) for i in range(SEGMENTS)))

@@ -52,7 +52,7 @@ from .fence import Fence, FenceCache
 from .handlers import CALLER, ROUTES, SERVICE, Handler, dumps
 from .keys import KeyProvider, provider_from_settings
 from .metrics import CURRENT_OPERATION, StoreMetrics
-from .provisioning import PitrState, check_pitr, describe_pitr
+from .provisioning import PitrState, check_pitr, describe_pitr, warn_without_stream
 from .repository import Repository, client_config
 from .rights_handlers import ERASER, RIGHTS_ROUTES
 from .transfer import Transfer
@@ -316,6 +316,7 @@ def _store_context(
                 app[READINESS].pitr = await check_pitr(
                     client, settings.table, require_pitr=settings.require_pitr
                 )
+                await warn_without_stream(client, settings.table)
             finally:
                 CURRENT_OPERATION.reset(token)
             yield

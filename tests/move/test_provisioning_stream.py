@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from profile_store.provisioning import create_table
+from profile_store.provisioning import create_table, warn_without_stream
 from residency_contract.tables import PK_SK_KEYS
 
 
@@ -30,3 +30,11 @@ async def test_a_new_table_has_its_stream(ddb: Any) -> None:
     done = await create_table(ddb, name, wait_s=30)
     assert (done["table"], done["stream"]) == ("created", "enabled")
     assert (await _stream(ddb, name))["StreamEnabled"] is True
+
+
+async def test_a_store_on_a_table_without_a_stream_warns_at_start(ddb: Any) -> None:
+    name = f"profiles-{uuid.uuid4().hex[:12]}"
+    await ddb.create_table(TableName=name, **PK_SK_KEYS, BillingMode="PAY_PER_REQUEST")
+    assert await warn_without_stream(ddb, name) is False
+    await create_table(ddb, name, wait_s=30)
+    assert await warn_without_stream(ddb, name) is True

@@ -13,7 +13,14 @@ import pytest
 from profile_store.keys import CryptoError, KeyContext, LocalKeyProvider
 from tests.move import steps
 from tests.move.conftest import ACCOUNT, DEST, SOURCE, Region
-from tests.store.conftest import ADDRESS, BASE, PROSPECT, PURCHASE_INFO, unique_profile
+from tests.store.conftest import (
+    ADDRESS,
+    BASE,
+    PROSPECT,
+    PURCHASE_INFO,
+    scan_all,
+    unique_profile,
+)
 
 ERASE = "/api/user-rights/createAndProcessDeleteUserData"
 REASON = {"reason": "move-test"}
@@ -230,8 +237,6 @@ async def test_move_in_is_in_the_destinations_audit_trail(dest: Region) -> None:
 
 
 async def _all(region: Region) -> list[dict[str, Any]]:
-    from tests.store.conftest import scan_all
-
     return await scan_all(region.ddb, region.table)
 
 

@@ -47,12 +47,12 @@ from .config import StoreSettings
 from .crypto import CryptoError, DataKeyStore
 from .domain import Caller, ProfileService
 from .erasure import Eraser
-from .errors import StoreError, from_crypto
-from .fence import FenceCache
+from .errors import AccountMoving, ResidencyMismatch, StoreError, from_crypto
+from .fence import Fence, FenceCache
 from .handlers import CALLER, ROUTES, SERVICE, Handler, dumps
 from .keys import KeyProvider, provider_from_settings
 from .metrics import CURRENT_OPERATION, StoreMetrics
-from .provisioning import PitrState, check_pitr, describe_pitr
+from .provisioning import PitrState, check_pitr, describe_pitr, warn_without_stream
 from .repository import Repository, client_config
 from .rights_handlers import ERASER, RIGHTS_ROUTES
 from .transfer import Transfer
@@ -124,6 +124,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except StoreError as exc:
+        if isinstance(exc, AccountMoving | ResidencyMismatch):
+            write = request.method in idempotency.WRITE_METHODS
+            request.app[METRICS].fence_refusal(exc.code, write=write)
         return _json_error(exc.status, exc.code, exc.message, exc.headers)
     except CryptoError as exc:
         mapped = from_crypto(exc)
@@ -226,6 +229,16 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
+async def _read_fence(repo: Repository, account: str) -> Fence | None:
+    # Counted as its own operation: at most one read per account and second, whichever
+    # request happens to miss the cache.
+    token = CURRENT_OPERATION.set("Fence")
+    try:
+        return await repo.read_fence(account)
+    finally:
+        CURRENT_OPERATION.reset(token)
+
+
 def _store_context(
     key_provider: KeyProvider | None,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -275,7 +288,7 @@ def _store_context(
                 idempotency_ttl_s=settings.idempotency_ttl_s,
             )
             app[ERASER] = Eraser(repo, keys)
-            fences = FenceCache(repo.read_fence, ttl_s=settings.fence_cache_s)
+            fences = FenceCache(partial(_read_fence, repo), ttl_s=settings.fence_cache_s)
             app[FENCES] = fences
             app[TRANSFER] = Transfer(
                 repo,
@@ -303,6 +316,7 @@ def _store_context(
                 app[READINESS].pitr = await check_pitr(
                     client, settings.table, require_pitr=settings.require_pitr
                 )
+                await warn_without_stream(client, settings.table)
             finally:
                 CURRENT_OPERATION.reset(token)
             yield

@@ -119,9 +119,6 @@ def refusal(fence: Fence | None) -> StoreError:
     return ResidencyMismatch("this account is not served by this region (it moved)")
 
 
-_NORMAL = object()  # cached "no marker"
-
-
 class FenceCache:
     """Each account's marker for at most ``ttl_s``; concurrent misses share one read."""
 
@@ -137,23 +134,34 @@ class FenceCache:
         self._ttl_s = ttl_s
         self._max = max_accounts
         self._clock = clock
-        self._entries: dict[str, tuple[float, object]] = {}
+        self._entries: dict[str, tuple[float, Fence | None]] = {}
         self._inflight: dict[str, asyncio.Future[Fence | None]] = {}
 
     def forget(self, account: str) -> None:
         self._entries.pop(account, None)
 
-    async def get(self, account: str) -> Fence | None:
+    def _cached(self, account: str) -> tuple[bool, Fence | None]:
+        """(True, the cached marker or None) within the TTL; (False, None) otherwise."""
         entry = self._entries.get(account)
         if entry is not None and self._clock() - entry[0] < self._ttl_s:
-            value = entry[1]
-            return None if value is _NORMAL else value  # type: ignore[return-value]
-        return await self.refresh(account)
+            return True, entry[1]
+        return False, None
+
+    async def get(self, account: str) -> Fence | None:
+        hit, fence = self._cached(account)
+        return fence if hit else await self.refresh(account)
 
     async def refresh(self, account: str) -> Fence | None:
+        """Read the marker now; requests that miss together share the one read."""
         pending = self._inflight.get(account)
         if pending is not None:
-            return await asyncio.shield(pending)
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                if not pending.cancelled():
+                    raise  # this request was cancelled
+                # The reading request was cancelled, not this one: read again.
+                return await self.refresh(account)
         future: asyncio.Future[Fence | None] = asyncio.get_running_loop().create_future()
         self._inflight[account] = future
         try:
@@ -161,10 +169,13 @@ class FenceCache:
             fence = await self._read(account)
             if len(self._entries) >= self._max:
                 self._entries.clear()  # crude but bounded; a miss costs one GetItem
-            self._entries[account] = (started, _NORMAL if fence is None else fence)
+            self._entries[account] = (started, fence)
             future.set_result(fence)
             return fence
-        except BaseException as exc:
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: no "never retrieved" warning without waiters
             raise
@@ -173,10 +184,13 @@ class FenceCache:
 
     async def admit(self, account: str, *, write: bool) -> None:
         """Refuse a request the account's marker stops; a refusal is never from a stale view."""
-        fence = await self.get(account)
+        hit, fence = self._cached(account)
+        if not hit:
+            fence = await self.refresh(account)
         if not _stops(fence, write=write):
             return
-        fence = await self.refresh(account)
+        if hit:  # never refuse on a view that may be stale: read it now
+            fence = await self.refresh(account)
         if _stops(fence, write=write):
             raise refusal(fence)
 

@@ -115,6 +115,24 @@ async def _ensure_stream(client: Any, table: str, *, wait_s: float) -> str:
     return "enabled"
 
 
+async def warn_without_stream(client: Any, table: str) -> bool:
+    """Start-time check: without a stream an account move cannot replay what changed while it
+    copied (``changes`` answers 503). A warning, not a refusal: the store serves without it.
+    True when the table has a stream (or DynamoDB could not be asked)."""
+    try:
+        described = (await client.describe_table(TableName=table))["Table"]
+    except Exception:  # unreachable at start: check_pitr says so already
+        return True
+    if described.get("StreamSpecification", {}).get("StreamEnabled"):
+        return True
+    log.warning(
+        "table %s has no DynamoDB Stream: accounts cannot be moved out of this region until "
+        "'profile-store create-table' enables it",
+        table,
+    )
+    return False
+
+
 async def describe_pitr(client: Any, table: str) -> PitrState:
     try:
         response = await client.describe_continuous_backups(TableName=table)

@@ -1,10 +1,11 @@
 """The store's side of an account move: fence, export, import, digests, purge, move audit.
 
-The mover (``edge-router account move``) drives these through ``transfer_handlers.py``; the
-contract is ``move_contract.md``. Every operation works on one account's items, the keys under
-``A#{account}#``, found by a parallel Scan (segments run by the mover, or here with
-``scan_account``). Nothing here goes through the fence: import and purge check the fence
-state they need instead, and write with ``Repository.transfer_batch_write``.
+The mover (``edge-router account move``) drives these through ``transfer_handlers.py`` (the
+contract between the two sides: the integrator's ``move_contract.md``). Every operation works
+on one account's items, the keys under ``A#{account}#``, found by a parallel Scan
+(``transfer_scan.py``: segments run by the mover, or all at once for a purge). Nothing here
+goes through the fence: import and purge check the fence state they need instead, and write
+with ``Repository.transfer_batch_write``.
 
 Data keys never leave this process in clear nor under this region's provider: an export
 unwraps each with this region's ``KeyProvider`` and wraps it for the recipient's transfer key
@@ -16,13 +17,9 @@ marked with the region they were sealed in (``crypto.SEALED_IN_ATTRIBUTE``).
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import json
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,10 +35,10 @@ from .crypto import (
 from .errors import BadRequest, ConditionFailed, Conflict, StoreError
 from .fence import Fence, FenceCache, FenceState, fence_key
 from .keys import KeyConfigError, KeyContext, KeyServiceUnavailable
-from .repository import Item, Key, Repository, key, n, s
+from .repository import Item, Repository, key, n, s
 from .transfer_keys import Recipient, TransferKeyPair
+from .transfer_scan import Page, for_each_page, scan_page
 
-PURGE_SEGMENTS = 4
 _MOVED_PREFIX = "MOVED#"
 
 
@@ -60,30 +57,6 @@ class WrongFenceState(Conflict):
 def moved_pk(account: str) -> str:
     """Where the source keeps the record of a move: outside the account, so purge keeps it."""
     return f"{_MOVED_PREFIX}{account}"
-
-
-def encode_cursor(last: Key | None) -> str | None:
-    if not last:
-        return None
-    raw = json.dumps({"pk": last["pk"]["S"], "sk": last["sk"]["S"]}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode("ascii")
-
-
-def decode_cursor(cursor: str | None, account: str) -> Key | None:
-    if cursor is None:
-        return None
-    try:
-        raw = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
-        pk, sk = wire.parse_key([raw["pk"], raw["sk"]], account)
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeError, wire.WireError):
-        raise BadRequest("cursor is not one this store returned", code="invalid_cursor") from None
-    return key(pk, sk)
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    items: list[Item]
-    cursor: str | None
 
 
 class Transfer:
@@ -170,8 +143,6 @@ class Transfer:
             )
         return fence
 
-    # ---- scanning -----------------------------------------------------------------------------
-
     async def scan_page(
         self,
         account: str,
@@ -180,46 +151,15 @@ class Transfer:
         total_segments: int,
         cursor: str | None,
         limit: int,
-        prefix: str | None = None,
     ) -> Page:
-        """One page of a parallel Scan segment, filtered to the account's items."""
-        kwargs: dict[str, Any] = {
-            "TableName": self.repo.table,
-            "Segment": segment,
-            "TotalSegments": total_segments,
-            "Limit": limit,
-            "ConsistentRead": True,
-            "FilterExpression": "begins_with(pk, :p)",
-            "ExpressionAttributeValues": {":p": s(prefix or wire.account_prefix(account))},
-        }
-        start = decode_cursor(cursor, account)
-        if start is not None:
-            kwargs["ExclusiveStartKey"] = start
-        response = await self.repo.call("scan", **kwargs)
-        return Page(response.get("Items", []), encode_cursor(response.get("LastEvaluatedKey")))
-
-    async def scan_account(self, account: str, prefix: str | None = None) -> list[Item]:
-        """Every item of the account (under ``prefix``), PURGE_SEGMENTS segments at once."""
-
-        async def segment(i: int) -> list[Item]:
-            found: list[Item] = []
-            cursor: str | None = None
-            while True:
-                page = await self.scan_page(
-                    account,
-                    segment=i,
-                    total_segments=PURGE_SEGMENTS,
-                    cursor=cursor,
-                    limit=1000,
-                    prefix=prefix,
-                )
-                found.extend(page.items)
-                cursor = page.cursor
-                if cursor is None:
-                    return found
-
-        parts = await asyncio.gather(*(segment(i) for i in range(PURGE_SEGMENTS)))
-        return [item for part in parts for item in part]
+        return await scan_page(
+            self.repo,
+            account,
+            segment=segment,
+            total_segments=total_segments,
+            cursor=cursor,
+            limit=limit,
+        )
 
     # ---- export -------------------------------------------------------------------------------
 
@@ -375,22 +315,23 @@ class Transfer:
         else:
             await self.require(account, FenceState.INCOMING, None)
         deleted: Counter[str] = Counter()
-        data_keys = await self.scan_account(account, wire.account_prefix(account) + "DK#")
-        await self._delete(account, data_keys, deleted)
-        for item in data_keys:
-            pk, sk = wire.key_of(item)
-            subject = wire.data_key_subject(account, pk, sk)
-            if subject is not None:
-                self.keys.evict(account, subject)
-        await self._delete(account, await self.scan_account(account), deleted)
+
+        async def delete(items: list[Item]) -> None:
+            keys = [wire.key_of(i) for i in items]
+            await self.repo.transfer_batch_write(
+                [{"DeleteRequest": {"Key": key(pk, sk)}} for pk, sk in keys]
+            )
+            for pk, sk in keys:
+                deleted[wire.kind_of(account, pk, sk)] += 1
+                subject = wire.data_key_subject(account, pk, sk)
+                if subject is not None:
+                    self.keys.evict(account, subject)
+
+        # Every data key first (all segments done), then everything else.
+        await for_each_page(self.repo, account, delete, prefix=wire.account_prefix(account) + "DK#")
+        await for_each_page(self.repo, account, delete)
         self.repo.forget_account(account)
         return dict(deleted)
-
-    async def _delete(self, account: str, items: list[Item], deleted: Counter[str]) -> None:
-        await self.repo.transfer_batch_write(
-            [{"DeleteRequest": {"Key": key(*wire.key_of(i))}} for i in items]
-        )
-        deleted.update(wire.kind_of(account, *wire.key_of(i)) for i in items)
 
     # ---- audit --------------------------------------------------------------------------------
 

@@ -5,16 +5,20 @@ meanwhile: ``start`` marks where the stream is now, ``changes`` returns the acco
 changed since a checkpoint and the checkpoint after them, with bounded work per call (``more``
 when a bound was hit). The checkpoint is opaque JSON to the mover::
 
-    {"v": 1, "stream": arn, "since": epoch seconds,
-     "shards": {shard id: last sequence number read | null (from the start) | "closed"}}
+    {"v": 1, "stream": arn, "since": epoch seconds, "shards": {shard id: position}}
 
-Shards: ``start`` records every shard of the stream; closed ones as ``"closed"`` (nothing new
-can appear there), open ones as ``null``. ``changes`` reads a shard after its sequence number
-(``AFTER_SEQUENCE_NUMBER``), or from ``TRIM_HORIZON`` if it has none yet or is new since the
-checkpoint (the children of a split shard), keeping records created after ``since`` minus
-a minute of slack (extra keys cost the mover a re-export, a missed key would lose a write); a
-shard read to its end is ``"closed"``. An iterator that points before the stream's 24-hour
-trim horizon means changes may have been lost: 409 ``checkpoint_trimmed`` (restart the copy).
+    position: a sequence number (read up to it)   {"iter": shard iterator}   null   "closed"
+
+``start`` takes a ``LATEST`` iterator of every open shard (closed ones are ``"closed"``:
+nothing new can appear there). A shard iterator is the only position DynamoDB Streams can give
+for "now" without reading the whole shard, but it expires after 15 minutes; a read from it
+turns it into a sequence number (``AFTER_SEQUENCE_NUMBER`` from then on), or into the next
+iterator while the shard is idle. An iterator that expired unused falls back to ``null``: the
+shard from ``TRIM_HORIZON``, keeping records created after ``since`` minus a minute of slack
+(slower, never misses a write: extra keys cost the mover a re-export). Shards new since the
+checkpoint (the children of a split or closed shard) are read from ``TRIM_HORIZON``; a shard
+read to its end becomes ``"closed"``. A sequence number older than the stream's 24-hour trim
+horizon means changes may have been lost: 409 ``checkpoint_trimmed`` (restart the copy).
 
 Only keys (``KEYS_ONLY`` is enough, provisioning enables it) of items under ``A#{account}#``
 are returned, deduplicated; the mover reads their current state with ``export-keys``.
@@ -43,6 +47,13 @@ class CheckpointTrimmed(Conflict):
 
 class StreamUnavailable(StorageUnavailable):
     code = "stream_unavailable"
+
+
+class _IteratorExpired(Exception):
+    """A stored shard iterator is older than DynamoDB's 15 minutes."""
+
+
+Position = str | dict[str, str] | None
 
 
 @dataclass(slots=True)
@@ -102,10 +113,16 @@ def parse_checkpoint(raw: Any) -> dict[str, Any]:
     if not isinstance(stream, str) or not isinstance(since, int | float) or isinstance(since, bool):
         raise bad
     if not isinstance(shards, dict) or not all(
-        isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in shards.items()
+        isinstance(k, str) and _is_position(v) for k, v in shards.items()
     ):
         raise bad
     return {"v": 1, "stream": stream, "since": float(since), "shards": dict(shards)}
+
+
+def _is_position(value: Any) -> bool:
+    if value is None or isinstance(value, str):
+        return True
+    return isinstance(value, dict) and set(value) == {"iter"} and isinstance(value["iter"], str)
 
 
 class ChangeFeed:
@@ -127,7 +144,9 @@ class ChangeFeed:
             response: dict[str, Any] = await getattr(self.streams, name)(**kwargs)
         except botocore.exceptions.ClientError as exc:
             code = client_error_code(exc)
-            if code in {"TrimmedDataAccessException", "ExpiredIteratorException"}:
+            if code == "ExpiredIteratorException":
+                raise _IteratorExpired from None
+            if code == "TrimmedDataAccessException":
                 raise CheckpointTrimmed(
                     "the stream no longer holds every change since this checkpoint; "
                     "restart the copy"
@@ -152,13 +171,21 @@ class ChangeFeed:
 
     async def start(self) -> dict[str, Any]:
         arn = await self._stream_arn()
-        shards = await self._shards(arn)
-        return {
-            "v": 1,
-            "stream": arn,
-            "since": time.time(),
-            "shards": {sh.shard_id: CLOSED if sh.closed else None for sh in shards},
-        }
+        since = time.time()
+        positions: dict[str, Position] = {}
+        for shard in await self._shards(arn):
+            if shard.closed:
+                positions[shard.shard_id] = CLOSED
+                continue
+            answer = await self._call(
+                "get_shard_iterator",
+                StreamArn=arn,
+                ShardId=shard.shard_id,
+                ShardIteratorType="LATEST",
+            )
+            iterator = answer.get("ShardIterator")
+            positions[shard.shard_id] = {"iter": iterator} if iterator else CLOSED
+        return {"v": 1, "stream": arn, "since": since, "shards": positions}
 
     async def changes(
         self, account: str, checkpoint: dict[str, Any], *, max_records: int, max_calls: int = 64
@@ -166,11 +193,11 @@ class ChangeFeed:
         arn = await self._stream_arn()
         if arn != checkpoint["stream"]:
             raise CheckpointTrimmed("the table's stream changed since this checkpoint")
-        positions: dict[str, str | None] = checkpoint["shards"]
+        positions: dict[str, Position] = checkpoint["shards"]
         reader = _Reader(f"A#{account}#", checkpoint["since"])
         budget = _Budget(max_records, max_calls)
         current = await self._shards(arn)
-        after: dict[str, str | None] = {}
+        after: dict[str, Position] = {}
         for shard in current:
             position = positions.get(shard.shard_id)
             if position == CLOSED or budget.exhausted:
@@ -182,27 +209,44 @@ class ChangeFeed:
         new_checkpoint = {**checkpoint, "shards": after}
         return Changes(keys=keys, checkpoint=new_checkpoint, more=budget.exhausted)
 
-    async def _read_shard(
-        self, arn: str, shard: _Shard, position: str | None, reader: _Reader, budget: _Budget
-    ) -> str | None:
-        kwargs: dict[str, Any] = {"StreamArn": arn, "ShardId": shard.shard_id}
+    async def _iterator(self, arn: str, shard_id: str, position: Position) -> str | None:
+        if isinstance(position, dict):
+            return position["iter"]
+        kwargs: dict[str, Any] = {"StreamArn": arn, "ShardId": shard_id}
         if position is None:
             kwargs["ShardIteratorType"] = "TRIM_HORIZON"
         else:
             kwargs["ShardIteratorType"] = "AFTER_SEQUENCE_NUMBER"
             kwargs["SequenceNumber"] = position
-        iterator = (await self._call("get_shard_iterator", **kwargs)).get("ShardIterator")
+        answer = await self._call("get_shard_iterator", **kwargs)
+        return answer.get("ShardIterator")
+
+    async def _read_shard(
+        self, arn: str, shard: _Shard, position: Position, reader: _Reader, budget: _Budget
+    ) -> Position:
+        iterator = await self._iterator(arn, shard.shard_id, position)
         empty = 0
         while iterator and not budget.exhausted:
-            response = await self._call(
-                "get_records", ShardIterator=iterator, Limit=max(1, min(1000, budget.records))
-            )
+            try:
+                response = await self._call(
+                    "get_records", ShardIterator=iterator, Limit=max(1, min(1000, budget.records))
+                )
+            except _IteratorExpired:
+                if not isinstance(position, dict):
+                    raise CheckpointTrimmed(
+                        "a shard iterator expired while it was read; call changes again"
+                    ) from None
+                position = None  # from the shard's start, filtered by time
+                iterator = await self._iterator(arn, shard.shard_id, None)
+                continue
             records = response.get("Records", [])
             budget.spend(len(records))
             last = reader.take(records)
+            iterator = response.get("NextShardIterator")
             if last is not None:
                 position = last
-            iterator = response.get("NextShardIterator")
+            elif iterator and not isinstance(position, str):
+                position = {"iter": iterator}  # everything before it is read
             empty = 0 if records else empty + 1
             if not shard.closed and empty >= _EMPTY_READS:
                 return position

@@ -43,6 +43,7 @@ class MoveOptions:
     keys_per_export: int = 100  # keys per export-keys call (replay)
     small_backlog: int = 50  # catch-up stops once a round replays at most this many keys
     max_catch_up_rounds: int = 20
+    shrink_ratio: float = 0.8  # catch-up goes on while a round replays < 80 % of the last
     settle_s: float = 0.5  # the final catch-up: an empty round this long after the fence
     save_every_s: float = 1.0  # bulk copy: cursors persisted at most this often
     digest_limit: int = 1000
@@ -222,9 +223,16 @@ class Mover:
         return len(todo)
 
     async def _catch_up(self) -> None:
+        # Until the backlog is small, or stops shrinking (a steady write rate leaves about
+        # one round's worth whatever we do: more rounds only delay the freeze, not shorten it).
+        previous: int | None = None
         for _ in range(self.opt.max_catch_up_rounds):
-            if await self._replay_round() <= self.opt.small_backlog:
+            n = await self._replay_round()
+            if n <= self.opt.small_backlog:
                 break
+            if previous is not None and n > previous * self.opt.shrink_ratio:
+                break
+            previous = n
         if self.opt.scan_before_freeze:
             # Between two rounds: the destination holds every change up to the checkpoint.
             self._changed = set()

@@ -267,6 +267,7 @@ async def test_move_under_load(stack: ReliabilityStack, aiohttp_client: Any) -> 
             verified=summary["verified"],
             phase_s=summary["phase_s"],
             catch_up_rounds=summary["counts"].get("rounds"),
+            verified_incrementally=summary["counts"].get("verified_incrementally"),
         )
 
         # reads kept answering

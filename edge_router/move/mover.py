@@ -107,9 +107,27 @@ class Mover:
             if phase not in steps:
                 raise MoveRefused(f"job is {phase}; nothing to run")
             self.progress.phase(self.job)
-            await steps[phase]()
+            try:
+                await steps[phase]()
+            except StoreRefused as exc:
+                if exc.code != "checkpoint_trimmed" or phase not in ("catch_up", "moving"):
+                    raise
+                await self._restart_copy()
         self.progress.phase(self.job)
         return self.job
+
+    async def _restart_copy(self) -> None:
+        """The source's change stream no longer reaches back to the checkpoint (a job left
+        longer than the stream keeps records, 24 h), so changes may be missing: the partial
+        copy is purged and the copy starts over from a new checkpoint."""
+        j = self.job
+        await self.dst.purge(j.account, j.generation, "destination")
+        j.checkpoint, j.cursors = None, {}
+        self._scanned = self._changed = None
+        j.add("restarts", 1)
+        j.phase = "bulk_copy"
+        j.entered[j.phase] = time.time()
+        await self._save()
 
     async def _advance(self, step: str | None = None) -> None:
         self.job.phase = next_phase(self.job.phase)

@@ -54,6 +54,7 @@ class FakeRegion:
     corrupt_import: bool = False  # the destination alters every profile it imports
     digest_keys_form: bool = True  # the digests endpoint's keys form (contract change)
     keyed_digests: int = 0  # keys digested through it
+    trimmed_before: int = 0  # the change stream no longer has positions below this
 
     @property
     def kid(self) -> str:
@@ -122,6 +123,8 @@ class FakeRegion:
             return {"checkpoint": {"seq": len(self.log)}}
         if op == "changes":
             start = int(body["checkpoint"]["seq"])
+            if start < self.trimmed_before:
+                raise Refuse(409, "checkpoint_trimmed")
             end = min(len(self.log), start + 25)  # paged, like the real one
             keys = sorted({k for k in self.log[start:end] if k[0].startswith(f"A#{account}#")})
             return {

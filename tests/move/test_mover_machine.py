@@ -309,3 +309,18 @@ async def test_a_difference_made_inside_the_freeze_is_caught(
     assert code == 1
     job = await status(w, capsys)
     assert job["phase"] == "moving" and "1 keys with different content" in job["error"]
+
+
+async def test_a_trimmed_change_stream_restarts_the_copy(world: MoverWorld) -> None:
+    """Resumed after the stream dropped its checkpoint's records: purge, copy again."""
+    w = world
+    seeded(w)
+    with pytest.raises(Crash):
+        await run(w, "move", ACCOUNT, "--to", DEST, hook=crash_at("catch_up"))
+    w.source.delete(ACCOUNT, "P#00007")  # a change the trimmed stream no longer has
+    w.source.trimmed_before = len(w.source.log)
+    items = dict(w.source.of(ACCOUNT))
+    code, lines = await run(w, "resume", ACCOUNT)
+    assert code == 0, lines[-1]
+    assert lines[-1]["counts"]["restarts"] == 1
+    await assert_moved(w, items)  # the deleted profile is not in the destination

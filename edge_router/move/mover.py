@@ -40,7 +40,8 @@ class MoveOptions:
     export_limit: int = 200  # items per export page
     import_max_bytes: int = 4 * 1024 * 1024  # one import request's items, serialised, at most
     import_max_items: int = 1000  # the stores' bound per import
-    keys_per_export: int = 100  # keys per export-keys call (replay)
+    keys_per_export: int = 250  # keys per export-keys call (replay; the stores take 1000)
+    parallel_replays: int = 4  # export-keys + import pairs in flight in a replay round
     small_backlog: int = 50  # catch-up stops once a round replays at most this many keys
     max_catch_up_rounds: int = 20
     shrink_ratio: float = 0.8  # catch-up goes on while a round replays < 80 % of the last
@@ -227,12 +228,17 @@ class Mover:
         todo = [list(k) for k in keys]
         if self._changed is not None:
             self._changed.update(keys)
-        for start in range(0, len(todo), self.opt.keys_per_export):
-            chunk = todo[start : start + self.opt.keys_per_export]
-            got = await self.src.export_keys(j.account, chunk, recipient)
-            await self._import(got.get("items", []), got.get("missing", []))
+        gate = asyncio.Semaphore(self.opt.parallel_replays)
+
+        async def replay(chunk: list[list[str]]) -> None:
+            async with gate:
+                got = await self.src.export_keys(j.account, chunk, recipient)
+                await self._import(got.get("items", []), got.get("missing", []))
             j.add("replayed", len(got.get("items", [])))
             j.add("deleted", len(got.get("missing", [])))
+
+        step = self.opt.keys_per_export
+        await all_of(replay(todo[i : i + step]) for i in range(0, len(todo), step))
         # The new position only once its changes are in the destination.
         j.checkpoint = checkpoint
         j.add("rounds", 1)

@@ -38,7 +38,7 @@ from yarl import URL
 from edge_router.app import create_app
 from edge_router.config import EdgeSettings
 from edge_router.move import cli as move_cli
-from edge_router.move.mover import MoveOptions
+from edge_router.move.options import MoveOptions
 from edge_router.move.progress import Progress
 from profile_store import dynamodb_local
 from tests.reliability.stack import API, ReliabilityStack, auth_headers

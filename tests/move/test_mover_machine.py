@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from edge_router.move import cli as move_cli
-from edge_router.move.mover import MoveOptions
+from edge_router.move.options import MoveOptions
 from edge_router.move.progress import Progress
 
 from .conftest_mover import ACCOUNT, DEST, SOURCE, MoverWorld, Refuse

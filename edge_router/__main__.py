@@ -1,6 +1,6 @@
 """``edge-router``: ``serve [--workers N]`` runs the edge; ``registry ...`` manages accounts;
-``token ...`` is the local demo issuer of user tokens; ``residency report`` proves where
-each account's data is."""
+``account move ...`` moves an account to another region (``move/cli.py``); ``token ...`` is the
+local demo issuer of user tokens; ``residency report`` proves where each account's data is."""
 
 from __future__ import annotations
 
@@ -21,6 +21,10 @@ def main(argv: list[str] | None = None) -> int:
     from .registry_cli import add_arguments, run
 
     add_arguments(p_reg)
+    p_acc = sub.add_parser("account", help="move an account to another region (resumable job)")
+    from .move import cli as move_cli
+
+    move_cli.add_arguments(p_acc)
     token_cli.add_arguments(sub.add_parser("token", help="LOCAL DEMO user-token issuer"))
     p_res = sub.add_parser("residency", help="prove where each account's data is")
     from . import residency_cli
@@ -45,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as exc:  # found at start, e.g. a token issuer's unusable JWK set
             print(f"edge-router: configuration error: {exc}", file=sys.stderr)
             return 2
+    if args.command == "account":
+        return move_cli.run(settings, args)
     if args.command == "residency":
         return residency_cli.run(settings, args)
     return run(settings, args)

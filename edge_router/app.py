@@ -106,6 +106,8 @@ def _state_ctx(
             )
             pools = Pools(s, metrics, clock)
             await pools.start()
+            forwarder = Forwarder(s, pools, metrics)
+            forwarder.misrouted = accounts.forget
             tokens = TokenVerifier(s)
             poller = _change_poller(s, registry, accounts, key_owners, metrics)
             try:
@@ -120,7 +122,7 @@ def _state_ctx(
                     key_owners=key_owners,
                     limiter=RateLimiter(s.rate_limit_rps, s.rate_limit_burst, s.cache_size * 10),
                     pools=pools,
-                    forwarder=Forwarder(s, pools, metrics),
+                    forwarder=forwarder,
                     loop=loop,
                     tokens=tokens,
                     access_log=s.access_log,
@@ -131,6 +133,7 @@ def _state_ctx(
                     timed_out=lambda kind: metrics.client_timeouts.labels(kind).inc(),
                 )
                 metrics.in_flight_source = lambda: state.in_flight
+                metrics.moving_source = lambda: sum(r.moving for r in accounts.values())
                 metrics.start_flusher(loop)
                 if poller is not None:
                     app[CHANGES] = poller

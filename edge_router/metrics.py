@@ -182,6 +182,13 @@ class EdgeMetrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.accounts_moving = Gauge(
+            "edge_accounts_moving",
+            "Accounts in a move's final catch-up (writes refused), as this edge's registry "
+            "cache knows them",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         # Pending per-request tallies, moved into the children above by flush().
         self._req: dict[tuple[str, str, str, int], list[Any]] = {}  # key -> [child, count]
         self._dur: dict[tuple[str, str], _HistogramTally] = {}
@@ -199,6 +206,7 @@ class EdgeMetrics:
             self.breaker_state.labels(state).set(1 if state == CLOSED else 0)
             self.breaker_transitions.labels(state)
         self.in_flight_source: Callable[[], int] | None = None
+        self.moving_source: Callable[[], int] | None = None
         self._flusher: asyncio.TimerHandle | None = None
         self._exposition_registry = r
         if self.multiprocess_dir:
@@ -271,6 +279,8 @@ class EdgeMetrics:
                 tally.flush()
         if self.in_flight_source is not None:
             self.in_flight.set(self.in_flight_source())
+        if self.moving_source is not None:
+            self.accounts_moving.set(self.moving_source())
 
     def start_flusher(self, loop: asyncio.AbstractEventLoop) -> None:
         def tick() -> None:

@@ -12,6 +12,7 @@ no byte of an answer was sent yet::
                    circuit breaker) -> the account's record          404 / 503
     authenticate   app key + token, else a user token (verified, cached),
                    then grant and account status -> principal       401 / 403
+    check_moving   a write while the account's move freezes it       503 account_moving
     rate_limit     per-account token bucket                          429
     check_length   declared Content-Length                           413
     receive_body   100-continue; a small body read whole             408 / 400 / 499
@@ -123,6 +124,21 @@ async def authenticate(st: EdgeState, ex: Exchange, record: AccountRecord) -> Pr
         raise
 
 
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+def check_moving(st: EdgeState, ex: Exchange, record: AccountRecord) -> None:
+    """During a move's final catch-up (``move/``) the account is read-only: reads are still
+    served by the source region, writes wait (the source store's fence refuses them too,
+    for an edge whose cache has not seen the phase yet)."""
+    if record.moving and ex.method not in READ_METHODS:
+        raise Unavailable(
+            "account_moving",
+            "the account is moving to another region; retry shortly",
+            retry_after=st.settings.retry_after_s,
+        )
+
+
 def rate_limit(st: EdgeState, account: str, region: str) -> None:
     wait = st.limiter.check(account, time.monotonic())
     if wait:
@@ -152,6 +168,7 @@ async def serve(st: EdgeState, ex: Exchange, sink: Sink) -> ErrorAnswer | None:
         record = await load_account(st, account)
         ex.region = record.region
         principal = await authenticate(st, ex, record)
+        check_moving(st, ex, record)
         rate_limit(st, account, record.region)
         check_length(ex, s.max_body_bytes)
         body = await receive_body(

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from residency_contract.signer import Signer
 
@@ -51,6 +52,10 @@ from .wire import Answer, UpstreamConnection
 _RETRY_STATUSES = frozenset({502, 503, 504})
 
 
+def _ignore(_account: str) -> None:
+    pass
+
+
 class Forwarder:
     def __init__(self, settings: EdgeSettings, pools: Pools, metrics: EdgeMetrics) -> None:
         self.settings = settings
@@ -65,6 +70,8 @@ class Forwarder:
         self._loop_time = asyncio.get_running_loop().time
         self._read_timeout = settings.timeouts.read
         self._retry_children = {r.name: metrics.retries.labels(r.name) for r in settings.regions}
+        # What a store's 421 tells the registry cache (app: ``accounts.forget``).
+        self.misrouted: Callable[[str], None] = _ignore
         self._refusal_children = {
             r.name: metrics.cross_region_refusals.labels(r.name) for r in settings.regions
         }
@@ -193,6 +200,11 @@ class Forwarder:
                 self.pools.answered(inst, status, answer.block, answer.body)
             else:
                 self.pools.answered(inst, status)
+            if status == 421 and ex.account:
+                # The store says the account is not (or no longer) its region's: this
+                # edge's registry entry is stale (a move flipped). The answer stands; the
+                # next request reads the registry instead of waiting out the TTL.
+                self.misrouted(ex.account)
             if status in _RETRY_STATUSES and self._can_retry_status(ex, streamed, tried):
                 inst.pool.release(conn, False)
                 return UpstreamFailed(f"{inst.name} answered {status}")

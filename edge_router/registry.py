@@ -4,10 +4,13 @@ lives here.
 One DynamoDB table, one partition per account, so one Query returns everything the edge needs
 to route and authenticate a request for that account::
 
-    pk ACCOUNT#{name}   sk META          {region, status, createdAt}
+    pk ACCOUNT#{name}   sk META          {region, status, createdAt, generation, moving}
     pk ACCOUNT#{name}   sk KEY#{appKey}  {tokenHash (sha256 hex), roles [..], status, createdAt}
     pk ACCOUNT#{name}   sk USER#{sha256(lower-cased e-mail) hex}  {roles [..], status, createdAt}
     pk APPKEY#{appKey}  sk KEY           {account, tokenHash, status}   (owner index)
+
+``generation`` (absent = 0) rises by one with every completed move of the account's home
+region; ``moving`` is true only during a move's final catch-up, when the edge refuses writes.
 
     pk CHANGES          sk {epoch_ms:013d}#{8 hex}       (the change log: ``changelog``)
 
@@ -86,6 +89,8 @@ class AccountRecord:
     status: str
     keys: Mapping[str, ApiKey] = field(default_factory=dict)
     users: Mapping[str, UserGrant] = field(default_factory=dict)  # by ``user_hash``
+    generation: int = 0
+    moving: bool = False  # a move's final catch-up: writes are refused (503 account_moving)
 
     @property
     def active(self) -> bool:
@@ -143,6 +148,8 @@ def parse_account(name: str, items: list[Mapping[str, Any]]) -> AccountRecord | 
         status=_s(meta, "status", ACTIVE),
         keys=keys,
         users=users,
+        generation=int(meta.get("generation", {}).get("N", "0")),
+        moving=bool(meta.get("moving", {}).get("BOOL", False)),
     )
 
 
@@ -196,6 +203,10 @@ class DynamoRegistry:
     # -- reads (the edge's hot path, behind the cache) ---------------------------------------
 
     async def get_account(self, name: str) -> AccountRecord | None:
+        return parse_account(name, await self.account_items(name))
+
+    async def account_items(self, name: str) -> list[Mapping[str, Any]]:
+        """Every item of the account's partition (META, keys, the move job), as stored."""
         items: list[Mapping[str, Any]] = []
         kwargs: dict[str, Any] = {
             "TableName": self.table,
@@ -209,7 +220,7 @@ class DynamoRegistry:
             if "LastEvaluatedKey" not in page:
                 break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        return parse_account(name, items)
+        return items
 
     async def get_key_owner(self, app_key: str) -> KeyOwner | None:
         page = await self._call(
@@ -245,6 +256,36 @@ class DynamoRegistry:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     # -- writes (registry_cli, the mover) ----------------------------------------------------
+
+    async def write_unseen(self, entries: list[dict[str, Any]]) -> None:
+        """Apply ``entries`` (TransactWriteItems entries, ``TableName`` included) WITHOUT a
+        change item: only for items no edge reads (the account mover's job, ``MOVE#{A}``), so
+        a job's progress does not make every edge drop and re-read the account. Anything an
+        edge reads goes through ``write``. ``RegistryConflict`` when a condition failed."""
+        try:
+            await self._client.transact_write_items(TransactItems=entries)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            if error.get("Code") == "TransactionCanceledException":
+                reasons = [
+                    r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])
+                ]
+                if "ConditionalCheckFailed" in reasons:
+                    raise RegistryConflict("registry move job: a condition failed") from exc
+            raise RegistryError(f"registry move job failed: {error.get('Code', 'error')}") from exc
+        except (BotoCoreError, OSError) as exc:
+            raise RegistryError(f"registry move job failed: {type(exc).__name__}") from exc
+
+    async def get_item(self, pk: str, sk: str) -> dict[str, Any] | None:
+        """One item, consistent read (the mover's job)."""
+        page = await self._call(
+            "get_item",
+            TableName=self.table,
+            Key={"pk": {"S": pk}, "sk": {"S": sk}},
+            ConsistentRead=True,
+        )
+        item = page.get("Item")
+        return dict(item) if item else None
 
     async def write(
         self,

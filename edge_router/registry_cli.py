@@ -6,7 +6,7 @@ and for each region's Profile System table, which ``set-region`` needs: moving a
 home region is refused once the account has data in its current home region (its salt marker
 item exists there), because moving the pointer would strand that PII where no request reaches
 it -- or worse, send new PII elsewhere while old PII stays behind. Migrations are a separate,
-deliberate procedure.
+deliberate procedure: ``edge-router account move`` (``move/``).
 
 Output is one JSON object per line so scripts can read it. Generated app tokens are printed
 once and never stored (only their SHA-256 is). A user grant names the user by e-mail (the
@@ -22,7 +22,7 @@ import secrets
 import sys
 from typing import Any
 
-from residency_contract.assertion import ROLES
+from residency_contract.assertion import GRANTABLE_ROLES as ROLES
 
 from .auth import APP_KEY_FORMAT
 from .config import EdgeSettings
@@ -181,7 +181,8 @@ async def _run(settings: EdgeSettings, args: argparse.Namespace) -> None:
             ):
                 raise Refused(
                     f"account {args.account!r} already has data in {record.region}; its home "
-                    "region cannot be changed (migrate the data first)"
+                    "region cannot be changed here; move it with "
+                    f"'edge-router account move {args.account} --to {args.region}'"
                 )
             await reg.set_region(args.account, args.region)
             _out({"account": args.account, "region": args.region, "changed": True})

@@ -14,7 +14,10 @@ middlewares that run as small named steps, and the shared state under typed ``we
    or the request id) on the ``Caller``.
 
 Routes: the spec's Profile System operations (``handlers.ROUTES``), erasure, its status and the
-admin audit listing (``rights_handlers.RIGHTS_ROUTES``).
+admin audit listing (``rights_handlers.RIGHTS_ROUTES``), and the account-move transfer endpoints
+(``transfer_handlers.TRANSFER_ROUTES``, role ``move``). Every other authenticated route passes
+the account's fence first (``fence.py``: 421 for an account that moved away or has not arrived,
+503 for a write while it is frozen).
 
 The DynamoDB client is created once per process in ``cleanup_ctx`` (closed on shutdown), with
 the key provider that wraps subjects' data keys: ``LocalKeyProvider`` from
@@ -33,6 +36,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from functools import partial
 
 from aiobotocore.session import get_session
 from aiohttp import web
@@ -43,13 +47,18 @@ from .config import StoreSettings
 from .crypto import CryptoError, DataKeyStore
 from .domain import Caller, ProfileService
 from .erasure import Eraser
-from .errors import StoreError, from_crypto
+from .errors import AccountMoving, ResidencyMismatch, StoreError, from_crypto
+from .fence import Fence, FenceCache
 from .handlers import CALLER, ROUTES, SERVICE, Handler, dumps
 from .keys import KeyProvider, provider_from_settings
 from .metrics import CURRENT_OPERATION, StoreMetrics
-from .provisioning import PitrState, check_pitr, describe_pitr
+from .provisioning import PitrState, check_pitr, describe_pitr, warn_without_stream
 from .repository import Repository, client_config
 from .rights_handlers import ERASER, RIGHTS_ROUTES
+from .transfer import Transfer
+from .transfer_handlers import CHANGE_FEED, FENCES, MAX_BODY, TRANSFER, TRANSFER_ROUTES
+from .transfer_keys import load_key_pair
+from .transfer_stream import ChangeFeed
 
 log = logging.getLogger("profile_store")
 
@@ -115,6 +124,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except StoreError as exc:
+        if isinstance(exc, AccountMoving | ResidencyMismatch):
+            write = request.method in idempotency.WRITE_METHODS
+            request.app[METRICS].fence_refusal(exc.code, write=write)
         return _json_error(exc.status, exc.code, exc.message, exc.headers)
     except CryptoError as exc:
         mapped = from_crypto(exc)
@@ -163,6 +175,11 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
                 key=idempotency.parse_key(request.headers.get(idempotency.HEADER)),
                 request_id=request[REQUEST_ID],
             )
+        if not auth.is_transfer(operation):
+            # Refused here on the cached view (reads); writes check it again atomically.
+            await request.app[FENCES].admit(
+                assertion.account, write=request.method in idempotency.WRITE_METHODS
+            )
     request[CALLER] = Caller(assertion.account, assertion.principal, request[REQUEST_ID], write)
     return await handler(request)
 
@@ -210,6 +227,16 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(
         body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )
+
+
+async def _read_fence(repo: Repository, account: str) -> Fence | None:
+    # Counted as its own operation: at most one read per account and second, whichever
+    # request happens to miss the cache.
+    token = CURRENT_OPERATION.set("Fence")
+    try:
+        return await repo.read_fence(account)
+    finally:
+        CURRENT_OPERATION.reset(token)
 
 
 def _store_context(
@@ -261,11 +288,35 @@ def _store_context(
                 idempotency_ttl_s=settings.idempotency_ttl_s,
             )
             app[ERASER] = Eraser(repo, keys)
+            fences = FenceCache(partial(_read_fence, repo), ttl_s=settings.fence_cache_s)
+            app[FENCES] = fences
+            app[TRANSFER] = Transfer(
+                repo,
+                keys,
+                fences,
+                region=settings.region,
+                key_pair=partial(
+                    load_key_pair,
+                    transfer_key_file=settings.transfer_key_file,
+                    local_master_key_file=settings.local_master_key_file,
+                    key_provider=settings.key_provider,
+                ),
+            )
+            streams = await stack.enter_async_context(
+                session.create_client(
+                    "dynamodbstreams",
+                    region_name=settings.region,
+                    endpoint_url=settings.dynamodb_endpoint,
+                    config=client_config(settings),
+                )
+            )
+            app[CHANGE_FEED] = ChangeFeed(repo, streams)
             token = CURRENT_OPERATION.set("startup")
             try:
                 app[READINESS].pitr = await check_pitr(
                     client, settings.table, require_pitr=settings.require_pitr
                 )
+                await warn_without_stream(client, settings.table)
             finally:
                 CURRENT_OPERATION.reset(token)
             yield
@@ -287,7 +338,8 @@ def create_app(
     app.router.add_get("/healthz", healthz, name="healthz", allow_head=False)
     app.router.add_get("/readyz", readyz, name="readyz", allow_head=False)
     app.router.add_get("/metrics", metrics, name="metrics", allow_head=False)
-    for method, path, name, handler in (*ROUTES, *RIGHTS_ROUTES):
+    app[MAX_BODY] = settings.transfer_max_body_bytes
+    for method, path, name, handler in (*ROUTES, *RIGHTS_ROUTES, *TRANSFER_ROUTES):
         app.router.add_route(method, path, handler, name=name)
     app.cleanup_ctx.append(_store_context(key_provider))
     return app

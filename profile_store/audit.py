@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .errors import AuditUnavailable, StoreError
+from .errors import AccountMoving, AuditUnavailable, ResidencyMismatch, StoreError
 from .repository import Item, Repository, audit_pk, get_s, s
 
 MAX_TEXT = 200
@@ -49,6 +49,19 @@ def stamp(when: datetime) -> str:
 
 
 async def record(repo: Repository, event: AuditEvent) -> None:
+    item = audit_item(event)
+    try:
+        await repo.put(item)
+    except StoreError as exc:
+        if isinstance(exc, AccountMoving | ResidencyMismatch):
+            raise  # the account moved: the answer says so, not "audit unavailable"
+        raise AuditUnavailable(
+            f"the {event.action} audit record could not be written; nothing was done"
+        ) from exc
+
+
+def audit_item(event: AuditEvent, pk: str | None = None) -> Item:
+    """The stored form of ``event`` (``pk``: another partition than the account's trail)."""
     when = stamp(datetime.now(UTC))
     item = {
         "pk": s(audit_pk(event.account)),
@@ -66,12 +79,9 @@ async def record(repo: Repository, event: AuditEvent) -> None:
         item["onBehalfOf"] = s(event.on_behalf_of[:MAX_TEXT])
     if event.entities:
         item["entities"] = {"L": [s(e) for e in event.entities]}
-    try:
-        await repo.put(item)
-    except StoreError as exc:
-        raise AuditUnavailable(
-            f"the {event.action} audit record could not be written; nothing was done"
-        ) from exc
+    if pk is not None:
+        item["pk"] = s(pk)
+    return item
 
 
 def as_dict(item: Item) -> dict[str, Any]:

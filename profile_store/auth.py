@@ -7,8 +7,9 @@ Two small, separately testable steps:
    another region answers 421 (the request was misrouted; nothing is served).
 2. ``authorize``: the roles the operation accepts (any one suffices). Masked reads need
    ``read``; POST/PATCH/PUT ``write``; DELETE ``delete``; any ``/unmask`` read ``unmask``;
-   erasure and its status ``erase``; the audit listing ``unmask`` or ``erase``. Missing role
-   answers 403.
+   erasure and its status ``erase``; the audit listing ``unmask`` or ``erase``; the transfer
+   endpoints of an account move (``/_residency/transfer/*``) ``move``, which is accepted
+   nowhere else. Missing role answers 403.
 
 The account an operation works on comes only from the verified assertion, never from the
 request, so every key the store touches is inside the caller's own tenant.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from residency_contract.assertion import (
     ASSERTION_HEADER,
+    MOVER_ROLE,
     Assertion,
     AssertionError_,
     WrongRegion,
@@ -41,8 +43,18 @@ _SPECIAL_ROLES = {
 }
 
 
+TRANSFER_PREFIX = "Transfer"  # operation names of transfer_handlers.TRANSFER_ROUTES
+_MOVE = frozenset({MOVER_ROLE})
+
+
+def is_transfer(operation: str) -> bool:
+    return operation.startswith(TRANSFER_PREFIX)
+
+
 def required_roles(method: str, operation: str) -> frozenset[str]:
     """The roles that allow ``operation``; holding any one of them is enough."""
+    if is_transfer(operation):
+        return _MOVE
     special = _SPECIAL_ROLES.get(operation)
     if special is not None:
         return special
@@ -77,5 +89,8 @@ def authenticate(
 
 
 def authorize(assertion: Assertion, roles: frozenset[str]) -> None:
+    # The mover's role opens the transfer endpoints and nothing else, even next to others.
+    if MOVER_ROLE in assertion.roles and roles != _MOVE:
+        raise Forbidden("the move role is accepted on the transfer endpoints only")
     if roles.isdisjoint(assertion.roles):
         raise Forbidden(f"this operation needs one of the roles {sorted(roles)}")

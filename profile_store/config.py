@@ -53,6 +53,15 @@ class StoreSettings:
     kms_key_id: str | None = None
     kms_endpoint: str | None = None
     log_level: str = "INFO"
+    # Account moves (fence.py, transfer*.py). How long a store trusts its view of an
+    # account's fence marker for reads (writes always check it in their transaction).
+    fence_cache_s: float = 1.0
+    # The region's transfer RSA key pair (PEM, private). Unset with key_provider=local: a DEV
+    # key generated next to the local master key. Production: a KMS asymmetric key (seam in
+    # transfer_keys.py), until then a file provisioned like any other secret.
+    transfer_key_file: str | None = None
+    # Bodies of the transfer endpoints (import pages) may be larger than the API's.
+    transfer_max_body_bytes: int = 16 * 1024 * 1024
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StoreSettings:
@@ -80,6 +89,9 @@ class StoreSettings:
             "kms_key_id": optional_str,
             "kms_endpoint": optional_str,
             "log_level": upper_str,
+            "fence_cache_s": pos_f,
+            "transfer_key_file": optional_str,
+            "transfer_max_body_bytes": pos_i,
         }
         settings = ConfigSource("PROFILE_STORE_", environ).load(cls, casts)
         if not 3 <= len(settings.table) <= 255:
@@ -88,6 +100,11 @@ class StoreSettings:
             raise ConfigError(
                 "setting 'idempotency_ttl_s' (PROFILE_STORE_IDEMPOTENCY_TTL_S) must be at least "
                 "600: an Idempotency-Key must outlive DynamoDB's 10-minute token window"
+            )
+        if settings.fence_cache_s > 1.0:
+            raise ConfigError(
+                "setting 'fence_cache_s' (PROFILE_STORE_FENCE_CACHE_S) must be at most 1: "
+                "after a move's flip the source must stop serving reads within a second"
             )
         if settings.key_provider not in {"local", "kms"}:
             raise ConfigError("setting 'key_provider' (PROFILE_STORE_KEY_PROVIDER): local or kms")

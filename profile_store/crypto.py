@@ -15,6 +15,8 @@ production), one item per subject::
 
 The AAD names where a ciphertext belongs, so one copied into another item (other entity id,
 subject, account or region) fails to open instead of showing one shopper's data as another's.
+An account move copies documents as ciphertext and marks each with the region it was sealed in
+(``sealedIn``); its data key moves with it, re-wrapped by the new region's provider.
 
 Erasure deletes the subject's key item (``DataKeyStore.delete``): every copy of the subject's
 documents, including those in backups and streams, is then noise. Unwrapped keys are cached
@@ -49,6 +51,7 @@ from cachetools import TTLCache
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from profile_store import fence
 from profile_store.keys import (
     CryptoError,
     DecryptionFailed,
@@ -65,6 +68,7 @@ from profile_store.keys import (
 
 __all__ = [
     "DOC_ATTRIBUTE",
+    "SEALED_IN_ATTRIBUTE",
     "CryptoError",
     "DataKeyStore",
     "DecryptionFailed",
@@ -84,6 +88,8 @@ __all__ = [
 ]
 
 DOC_ATTRIBUTE = "doc"
+# The region a document was sealed in, when it is not this one (set by an account move).
+SEALED_IN_ATTRIBUTE = "sealedIn"
 DATA_KEY_SK = "DK"
 _FORMAT_V1 = 1
 _NONCE_BYTES = 12
@@ -249,15 +255,7 @@ class DataKeyStore:
     async def create(self, account: str, subject_id: str) -> SubjectKey:
         """Store a new key for the subject; if another writer got there first, use theirs."""
         new = await self.prepare_new(account, subject_id)
-        put = dict(new.put["Put"])
-        try:
-            await self.client.put_item(**put)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise service_error(exc, "DynamoDB PutItem data key") from exc
-        except _SERVICE_ERRORS as exc:
-            raise service_error(exc, "DynamoDB PutItem data key") from exc
-        else:
+        if await self._fenced_write(account, new.put, "DynamoDB PutItem data key"):
             return self._keep(new.key)
         # Another writer stored a key first: theirs is the subject's key, ours is dropped.
         winner = await self._read(account, subject_id)
@@ -295,22 +293,53 @@ class DataKeyStore:
         ident = (account, subject_id)
         self._erased[ident] = True
         self._cache.pop(ident, None)
+        delete = data_key_delete_item(table=self.table, account=account, subject_id=subject_id)
+        delete["Delete"]["ConditionExpression"] = "attribute_exists(pk)"
+        existed = await self._fenced_write(account, delete, "DynamoDB DeleteItem data key")
+        self._cache.pop(ident, None)
+        return existed
+
+    async def _fenced_write(self, account: str, entry: dict[str, Any], what: str) -> bool:
+        """``entry`` with the account's fence check, as one transaction (``fence.py``); False
+        when the entry's own condition failed. The fence's refusal is raised as is."""
+        check = fence.fence_check(account)
+        check["ConditionCheck"]["TableName"] = self.table
         try:
-            out = await self.client.delete_item(
-                TableName=self.table,
-                Key=data_key_item_key(account, subject_id),
-                ReturnValues="ALL_OLD",
+            await self.client.transact_write_items(TransactItems=[entry, check])
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                raise service_error(exc, what) from exc
+            reasons = exc.response.get("CancellationReasons") or []
+            codes = [str(r.get("Code") or "None") for r in reasons]
+            if len(codes) > 1 and codes[1] == "ConditionalCheckFailed":
+                raise fence.refusal(await self._read_fence(account)) from None
+            if codes and codes[0] == "ConditionalCheckFailed":
+                return False
+            if any(c in {"TransactionConflict", "ThrottlingError"} for c in codes):
+                raise KeyServiceUnavailable(f"{what}: {'/'.join(codes)}") from exc
+            raise service_error(exc, what) from exc
+        except _SERVICE_ERRORS as exc:
+            raise service_error(exc, what) from exc
+        return True
+
+    async def _read_fence(self, account: str) -> fence.Fence | None:
+        try:
+            out = await self.client.get_item(
+                TableName=self.table, Key=fence.fence_key(account), ConsistentRead=True
             )
         except _SERVICE_ERRORS as exc:
-            raise service_error(exc, "DynamoDB DeleteItem data key") from exc
-        self._cache.pop(ident, None)
-        return bool(out.get("Attributes"))
+            raise service_error(exc, "DynamoDB GetItem fence") from exc
+        return fence.parse(out.get("Item"))
 
     def evict(self, account: str, subject_id: str) -> None:
         """Forget a subject's key here (after a transaction that deleted it, say)."""
         ident = (account, subject_id)
         self._erased[ident] = True
         self._cache.pop(ident, None)
+
+    def forget(self, account: str, subject_id: str) -> None:
+        """Drop a cached key whose item was replaced (an account move's import)."""
+        self._cache.pop((account, subject_id), None)
 
     def clear_cache(self) -> None:
         self._cache.clear()
@@ -392,4 +421,10 @@ class EnvelopeCodec:
         if not isinstance(blob, bytes | bytearray):
             raise DecryptionFailed(f"item {entity_id!r} has no sealed '{DOC_ATTRIBUTE}' attribute")
         key = await self.keys.load(account, subject_id)
-        return open_document(key, region=self.region, entity_id=entity_id, blob=bytes(blob))
+        # An item copied here by an account move was sealed in its old region (``sealedIn``);
+        # its data key came along, re-wrapped, so the AAD's region is the one it was sealed in.
+        sealed_in = item.get(SEALED_IN_ATTRIBUTE)
+        region = str(sealed_in["S"]) if isinstance(sealed_in, dict) and "S" in sealed_in else None
+        return open_document(
+            key, region=region or self.region, entity_id=entity_id, blob=bytes(blob)
+        )

@@ -208,12 +208,16 @@ class Eraser:
 
     async def _delete_alt_key(self, k: Key, pid: str) -> bool:
         try:
-            await self.repo.call(
-                "delete_item",
-                TableName=self.repo.table,
-                Key=k,
-                ConditionExpression="profileId = :pid",
-                ExpressionAttributeValues={":pid": s(pid)},
+            await self.repo.transact(
+                [
+                    {
+                        "Delete": {
+                            "Key": k,
+                            "ConditionExpression": "profileId = :pid",
+                            "ExpressionAttributeValues": {":pid": s(pid)},
+                        }
+                    }
+                ]
             )
         except ConditionFailed:  # gone already, or now another profile's key: not ours
             return False
@@ -351,15 +355,17 @@ async def lift_suppression(
     salt = await repo.salt(account, create=False)
     if salt is None:
         return False
-    response = await repo.call(
-        "delete_item",
-        TableName=repo.table,
-        Key=suppression_key(account, digest(salt, "email", email)),
-        ReturnValues="ALL_OLD",
-    )
-    old = response.get("Attributes")
-    if not old:
+    entry_key = suppression_key(account, digest(salt, "email", email))
+    old = await repo.get(entry_key)
+    if old is None:
         return False
+    try:
+        # A transaction, like every account write: it carries the fence check.
+        await repo.transact(
+            [{"Delete": {"Key": entry_key, "ConditionExpression": "attribute_exists(pk)"}}]
+        )
+    except ConditionFailed:
+        return False  # lifted concurrently
     await record(
         repo,
         AuditEvent(

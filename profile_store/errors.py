@@ -18,10 +18,12 @@ machine code; ``app.error_middleware`` is the single place that turns one into a
     ├── PreconditionFailed              412     version_mismatch
     ├── PayloadTooLarge                 413     payload_too_large
     ├── Misdirected                     421     misdirected_request
+    │   └── ResidencyMismatch           421     residency_mismatch (the account moved: fence.py)
     ├── Unprocessable                   422     idempotency_key_reused
     ├── StorageUnavailable              503     dynamodb_unavailable (+ Retry-After)
     ├── WriteOutcomeUnknown             503     write_outcome_unknown (+ Retry-After)
     ├── AuditUnavailable                503     audit_unavailable (+ Retry-After)
+    ├── AccountMoving                   503     account_moving (+ Retry-After: 2; fence.py)
     ├── KeyUnavailable                  503     key_service_unavailable (+ Retry-After)
     ├── EncryptionFailure               500     encryption_error (no details)
     └── StorageFailure                  502     dynamodb_error
@@ -56,6 +58,7 @@ import botocore.exceptions
 from .keys import CryptoError, KeyServiceUnavailable, SubjectErased
 
 __all__ = [
+    "AccountMoving",
     "AlreadyApplied",
     "AuditUnavailable",
     "BadRequest",
@@ -70,6 +73,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "PreconditionFailed",
+    "ResidencyMismatch",
     "StorageFailure",
     "StorageUnavailable",
     "StoreError",
@@ -155,6 +159,12 @@ class Misdirected(StoreError):
     code = "misdirected_request"
 
 
+class ResidencyMismatch(Misdirected):
+    """The account is not (or no longer, or not yet) served by this region: it moved."""
+
+    code = "residency_mismatch"
+
+
 class Unprocessable(StoreError):
     status = 422
     code = "idempotency_key_reused"
@@ -183,6 +193,14 @@ class AuditUnavailable(StoreError):
     status = 503
     code = "audit_unavailable"
     headers = {"Retry-After": "1"}
+
+
+class AccountMoving(StoreError):
+    """The account's writes are frozen for the final catch-up of a move; retry shortly."""
+
+    status = 503
+    code = "account_moving"
+    headers = {"Retry-After": "2"}
 
 
 class KeyUnavailable(StoreError):

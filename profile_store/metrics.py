@@ -50,6 +50,17 @@ class StoreMetrics:
             registry=self.registry,
         )
 
+        self.fence_refusals = Counter(
+            "profile_store_fence_refusals_total",
+            "Requests refused by an account's move fence (fence.py), by answer and method kind",
+            ["region", "instance", "error", "kind"],
+            registry=self.registry,
+        )
+
+    def fence_refusal(self, error: str, *, write: bool) -> None:
+        kind = "write" if write else "read"
+        self.fence_refusals.labels(self.region, self.instance, error, kind).inc()
+
     def request(self, operation: str, status: int) -> None:
         self.requests.labels(self.region, self.instance, operation, f"{status // 100}xx").inc()
 

@@ -1,8 +1,10 @@
 """Provisioning of a region's table, and the start-time point-in-time-recovery (PITR) check.
 
 ``create_table`` makes the table the store expects: keys ``pk``/``sk`` (S), on-demand billing,
-server-side encryption, TTL on ``expiresAt`` and PITR (UpdateContinuousBackups). It is
-idempotent: an existing table is completed (TTL, PITR), not an error.
+server-side encryption, a DynamoDB Stream (``KEYS_ONLY``: an account move replays the keys
+changed while it copied, ``transfer_stream.py``), TTL on ``expiresAt`` and PITR
+(UpdateContinuousBackups). It is idempotent: an existing table is completed (stream via
+UpdateTable when it has none, TTL, PITR), not an error.
 
 ``check_pitr`` runs when a store starts (DescribeContinuousBackups) and returns a ``PitrState``:
 
@@ -33,6 +35,7 @@ from .errors import client_error_code
 log = logging.getLogger(__name__)
 
 TTL_ATTRIBUTE = "expiresAt"
+STREAM = {"StreamEnabled": True, "StreamViewType": "KEYS_ONLY"}
 
 
 class PitrState(StrEnum):
@@ -55,6 +58,7 @@ async def create_table(client: Any, table: str, *, wait_s: float = 60.0) -> dict
             **PK_SK_KEYS,
             BillingMode="PAY_PER_REQUEST",
             SSESpecification={"Enabled": True},
+            StreamSpecification=STREAM,
         )
         done["table"] = "created"
     except botocore.exceptions.ClientError as exc:
@@ -65,6 +69,10 @@ async def create_table(client: Any, table: str, *, wait_s: float = 60.0) -> dict
     await waiter.wait(
         TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": max(1, int(wait_s))}
     )
+    if done["table"] == "created":
+        done["stream"] = "enabled"
+    else:
+        done["stream"] = await _ensure_stream(client, table, wait_s=wait_s)
     try:
         await client.update_time_to_live(
             TableName=table,
@@ -92,6 +100,37 @@ async def create_table(client: Any, table: str, *, wait_s: float = 60.0) -> dict
         )
         done["pitr"] = PitrState.UNSUPPORTED.value
     return done
+
+
+async def _ensure_stream(client: Any, table: str, *, wait_s: float) -> str:
+    """Enable the stream on a table that has none; any view type that includes keys will do."""
+    described = (await client.describe_table(TableName=table))["Table"]
+    if described.get("StreamSpecification", {}).get("StreamEnabled"):
+        return "already-enabled"
+    await client.update_table(TableName=table, StreamSpecification=STREAM)
+    waiter = client.get_waiter("table_exists")
+    await waiter.wait(
+        TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": max(1, int(wait_s))}
+    )
+    return "enabled"
+
+
+async def warn_without_stream(client: Any, table: str) -> bool:
+    """Start-time check: without a stream an account move cannot replay what changed while it
+    copied (``changes`` answers 503). A warning, not a refusal: the store serves without it.
+    True when the table has a stream (or DynamoDB could not be asked)."""
+    try:
+        described = (await client.describe_table(TableName=table))["Table"]
+    except Exception:  # unreachable at start: check_pitr says so already
+        return True
+    if described.get("StreamSpecification", {}).get("StreamEnabled"):
+        return True
+    log.warning(
+        "table %s has no DynamoDB Stream: accounts cannot be moved out of this region until "
+        "'profile-store create-table' enables it",
+        table,
+    )
+    return False
 
 
 async def describe_pitr(client: Any, table: str) -> PitrState:

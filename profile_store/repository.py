@@ -36,6 +36,13 @@ token, at most ``write_attempts`` times and for at most ``write_budget_s`` after
 (the store's answer must reach the client before the edge's read timeout); DynamoDB applies it
 once. If the last send still leaves the outcome open, ``WriteOutcomeUnknown`` (503
 ``write_outcome_unknown``); if no send can have reached DynamoDB, ``StorageUnavailable``.
+
+The fence (``fence.py``): every write of an account's items is a transaction that carries a
+ConditionCheck on the account's ``FENCE#{account}`` marker, appended by ``transact`` (``put``
+and ``delete_keys`` are transactions too). A write that loses it stores nothing and answers
+503 ``account_moving`` or 421 ``residency_mismatch``. ``call`` refuses a bare PutItem,
+DeleteItem, UpdateItem or BatchWriteItem on an account's items, so no write path can skip the
+check; only the transfer endpoints write past it (``transfer_batch_write``).
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ import botocore
 from aiobotocore.config import AioConfig
 from cachetools import LRUCache
 
+from . import fence
 from .config import StoreSettings
 from .errors import ConditionFailed, StorageUnavailable, WriteOutcomeUnknown, from_botocore
 from .idempotency import RECORD_SK, WriteIntent, record_pk
@@ -77,7 +85,12 @@ _DATA_CALLS = frozenset(
         "transact_get_items",
     }
 )
+# Single-item writes: never sent bare for an account's items (the fence check needs a
+# transaction); ``call`` refuses them.
+_SINGLE_WRITES = frozenset({"put_item", "delete_item", "update_item"})
 _BATCH_RETRIES = 8
+# TransactWriteItems takes 100 entries: 99 deletes and the fence check.
+_DELETES_PER_TRANSACTION = 99
 _UNKNOWN = "DynamoDB did not confirm this write in time; it may or may not have been applied. "
 _RETRY_KEYED = "Sending the same request again with the same body and Idempotency-Key is safe"
 _RETRY_BARE = (
@@ -203,6 +216,11 @@ class Repository:
         self._salts: LRUCache[str, bytes] = LRUCache(maxsize=100_000)
 
     async def call(self, call: str, **kwargs: Any) -> dict[str, Any]:
+        if call in _SINGLE_WRITES or call == "batch_write_item":
+            _refuse_unfenced(call, kwargs)
+        return await self._send(call, **kwargs)
+
+    async def _send(self, call: str, **kwargs: Any) -> dict[str, Any]:
         if call in _DATA_CALLS:
             kwargs["ReturnConsumedCapacity"] = "TOTAL"
         method = getattr(self.client, call)
@@ -276,24 +294,42 @@ class Repository:
         condition: str | None = None,
         values: dict[str, Any] | None = None,
     ) -> None:
-        kwargs: dict[str, Any] = {"TableName": self.table, "Item": item}
+        """One item, as a transaction (so it carries the fence check); ``ConditionFailed``."""
+        body: dict[str, Any] = {"Item": item}
         if condition:
-            kwargs["ConditionExpression"] = condition
+            body["ConditionExpression"] = condition
         if values:
-            kwargs["ExpressionAttributeValues"] = values
-        await self.call("put_item", **kwargs)
+            body["ExpressionAttributeValues"] = values
+        await self.transact([{"Put": body}])
 
     async def transact(
         self, items: list[dict[str, Any]], *, intent: WriteIntent | None = None
     ) -> None:
         """TransactWriteItems; each entry is {"Put"|"Delete"|"ConditionCheck": {...}}.
 
-        The table name is filled in here. Raises ``ConditionFailed`` naming failed positions.
+        The table name is filled in here, and the fence check of every account the entries
+        touch is appended (``fence.py``): losing it raises the fence's refusal, never
+        ``ConditionFailed``. Raises ``ConditionFailed`` naming failed positions of ``items``.
         Sent with the request's next token and re-sent with the same one (module docstring).
         """
-        for entry in items:
+        accounts = fence.accounts_in(items)
+        entries = [*items, *(fence.fence_check(a) for a in accounts)]
+        for entry in entries:
             for body in entry.values():
                 body["TableName"] = self.table
+        try:
+            await self._transact(entries, intent)
+        except ConditionFailed as exc:
+            fenced = [accounts[i - len(items)] for i in exc.indexes if i >= len(items)]
+            if fenced:
+                raise fence.refusal(await self.read_fence(fenced[0])) from None
+            raise
+
+    async def read_fence(self, account: str) -> fence.Fence | None:
+        """The account's fence marker as stored now (a consistent read)."""
+        return fence.parse(await self.get(fence.fence_key(account)))
+
+    async def _transact(self, items: list[dict[str, Any]], intent: WriteIntent | None) -> None:
         loop = asyncio.get_running_loop()
         token = str(uuid.uuid4()) if intent is None else intent.next_token()
         deadline = loop.time() + self.write_budget_s
@@ -325,18 +361,27 @@ class Repository:
         raise last or StorageUnavailable("no time left to write to DynamoDB")
 
     async def delete_keys(self, keys: Iterable[Key]) -> None:
-        """BatchWriteItem deletes, 25 per call, retrying unprocessed items a bounded number."""
-        all_keys = list(keys)
-        for start in range(0, len(all_keys), 25):
-            requests = [{"DeleteRequest": {"Key": k}} for k in all_keys[start : start + 25]]
+        """Deletes, up to 99 per transaction with the fence check (a BatchWriteItem could not
+        carry it); each transaction is all-or-nothing, a later call finishes the rest."""
+        unique = list(dict.fromkeys((k["pk"]["S"], k["sk"]["S"]) for k in keys))
+        for start in range(0, len(unique), _DELETES_PER_TRANSACTION):
+            chunk = unique[start : start + _DELETES_PER_TRANSACTION]
+            await self.transact([{"Delete": {"Key": key(pk, sk)}} for pk, sk in chunk])
+
+    async def transfer_batch_write(self, requests: list[dict[str, Any]]) -> None:
+        """BatchWriteItem (Put/DeleteRequest), 25 per call, unprocessed items retried a bounded
+        number of times. EXEMPT from the fence: only the transfer endpoints (import, purge)
+        call it, after checking the fence state they require."""
+        for start in range(0, len(requests), 25):
+            pending = requests[start : start + 25]
             for attempt in range(_BATCH_RETRIES):
-                response = await self.call("batch_write_item", RequestItems={self.table: requests})
-                requests = response.get("UnprocessedItems", {}).get(self.table, [])
-                if not requests:
+                response = await self._send("batch_write_item", RequestItems={self.table: pending})
+                pending = response.get("UnprocessedItems", {}).get(self.table, [])
+                if not pending:
                     break
                 await asyncio.sleep(min(0.5, 0.02 * 2**attempt) * random.random())
             else:
-                raise StorageUnavailable("DynamoDB left deletes unprocessed (throttled)")
+                raise StorageUnavailable("DynamoDB left writes unprocessed (throttled)")
 
     async def describe_table(self) -> dict[str, Any]:
         response = await self.call("describe_table", TableName=self.table)
@@ -395,6 +440,19 @@ class Repository:
         }
         if schema.document_ttl_days is not None:
             item["documentTTL"] = n(schema.document_ttl_days)
-        await self.call(
-            "put_item", TableName=self.table, Item=item, **schema_at(schema.version - 1)
-        )
+        await self.transact([{"Put": {"Item": item, **schema_at(schema.version - 1)}}])
+
+    def forget_account(self, account: str) -> None:
+        """Drop what this instance caches about the account (after a purge)."""
+        self._salts.pop(account, None)
+
+
+def _refuse_unfenced(call: str, kwargs: dict[str, Any]) -> None:
+    """A bare write to an account's items would skip the fence: a bug, never a request."""
+    if call == "batch_write_item":
+        requests = [r for rs in kwargs.get("RequestItems", {}).values() for r in rs]
+        bodies = [r.get("PutRequest") or r.get("DeleteRequest") or {} for r in requests]
+    else:
+        bodies = [{"Item": kwargs["Item"]} if "Item" in kwargs else {"Key": kwargs.get("Key")}]
+    if fence.accounts_in([{"x": b} for b in bodies]):
+        raise RuntimeError(f"{call} on an account's items must be a fenced transaction")

@@ -33,7 +33,11 @@ ASSERTION_HEADER = "X-Residency-Assertion"
 INTERNAL_HEADER_PREFIX = "x-residency-"
 VERSION = "v1"
 
-ROLES = frozenset({"read", "write", "delete", "unmask", "erase"})
+# ``move`` is the account mover's role: the stores' transfer endpoints need it and it grants
+# nothing else. Only the mover signs it; app keys and users are never granted it.
+MOVER_ROLE = "move"
+ROLES = frozenset({"read", "write", "delete", "unmask", "erase", MOVER_ROLE})
+GRANTABLE_ROLES = ROLES - {MOVER_ROLE}
 
 _FIELD = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 

@@ -15,6 +15,10 @@ import pytest
 
 from profile_store import dynamodb_local
 
+# Fixtures of the account mover's tests (tests/move/test_mover_*.py), kept apart from the
+# store-side ones in tests/move/conftest.py.
+pytest_plugins = ["tests.move.conftest_mover"]
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     # Here, not in tests/reliability/conftest.py: options must be known before collection.

@@ -120,6 +120,8 @@ def test_registry_cli(
     )
     assert code == 0 and "app_token" not in out[0]
     assert _cli(capsys, "create-key", "shop", "--roles", "root")[0] == 1
+    # the mover's own role is never granted to a key
+    assert _cli(capsys, "create-key", "shop", "--roles", "read,move")[0] == 1
     assert _cli(capsys, "create-key", "nobody", "--roles", "read")[0] == 1
     assert _cli(capsys, "revoke-key", "shop", "k-given")[0] == 0
     code, out, _ = _cli(capsys, "list")
@@ -148,7 +150,7 @@ def test_registry_cli(
         TableName=eu_table, Item={"pk": {"S": "A#shop#META"}, "sk": {"S": "SALT"}}
     )
     code, _, err = _cli(capsys, "set-region", "shop", "us-east-1")
-    assert code == 1 and "already has data" in err
+    assert code == 1 and "already has data" in err and "edge-router account move shop" in err
     code, out, _ = _cli(capsys, "list")
     assert next(o for o in out if o["account"] == "shop")["region"] == "eu-west-1"
     assert _cli(capsys, "set-status", "shop", "suspended")[0] == 0

@@ -1,0 +1,395 @@
+"""The account mover: runs a ``MoveJob`` from its phase to ``done`` (or ``aborted``).
+
+Each phase is one method; it does its work (idempotent: fences set twice, items imported
+twice, a purge run twice are all the same as once), then the job moves to the next phase in
+the registry. ``hook(step)`` is called after every persisted step: tests raise there to
+crash the mover at that exact point and then resume.
+
+Ordering is what makes a crash anywhere safe:
+
+* the change checkpoint is taken BEFORE the bulk scan starts, so every write the scan might
+  miss is in the replay;
+* ``moving``: registry first (edges refuse writes within the change log's bound), then the
+  source fence "frozen" (a stale edge's write is refused by the store itself), then the
+  final catch-up; a write the source committed before the fence is in its change stream;
+* ``flip``: registry first (one transaction), then the fences; a crash before the source is
+  fenced "moved_out" leaves it "frozen", which already refuses writes, and resume re-fences.
+  The source stays "frozen" for ``propagation_s`` after the flip, so an edge that has not
+  seen the flip yet is told "moving, retry" (503) rather than "misdirected" (421).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .job import ABORTABLE, SEGMENT_DONE, MoveJob, all_of, next_phase
+from .options import MoveOptions
+from .progress import Progress
+from .registry_state import MoveRefused, MoveRegistry
+from .store_api import RegionStores, StoreRefused
+from .verify import Mismatch, Side, collect, compare, redigest
+
+Hook = Callable[[str], None]
+
+
+class MoveFailed(Exception):
+    """The move stopped (verify mismatch, a store refused): the job keeps its phase."""
+
+
+def _no_hook(_step: str) -> None:
+    pass
+
+
+class Mover:
+    def __init__(
+        self,
+        job: MoveJob,
+        state: MoveRegistry,
+        source: RegionStores,
+        dest: RegionStores,
+        progress: Progress,
+        options: MoveOptions | None = None,
+        hook: Hook = _no_hook,
+    ) -> None:
+        self.job = job
+        self.state = state
+        self.src = source
+        self.dst = dest
+        self.progress = progress
+        self.opt = options or MoveOptions()
+        self.hook = hook
+        self._recipient: dict[str, Any] | None = None
+        self._save_lock = asyncio.Lock()
+        # The pre-freeze digest scan (verify.py) and the keys replayed since it began; in
+        # memory only: a resumed mover verifies with a full scan instead.
+        self._scanned: tuple[Side, Side] | None = None
+        self._changed: set[tuple[str, str]] | None = None
+
+    # -- driving ------------------------------------------------------------------------------
+
+    async def run(self) -> MoveJob:
+        steps = {
+            "planned": self._planned,
+            "incoming": self._incoming,
+            "bulk_copy": self._bulk_copy,
+            "catch_up": self._catch_up,
+            "moving": self._moving,
+            "verify": self._verify,
+            "flip": self._flip,
+            "fence": self._fence,
+            "clean": self._clean,
+        }
+        while self.job.phase != "done":
+            phase = self.job.phase
+            if phase not in steps:
+                raise MoveRefused(f"job is {phase}; nothing to run")
+            self.progress.phase(self.job)
+            try:
+                await steps[phase]()
+            except StoreRefused as exc:
+                if exc.code != "checkpoint_trimmed" or phase not in ("catch_up", "moving"):
+                    raise
+                await self._restart_copy()
+        self.progress.phase(self.job)
+        return self.job
+
+    async def _restart_copy(self) -> None:
+        """The source's change stream no longer reaches back to the checkpoint (a job left
+        longer than the stream keeps records, 24 h), so changes may be missing: the partial
+        copy is purged and the copy starts over from a new checkpoint."""
+        j = self.job
+        await self.dst.purge(j.account, j.generation, "destination")
+        j.checkpoint, j.cursors = None, {}
+        self._scanned = self._changed = None
+        j.add("restarts", 1)
+        j.phase = "bulk_copy"
+        j.entered[j.phase] = time.time()
+        await self._save()
+
+    async def _advance(self, step: str | None = None) -> None:
+        self.job.phase = next_phase(self.job.phase)
+        self.job.entered[self.job.phase] = time.time()
+        self.job.error = None
+        await self._save()
+        self.hook(step or self.job.phase)
+
+    async def _save(self) -> None:
+        async with self._save_lock:
+            await self.state.save(self.job)
+
+    async def _recipient_key(self) -> dict[str, Any]:
+        if self._recipient is None:
+            key = await self.dst.public_key(self.job.account)
+            self._recipient = {"kid": key["kid"], "pem": key["pem"]}
+        return self._recipient
+
+    # -- phases -------------------------------------------------------------------------------
+
+    async def _planned(self) -> None:
+        await self._advance()
+
+    async def _incoming(self) -> None:
+        j = self.job
+        await self.dst.fence(j.account, "incoming", j.generation, j.source)
+        self.hook("fenced_incoming")
+        await self._advance()
+
+    async def _bulk_copy(self) -> None:
+        j = self.job
+        if j.checkpoint is None:
+            # BEFORE the scan: a write the scan misses is then one the replay has.
+            j.checkpoint = await self.src.changes_start(j.account)
+            j.cursors = {str(i): None for i in range(j.segments)}
+            await self._save()
+            self.hook("checkpoint")
+        recipient = await self._recipient_key()
+        last_save = [time.monotonic()]
+
+        async def segment(i: str) -> None:
+            while j.cursors.get(i) != SEGMENT_DONE:
+                page = await self.src.export(
+                    j.account,
+                    int(i),
+                    j.segments,
+                    j.cursors.get(i),
+                    self.opt.export_limit,
+                    recipient,
+                )
+                items = page.get("items", [])
+                await self._import(items, [])
+                j.add("copied", len(items))
+                j.cursors[i] = page.get("cursor") or SEGMENT_DONE
+                self.progress.tick(j, "copied")
+                if (
+                    j.cursors[i] == SEGMENT_DONE
+                    or time.monotonic() - last_save[0] > self.opt.save_every_s
+                ):
+                    last_save[0] = time.monotonic()
+                    await self._save()
+                    self.hook(f"segment_page:{i}")
+
+        await all_of(segment(i) for i in sorted(j.cursors))
+        await self._advance()
+
+    async def _import(self, items: list[Any], delete: list[list[str]]) -> None:
+        """Import in requests of at most ``import_max_bytes`` of items (the stores bound a
+        body), deletes with the last one."""
+        batch: list[Any] = []
+        size = 0
+        for item in items:
+            n = len(repr(item))
+            if batch and (
+                size + n > self.opt.import_max_bytes or len(batch) >= self.opt.import_max_items
+            ):
+                await self.dst.import_(self.job.account, batch, [])
+                batch, size = [], 0
+            batch.append(item)
+            size += n
+        if batch or delete:
+            await self.dst.import_(self.job.account, batch, delete)
+
+    async def _replay_round(self) -> int:
+        """Replay every change since the checkpoint; returns the keys replayed."""
+        j = self.job
+        recipient = await self._recipient_key()
+        keys: dict[tuple[str, str], None] = {}
+        checkpoint = j.checkpoint
+        while True:
+            page = await self.src.changes(j.account, checkpoint)
+            for pk, sk in page.get("keys", []):
+                keys[(pk, sk)] = None
+            checkpoint = page.get("checkpoint", checkpoint)
+            if not page.get("more"):
+                break
+        todo = [list(k) for k in keys]
+        if self._changed is not None:
+            self._changed.update(keys)
+        gate = asyncio.Semaphore(self.opt.parallel_replays)
+
+        async def replay(chunk: list[list[str]]) -> None:
+            async with gate:
+                got = await self.src.export_keys(j.account, chunk, recipient)
+                await self._import(got.get("items", []), got.get("missing", []))
+            j.add("replayed", len(got.get("items", [])))
+            j.add("deleted", len(got.get("missing", [])))
+
+        step = self.opt.keys_per_export
+        await all_of(replay(todo[i : i + step]) for i in range(0, len(todo), step))
+        # The new position only once its changes are in the destination.
+        j.checkpoint = checkpoint
+        j.add("rounds", 1)
+        await self._save()
+        self.progress.tick(j, "replayed")
+        return len(todo)
+
+    async def _catch_up(self) -> None:
+        # Until the backlog is small, or stops shrinking (a steady write rate leaves about
+        # one round's worth whatever we do: more rounds only delay the freeze, not shorten it).
+        previous: int | None = None
+        for _ in range(self.opt.max_catch_up_rounds):
+            n = await self._replay_round()
+            if n <= self.opt.small_backlog:
+                break
+            if previous is not None and n > previous * self.opt.shrink_ratio:
+                break
+            previous = n
+        if self.opt.scan_before_freeze:
+            # Between two rounds: the destination holds every change up to the checkpoint.
+            self._changed = set()
+            self._scanned = await self._scan_both()
+            self.hook("scanned")
+            await self._replay_round()  # what the scan's time let accumulate
+        await self._advance()
+
+    async def _scan_both(self) -> tuple[Side, Side]:
+        j, opt = self.job, self.opt
+        src, dst = Side(self.src.name), Side(self.dst.name)
+        await all_of(
+            [
+                collect(self.src, j.account, j.segments, opt.digest_limit, src),
+                collect(self.dst, j.account, j.segments, opt.digest_limit, dst),
+            ]
+        )
+        return src, dst
+
+    async def _moving(self) -> None:
+        j = self.job
+        if j.moving_started is None:
+            j.moving_started = time.time()
+        # Resumed after the destination was opened for the flip (then a crash): imports
+        # need it "incoming" again.
+        await self.dst.fence(j.account, "incoming", j.generation, j.source)
+        await self.state.set_moving(j, True)
+        self.hook("registry_moving")
+        await self.src.fence(j.account, "frozen", j.generation, j.dest)
+        fenced = time.monotonic()
+        self.hook("fenced_frozen")
+        # Until a round finds nothing, and one started settle_s after the fence has (a write
+        # committed just before the fence may reach the change stream a moment later).
+        while True:
+            started = time.monotonic()
+            n = await self._replay_round()
+            if n == 0 and started - fenced >= self.opt.settle_s:
+                break
+            if n == 0:
+                await asyncio.sleep(max(0.0, self.opt.settle_s - (time.monotonic() - fenced)))
+        await self._advance()
+
+    async def _verify(self) -> None:
+        j = self.job
+        try:
+            j.verified = await self._verified_counts()
+        except Mismatch as exc:
+            # Stay frozen: writes refused, nothing flipped; resume re-runs the final catch-up.
+            j.phase = "moving"
+            j.error = str(exc)
+            await self._save()
+            raise MoveFailed(str(exc)) from None
+        await self._advance()
+
+    async def _verified_counts(self) -> dict[str, int]:
+        """Counts per kind once both sides match; ``Mismatch`` otherwise. With a scan from
+        before the freeze, only the keys changed since are digested again; any doubt (the
+        stores lack the keys form, or a difference) is settled by a full scan."""
+        j = self.job
+        if self._scanned is not None and self._changed is not None:
+            src, dst = self._scanned
+            keys = [list(k) for k in sorted(self._changed)]
+            try:
+                await all_of(
+                    [
+                        redigest(self.src, j.account, keys, src),
+                        redigest(self.dst, j.account, keys, dst),
+                    ]
+                )
+                j.counts["verified_incrementally"] = len(keys)
+                return compare(src, dst)
+            except StoreRefused as exc:
+                if exc.status != 400:
+                    raise
+            except Mismatch:
+                pass
+        j.counts["verified_incrementally"] = 0
+        return compare(*await self._scan_both())
+
+    async def _flip(self) -> None:
+        j = self.job
+        # The destination opens just before the flip: imports are over (verified), and no
+        # edge routes there until the flip, so the first read sent there is served, not a
+        # 421 of a region still "incoming". Abort re-fences it before purging.
+        await self.dst.fence(j.account, "none", j.generation, j.source)
+        self.hook("dest_open")
+        j.flipped = time.time()
+        j.phase = next_phase(j.phase)
+        j.entered[j.phase] = j.flipped
+        j.error = None
+        await self.state.flip(j)  # META region=to, generation+1, moving off; job: fence
+        self.progress.freeze(j)
+        self.hook("fence")
+
+    async def _fence(self) -> None:
+        j = self.job
+        if j.flipped is not None:
+            await asyncio.sleep(max(0.0, j.flipped + self.opt.propagation_s - time.time()))
+        await self.src.fence(j.account, "moved_out", j.generation, j.dest)
+        self.hook("fenced_moved_out")
+        await self._advance()
+
+    async def _clean(self) -> None:
+        j = self.job
+        if "purge" not in j.cleaned:
+            j.purged = await self.src.purge(j.account, j.generation, "source")
+            j.cleaned.append("purge")
+            await self._save()
+            self.hook("purged")
+        if "audit_dest" not in j.cleaned:
+            await self.dst.audit(j.account, "move_in", j.generation, j.source, j.verified, j.job_id)
+            j.cleaned.append("audit_dest")
+            await self._save()
+            self.hook("audit_dest")
+        if "audit_source" not in j.cleaned:
+            await self.src.audit(j.account, "move_out", j.generation, j.dest, j.purged, j.job_id)
+            j.cleaned.append("audit_source")
+        j.finished = time.time()
+        await self._advance()
+
+    # -- abort --------------------------------------------------------------------------------
+
+    async def abort(self) -> MoveJob:
+        """Undo a move that has not flipped: writes allowed again on the source, the partial
+        destination copy purged, the registry's generation unchanged."""
+        j = self.job
+        if j.phase not in ABORTABLE:
+            raise MoveRefused(f"job is {j.phase}: abort is only possible before the flip")
+        if j.phase != "aborting":
+            j.phase = "aborting"
+            await self.state.set_moving(j, False)
+            self.hook("abort_registry")
+        self.progress.phase(j)
+        await self.src.fence(j.account, "none", j.generation, j.dest)
+        self.hook("abort_unfenced")
+        if j.checkpoint is not None:
+            # The copy started, so the destination was fenced "incoming"; the flip phase may
+            # have opened it since: fence it again so the purge may run.
+            await self.dst.fence(j.account, "incoming", j.generation, j.source)
+        try:
+            deleted = await self.dst.purge(j.account, j.generation, "destination")
+        except StoreRefused as exc:
+            # Aborted before the destination was fenced "incoming": it holds nothing of ours.
+            if exc.status != 409 or j.counts.get("copied", 0):
+                raise
+            deleted = {}
+        j.purged = deleted
+        self.hook("abort_purged")
+        await self.dst.fence(j.account, "none", j.generation, j.source)
+        await self.src.audit(
+            j.account, "move_aborted", j.from_generation, j.dest, deleted, j.job_id
+        )
+        j.phase = "aborted"
+        j.finished = time.time()
+        await self._save()
+        self.progress.phase(j)
+        return j

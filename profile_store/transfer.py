@@ -1,0 +1,387 @@
+"""The store's side of an account move: fence, export, import, digests, purge, move audit.
+
+The mover (``edge-router account move``) drives these through ``transfer_handlers.py`` (the
+contract between the two sides: the integrator's ``move_contract.md``). Every operation works
+on one account's items, the keys under ``A#{account}#``, found by a parallel Scan
+(``transfer_scan.py``: segments run by the mover, or all at once for a purge). Nothing here
+goes through the fence: import and purge check the fence state they need instead, and write
+with ``Repository.transfer_batch_write``.
+
+Data keys never leave this process in clear nor under this region's provider: an export
+unwraps each with this region's ``KeyProvider`` and wraps it for the recipient's transfer key
+(``transfer_keys.py``); an import unwraps with this region's transfer private key and wraps
+with this region's provider (``KeyContext`` of this region). Documents travel as ciphertext,
+marked with the region they were sealed in (``crypto.SEALED_IN_ATTRIBUTE``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from . import transfer_items as wire
+from .audit import AuditEvent, audit_item
+from .crypto import (
+    DOC_ATTRIBUTE,
+    SEALED_IN_ATTRIBUTE,
+    CryptoError,
+    DataKeyStore,
+    EnvelopeCodec,
+)
+from .errors import BadRequest, ConditionFailed, Conflict, StoreError
+from .fence import Fence, FenceCache, FenceState, fence_key
+from .keys import KeyConfigError, KeyContext, KeyServiceUnavailable
+from .repository import Item, Repository, key, n, s
+from .transfer_keys import Recipient, TransferKeyPair
+from .transfer_scan import Page, for_each_page, scan_page
+
+_MOVED_PREFIX = "MOVED#"
+
+
+class StaleGeneration(Conflict):
+    code = "stale_generation"
+
+
+class NotIncoming(Conflict):
+    code = "not_incoming"
+
+
+class WrongFenceState(Conflict):
+    code = "wrong_fence_state"
+
+
+def moved_pk(account: str) -> str:
+    """Where the source keeps the record of a move: outside the account, so purge keeps it."""
+    return f"{_MOVED_PREFIX}{account}"
+
+
+class Transfer:
+    def __init__(
+        self,
+        repo: Repository,
+        keys: DataKeyStore,
+        fences: FenceCache,
+        *,
+        region: str,
+        key_pair: Callable[[], TransferKeyPair],
+    ) -> None:
+        self.repo = repo
+        self.keys = keys
+        self.codec = EnvelopeCodec(keys)
+        self.fences = fences
+        self.region = region
+        self._load_key_pair = key_pair
+        self._key_pair: TransferKeyPair | None = None
+        self._key_lock = asyncio.Lock()
+
+    async def key_pair(self) -> TransferKeyPair:
+        """The region's transfer key pair, loaded (a dev one generated) on first use: a store
+        that never takes part in a move never spends the RSA key generation."""
+        async with self._key_lock:
+            if self._key_pair is None:
+                try:
+                    self._key_pair = await asyncio.to_thread(self._load_key_pair)
+                except KeyConfigError as exc:
+                    raise KeyUnavailableForTransfer(str(exc)) from None
+            return self._key_pair
+
+    # ---- fence --------------------------------------------------------------------------------
+
+    async def set_fence(
+        self, account: str, state: str, generation: int, peer: str | None
+    ) -> dict[str, Any]:
+        """Put (or, for "none", delete) the marker, unless it carries a higher generation."""
+        condition = "attribute_not_exists(pk) OR generation <= :g"
+        values = {":g": n(generation)}
+        try:
+            if state == "none":
+                await self.repo.call(
+                    "delete_item",
+                    TableName=self.repo.table,
+                    Key=fence_key(account),
+                    ConditionExpression=condition,
+                    ExpressionAttributeValues=values,
+                )
+            else:
+                item = {
+                    **fence_key(account),
+                    "state": s(state),
+                    "generation": n(generation),
+                    "peer": s(peer or ""),
+                    "account": s(account),
+                    "updatedAt": s(_now()),
+                }
+                await self.repo.call(
+                    "put_item",
+                    TableName=self.repo.table,
+                    Item=item,
+                    ConditionExpression=condition,
+                    ExpressionAttributeValues=values,
+                )
+        except ConditionFailed:
+            raise StaleGeneration(
+                "the fence carries a higher generation than this request's"
+            ) from None
+        finally:
+            self.fences.forget(account)
+        return {"state": state, "generation": generation}
+
+    async def require(self, account: str, state: FenceState, generation: int | None) -> Fence:
+        fence = await self.repo.read_fence(account)
+        if (
+            fence is None
+            or fence.state is not state
+            or (generation is not None and fence.generation != generation)
+        ):
+            raise (NotIncoming if state is FenceState.INCOMING else WrongFenceState)(
+                f"this needs the account's fence in state {state.value}"
+                + ("" if generation is None else f" with generation {generation}")
+            )
+        return fence
+
+    async def scan_page(
+        self,
+        account: str,
+        *,
+        segment: int,
+        total_segments: int,
+        cursor: str | None,
+        limit: int,
+    ) -> Page:
+        return await scan_page(
+            self.repo,
+            account,
+            segment=segment,
+            total_segments=total_segments,
+            cursor=cursor,
+            limit=limit,
+        )
+
+    # ---- export -------------------------------------------------------------------------------
+
+    async def export_item(self, account: str, item: Item, recipient: Recipient) -> Item:
+        pk, sk = wire.key_of(item)
+        subject = wire.data_key_subject(account, pk, sk)
+        if subject is not None:
+            plaintext = await self._unwrap_here(account, subject, item)
+            moved = {k: v for k, v in item.items() if k not in wire.REGION_BOUND}
+            moved[wire.TRANSFER_WRAPPED] = {
+                "B": recipient.wrap(plaintext, account=account, subject=subject)
+            }
+            moved[wire.TRANSFER_KID] = s(recipient.kid)
+            return wire.to_wire(moved)  # type: ignore[no-any-return]
+        if DOC_ATTRIBUTE in item and SEALED_IN_ATTRIBUTE not in item:
+            item = {**item, SEALED_IN_ATTRIBUTE: s(self.region)}
+        return wire.to_wire(item)  # type: ignore[no-any-return]
+
+    async def _unwrap_here(self, account: str, subject: str, item: Item) -> bytes:
+        provider = self.keys.provider
+        try:
+            wrapped = bytes(item["wrapped"]["B"])
+            key_id = str(item["keyId"]["S"])
+            name = str(item["provider"]["S"])
+        except (KeyError, TypeError):
+            raise TransferItemError("a data-key item of the account is malformed") from None
+        if name != provider.name:
+            raise TransferItemError("a data-key item was wrapped by another provider")
+        ctx = KeyContext(region=self.region, account=account, subject=subject)
+        return await provider.unwrap_data_key(wrapped, ctx, key_id=key_id)
+
+    async def export(
+        self, account: str, page: Page, recipient: Recipient
+    ) -> tuple[list[Item], dict[str, int]]:
+        items = [await self.export_item(account, i, recipient) for i in page.items]
+        return items, _counts(account, page.items)
+
+    async def export_keys(
+        self, account: str, keys: list[tuple[str, str]], recipient: Recipient
+    ) -> tuple[list[Item], list[list[str]]]:
+        items: list[Item] = []
+        missing: list[list[str]] = []
+        for start in range(0, len(keys), 100):
+            chunk = keys[start : start + 100]
+            found = await self.repo.get_many([key(pk, sk) for pk, sk in chunk])
+            for (pk, sk), item in zip(chunk, found, strict=True):
+                if item is None:
+                    missing.append([pk, sk])
+                else:
+                    items.append(await self.export_item(account, item, recipient))
+        return items, missing
+
+    # ---- import -------------------------------------------------------------------------------
+
+    async def import_items(
+        self, account: str, raw_items: list[Any], raw_deletes: list[Any]
+    ) -> dict[str, int]:
+        """Validate everything (and re-wrap every data key) first, then write: a bad body
+        stores nothing."""
+        await self.require(account, FenceState.INCOMING, None)
+        try:
+            items = [wire.from_wire(raw, account) for raw in raw_items]
+            deletes = [wire.parse_key(raw, account) for raw in raw_deletes]
+        except wire.WireError as exc:
+            raise BadRequest(str(exc), code="invalid_item") from None
+        keys = [wire.key_of(i) for i in items]
+        if len(set(keys)) != len(keys) or len(set(deletes)) != len(deletes):
+            raise BadRequest("a key appears twice in one import", code="invalid_item")
+        if set(keys) & set(deletes):
+            raise BadRequest("a key is both written and deleted", code="invalid_item")
+        stored = [await self._import_item(account, item) for item in items]
+        requests = [{"PutRequest": {"Item": item}} for item in stored]
+        requests += [{"DeleteRequest": {"Key": key(pk, sk)}} for pk, sk in deletes]
+        await self.repo.transfer_batch_write(requests)
+        for pk, sk in [*keys, *deletes]:
+            subject = wire.data_key_subject(account, pk, sk)
+            if subject is not None:
+                self.keys.forget(account, subject)
+        return {"written": len(stored), "deleted": len(deletes)}
+
+    async def _import_item(self, account: str, item: Item) -> Item:
+        pk, sk = wire.key_of(item)
+        subject = wire.data_key_subject(account, pk, sk)
+        if subject is None:
+            if any(name in item for name in wire.REGION_BOUND):
+                raise BadRequest("only data-key items carry key material", code="invalid_item")
+            return item
+        try:
+            wrapped = bytes(item[wire.TRANSFER_WRAPPED]["B"])
+            kid = str(item[wire.TRANSFER_KID]["S"])
+        except (KeyError, TypeError):
+            raise BadRequest(
+                "a data-key item must carry transferWrapped (B) and transferKid (S)",
+                code="invalid_item",
+            ) from None
+        pair = await self.key_pair()
+        if kid != pair.kid:
+            raise BadRequest(
+                "a data key was wrapped for another transfer key", code="invalid_transfer_key"
+            )
+        try:
+            plaintext = pair.unwrap(wrapped, account=account, subject=subject)
+        except CryptoError:
+            raise BadRequest(
+                "a transfer-wrapped data key does not unwrap here", code="invalid_transfer_key"
+            ) from None
+        ctx = KeyContext(region=self.region, account=account, subject=subject)
+        provider = self.keys.provider
+        rewrapped = await provider.wrap_data_key(plaintext, ctx)
+        kept = {k: v for k, v in item.items() if k not in wire.REGION_BOUND}
+        return {
+            **kept,
+            "wrapped": {"B": rewrapped},
+            "provider": s(provider.name),
+            "keyId": s(provider.key_id),
+        }
+
+    # ---- digests ------------------------------------------------------------------------------
+
+    async def digests(self, account: str, page: Page) -> tuple[dict[str, str], dict[str, int]]:
+        out: dict[str, str] = {}
+        for item in page.items:
+            pk, sk = wire.key_of(item)
+            out[wire.digest_key(pk, sk)] = await self._digest(account, pk, sk, item)
+        return out, _counts(account, page.items)
+
+    async def _digest(self, account: str, pk: str, sk: str, item: Item) -> str:
+        subject = wire.data_key_subject(account, pk, sk)
+        if subject is not None:
+            return wire.data_key_digest(subject)
+        if DOC_ATTRIBUTE not in item:
+            return wire.plain_digest(item)
+        owner = wire.doc_subject(account, pk, item)
+        doc = None
+        if owner is not None:
+            try:
+                doc = await self.codec.open(
+                    account=account, subject_id=owner, entity_id=sk, item=item
+                )
+            except KeyServiceUnavailable:
+                raise
+            except CryptoError:
+                doc = None  # erased subject or foreign ciphertext: compared by ciphertext
+        return wire.sealed_digest(item, doc)
+
+    # ---- purge --------------------------------------------------------------------------------
+
+    async def purge(self, account: str, *, generation: int, role: str) -> dict[str, int]:
+        """Crypto-shred (every data key first), then delete every other item of the account.
+        The fence marker is outside the account's prefix and stays."""
+        if role == "source":
+            await self.require(account, FenceState.MOVED_OUT, generation)
+        else:
+            await self.require(account, FenceState.INCOMING, None)
+        deleted: Counter[str] = Counter()
+
+        async def delete(items: list[Item]) -> None:
+            keys = [wire.key_of(i) for i in items]
+            await self.repo.transfer_batch_write(
+                [{"DeleteRequest": {"Key": key(pk, sk)}} for pk, sk in keys]
+            )
+            for pk, sk in keys:
+                deleted[wire.kind_of(account, pk, sk)] += 1
+                subject = wire.data_key_subject(account, pk, sk)
+                if subject is not None:
+                    self.keys.evict(account, subject)
+
+        # Every data key first (all segments done), then everything else.
+        await for_each_page(self.repo, account, delete, prefix=wire.account_prefix(account) + "DK#")
+        await for_each_page(self.repo, account, delete)
+        self.repo.forget_account(account)
+        return dict(deleted)
+
+    # ---- audit --------------------------------------------------------------------------------
+
+    async def audit(
+        self,
+        account: str,
+        *,
+        event: str,
+        generation: int,
+        peer: str,
+        counts: dict[str, int],
+        job: str,
+        principal: str,
+        request_id: str,
+    ) -> None:
+        """``move_in`` goes to the account's audit trail; ``move_out`` and ``move_aborted`` to
+        ``MOVED#{account}``, which a purge of the account keeps."""
+        record = AuditEvent(
+            principal=principal,
+            account=account,
+            entity_type="account",
+            entity_id=job,
+            action=event,
+            reason=f"account move generation {generation} peer {peer}",
+            request_id=request_id,
+        )
+        item = audit_item(record, pk=None if event == "move_in" else moved_pk(account))
+        item["generation"] = n(generation)
+        item["peer"] = s(peer)
+        item["counts"] = {"M": {k: n(v) for k, v in sorted(counts.items())}}
+        item["moveId"] = s(str(uuid.uuid4()))
+        await self.repo.transfer_batch_write([{"PutRequest": {"Item": item}}])
+
+
+def _counts(account: str, items: list[Item]) -> dict[str, int]:
+    return dict(Counter(wire.kind_of(account, *wire.key_of(i)) for i in items))
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class TransferItemError(StoreError):
+    """An item of this account cannot be exported (a stored data key is malformed)."""
+
+    status = 500
+    code = "transfer_item_error"
+
+
+class KeyUnavailableForTransfer(StoreError):
+    status = 503
+    code = "transfer_key_unavailable"
+    headers = {"Retry-After": "5"}

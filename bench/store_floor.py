@@ -83,7 +83,7 @@ class Floor:
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def _checks(self, email: str) -> list[dict[str, Any]]:
-        """The suppression and custom-schema ConditionChecks of every profile write."""
+        """The suppression, custom-schema and fence ConditionChecks of every profile write."""
         email_hex = hashlib.sha256(email.encode()).hexdigest()
         return [
             {
@@ -100,6 +100,15 @@ class Floor:
                 "ConditionCheck": {
                     "TableName": self.table,
                     "Key": {"pk": _s(f"A#{self.account}#SCHEMA"), "sk": _s("CUSTOM")},
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
+            {
+                # The account's fence marker (profile_store/fence.py): every account write
+                # carries it, so a move can freeze and fence the account atomically.
+                "ConditionCheck": {
+                    "TableName": self.table,
+                    "Key": {"pk": _s(f"FENCE#{self.account}"), "sk": _s("F")},
                     "ConditionExpression": "attribute_not_exists(pk)",
                 }
             },

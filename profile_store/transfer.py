@@ -286,6 +286,25 @@ class Transfer:
             out[wire.digest_key(pk, sk)] = await self._digest(account, pk, sk, item)
         return out, _counts(account, page.items)
 
+    async def digests_of(
+        self, account: str, keys: list[tuple[str, str]]
+    ) -> tuple[dict[str, str], dict[str, str], list[list[str]]]:
+        """The digests' keys form: the current digest of each present key (consistent reads,
+        the same digest as a scan's), the kind of every asked key (a function of the key),
+        and the keys that are gone. The mover re-digests only what changed since its scan."""
+        found: dict[str, str] = {}
+        missing: list[list[str]] = []
+        for start in range(0, len(keys), 100):
+            chunk = keys[start : start + 100]
+            items = await self.repo.get_many([key(pk, sk) for pk, sk in chunk])
+            for (pk, sk), item in zip(chunk, items, strict=True):
+                if item is None:
+                    missing.append([pk, sk])
+                else:
+                    found[wire.digest_key(pk, sk)] = await self._digest(account, pk, sk, item)
+        kinds = {wire.digest_key(pk, sk): wire.kind_of(account, pk, sk) for pk, sk in keys}
+        return found, kinds, missing
+
     async def _digest(self, account: str, pk: str, sk: str, item: Item) -> str:
         subject = wire.data_key_subject(account, pk, sk)
         if subject is not None:

@@ -14,7 +14,7 @@ routes are exempt from the fence (``fence.py``); import and purge check the stat
     POST /_residency/transfer/{A}/export-keys      {"keys": [[pk, sk]...], "recipient"}
     POST /_residency/transfer/{A}/import           {"items": [...], "delete": [[pk, sk]...]}
     POST /_residency/transfer/{A}/digests          {"segment", "total_segments", "cursor",
-                                                    "limit"}
+                                                    "limit"} or {"keys": [[pk, sk]...]}
     POST /_residency/transfer/{A}/purge            {"generation", "role"}
     POST /_residency/transfer/{A}/audit            {"event", "generation", "peer", "counts",
                                                     "job"} -> 201
@@ -207,7 +207,12 @@ async def import_items(request: web.Request) -> web.Response:
 async def digests(request: web.Request) -> web.Response:
     account = _account(request)
     transfer = request.app[TRANSFER]
-    page = await _page_of(await _body(request), transfer, account)
+    body = await _body(request)
+    if "keys" in body:  # the keys form: exactly these keys, instead of a scan page
+        keys = _keys(body, account)  # at most MAX_PAGE, like export-keys
+        digested, kinds, missing = await transfer.digests_of(account, keys)
+        return respond({"digests": digested, "kinds": kinds, "missing": missing})
+    page = await _page_of(body, transfer, account)
     found, counts = await transfer.digests(account, page)
     return respond({"digests": found, "counts": counts, "cursor": page.cursor})
 

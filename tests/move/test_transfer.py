@@ -268,3 +268,26 @@ async def test_writes_during_the_copy_are_replayed_deletes_too(
     got, _, _ = await dest.call("GET", f"{BASE}/profiles/{second}")
     assert got == 404
     assert not [i for i in await dest.items() if f"#P#{second}" in i["pk"]["S"]]
+
+
+async def test_digests_keys_form_equals_the_scan_for_exactly_those_keys(
+    source: Region, dest: Region
+) -> None:
+    """The mover re-digests only the keys changed since its scan (inside the freeze): the
+    keys form must give the scan's digest for each present key, a kind for every asked key
+    and the gone keys as missing, and refuse keys of another account."""
+    await fill(source)
+    scanned, _ = await steps.digests_of(source)
+    asked = sorted(scanned)[:40]
+    gone = [f"A#{ACCOUNT}#P#no-such-profile", "CUR"]
+    keys = [k.split("\0") for k in asked] + [gone]
+    page = await source.ok(f"/{ACCOUNT}/digests", {"keys": keys})
+    assert page["digests"] == {k: scanned[k] for k in asked}
+    assert set(page["kinds"]) == {*asked, "\0".join(gone)}
+    assert page["kinds"]["\0".join(gone)] == "profile"
+    assert page["missing"] == [gone]
+    foreign = [["A#someone-else#P#x", "CUR"]]
+    status, body, _ = await source.move(f"/{ACCOUNT}/digests", {"keys": foreign})
+    assert (status, body["error"]) == (400, "invalid_key")
+    status, body, _ = await source.move(f"/{ACCOUNT}/digests", {"keys": [["x"]] * 1001})
+    assert status == 400

@@ -1,7 +1,7 @@
 """The store's side of an account move: fence, export, import, digests, purge, move audit.
 
 The mover (``edge-router account move``) drives these through ``transfer_handlers.py`` (the
-contract between the two sides: the integrator's ``move_contract.md``). Every operation works
+contract between the two sides: ``docs/move_contract.md``). Every operation works
 on one account's items, the keys under ``A#{account}#``, found by a parallel Scan
 (``transfer_scan.py``: segments run by the mover, or all at once for a purge). Nothing here
 goes through the fence: import and purge check the fence state they need instead, and write

@@ -1,4 +1,4 @@
-"""HTTP of an account move's store side: ``/_residency/transfer/*`` (``move_contract.md``).
+"""HTTP of an account move's store side: ``/_residency/transfer/*`` (``docs/move_contract.md``).
 
 Every route needs the ``move`` role (``auth.required_roles``), and the account in the path must
 be the assertion's. Bodies are JSON objects validated here completely before anything is

@@ -1,5 +1,5 @@
 """How a move paces itself: page sizes, parallelism, when catch-up stops, the waits around
-the freeze. Defaults suit the stores' bounds (``move_contract.md``); tests shrink them."""
+the freeze. Defaults suit the stores' bounds (``docs/move_contract.md``); tests shrink them."""
 
 from __future__ import annotations
 

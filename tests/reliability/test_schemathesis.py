@@ -45,7 +45,7 @@ from pathlib import Path
 
 import pytest
 
-from residency_contract.assertion import ROLES
+from residency_contract.assertion import GRANTABLE_ROLES
 
 from .conftest import STATS, Load
 from .stack import DEMO_KEYS, ReliabilityStack, wait_for
@@ -79,7 +79,15 @@ def _user_token_headers(stack: ReliabilityStack) -> list[str]:
     """A user granted every role on demo-eu, and a token for them from the demo issuer."""
     user_id, email = FUZZ_USER
     edge = [stack.python, "-m", "edge_router"]
-    grant = [*edge, "registry", "grant-user", "demo-eu", email, "--roles", ",".join(sorted(ROLES))]
+    grant = [
+        *edge,
+        "registry",
+        "grant-user",
+        "demo-eu",
+        email,
+        "--roles",
+        ",".join(sorted(GRANTABLE_ROLES)),
+    ]
     stack.run("grant-user", grant, stack.edge_env())
     issue = [*edge, "token", "issue", "--key", stack.demo_issuer["key_file"], "--account"]
     issue += ["demo-eu", "--user", user_id, "--email", email]

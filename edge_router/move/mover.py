@@ -384,7 +384,10 @@ class Mover:
             deleted = {}
         j.purged = deleted
         self.hook("abort_purged")
-        await self.dst.fence(j.account, "none", j.generation, j.source)
+        # Not "none": the destination is not the account's home, and it may have held a
+        # "moved_out" marker of an earlier move out of it that "incoming" replaced; leaving it
+        # fenced keeps a very stale edge's write refused there (a later move re-fences it).
+        await self.dst.fence(j.account, "moved_out", j.generation, j.source)
         await self.src.audit(
             j.account, "move_aborted", j.from_generation, j.dest, deleted, j.job_id
         )

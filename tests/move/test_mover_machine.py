@@ -191,7 +191,10 @@ async def test_abort_before_the_flip(
     assert code == 0, lines[-1]
     assert lines[-1]["phase"] == "aborted"
     assert w.source.of(ACCOUNT) == items and w.source.fence is None  # source untouched
-    assert w.dest.of(ACCOUNT) == {} and w.dest.fence is None  # partial copy purged
+    assert w.dest.of(ACCOUNT) == {}  # partial copy purged
+    # and the destination stays fenced: not the account's home (a stale edge's write there,
+    # even one older than an earlier move out of it, is refused)
+    assert w.dest.fence is not None and w.dest.fence["state"] == "moved_out"
     meta = await w.meta()
     assert meta["region"]["S"] == SOURCE and meta.get("generation", {"N": "0"})["N"] == "0"
     assert "moving" not in meta

@@ -23,8 +23,10 @@ import io
 import json
 import os
 import random
+import subprocess
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -323,6 +325,24 @@ async def test_move_under_load(stack: ReliabilityStack, aiohttp_client: Any) -> 
         assert resp.headers.get("X-Data-Region") == SOURCE
         st, shown, _ = await edge.call("GET", f"/profiles/{some}/unmask?reason=move-check")
         assert shown[0]["document"]["lastName"] != "Stale"
+
+    # proof of residency: every item where the registry says, nothing sent across regions
+    report = subprocess.run(
+        [stack.python, "-m", "edge_router", "residency", "report", "--account", ACCOUNT],
+        env=stack.edge_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert report.returncode == 0, report.stdout[-2000:] + report.stderr[-2000:]
+    with urllib.request.urlopen(stack.admin_url + "/metrics", timeout=5) as resp:  # noqa: S310
+        metrics = resp.read().decode()
+    crossed = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("edge_cross_region_refusals_total{") and float(line.split()[-1])
+    ]
+    assert crossed == []
 
     print(f"\nmove e2e figures ({PROFILES} profiles): " + json.dumps(FIGURES, sort_keys=True))
 

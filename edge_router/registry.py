@@ -40,11 +40,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
+
+if TYPE_CHECKING:
+    from .config import EdgeSettings
 
 from .changelog import CHANGES_PK, Change, change_put, parse_change
 from .errors import RegistryConflict, RegistryError
@@ -105,6 +108,19 @@ class DynamoRegistry(RegistryAdmin):
         )
         self._stack = AsyncExitStack()
         self._client: Any = None
+
+    @classmethod
+    def for_operator(cls, settings: EdgeSettings, *, max_attempts: int = 2) -> DynamoRegistry:
+        """The registry as the operator CLIs open it (``registry``, ``residency``, ``account``):
+        the edge's settings, with a read timeout long enough for a scan page."""
+        return cls(
+            table=settings.registry_table,
+            endpoint=settings.registry_endpoint,
+            region=settings.registry_region,
+            connect_timeout_s=settings.registry_connect_timeout_s,
+            read_timeout_s=max(settings.registry_read_timeout_s, 5.0),
+            max_attempts=max_attempts,
+        )
 
     async def __aenter__(self) -> DynamoRegistry:
         session = get_session()
@@ -190,19 +206,7 @@ class DynamoRegistry(RegistryAdmin):
         change item: only for items no edge reads (the account mover's job, ``MOVE#{A}``), so
         a job's progress does not make every edge drop and re-read the account. Anything an
         edge reads goes through ``write``. ``RegistryConflict`` when a condition failed."""
-        try:
-            await self._client.transact_write_items(TransactItems=entries)
-        except ClientError as exc:
-            error = exc.response.get("Error", {})
-            if error.get("Code") == "TransactionCanceledException":
-                reasons = [
-                    r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])
-                ]
-                if "ConditionalCheckFailed" in reasons:
-                    raise RegistryConflict("registry move job: a condition failed") from exc
-            raise RegistryError(f"registry move job failed: {error.get('Code', 'error')}") from exc
-        except (BotoCoreError, OSError) as exc:
-            raise RegistryError(f"registry move job failed: {type(exc).__name__}") from exc
+        await self._transact(entries, what="move job", owned=len(entries))
 
     async def get_item(self, pk: str, sk: str) -> dict[str, Any] | None:
         """One item, consistent read (the mover's job)."""
@@ -231,8 +235,14 @@ class DynamoRegistry(RegistryAdmin):
         if not entries or len(entries) > 99:
             raise ValueError("a registry write has 1-99 entries (one more is the change item)")
         change = change_put(self.table, account=account, kind=kind, app_keys=app_keys)
+        await self._transact([*entries, change], what=kind, owned=len(entries))
+        return str(change["Put"]["Item"]["sk"]["S"])
+
+    async def _transact(self, items: list[dict[str, Any]], *, what: str, owned: int) -> None:
+        """TransactWriteItems; a lost condition is ``RegistryConflict`` with the codes of the
+        first ``owned`` entries (the caller's), anything else ``RegistryError``."""
         try:
-            await self._client.transact_write_items(TransactItems=[*entries, change])
+            await self._client.transact_write_items(TransactItems=items)
         except ClientError as exc:
             error = exc.response.get("Error", {})
             if error.get("Code") == "TransactionCanceledException":
@@ -241,10 +251,8 @@ class DynamoRegistry(RegistryAdmin):
                 ]
                 if "ConditionalCheckFailed" in reasons:
                     raise RegistryConflict(
-                        f"registry {kind} refused: a condition failed",
-                        tuple(reasons[: len(entries)]),
+                        f"registry {what} refused: a condition failed", tuple(reasons[:owned])
                     ) from exc
-            raise RegistryError(f"registry {kind} failed: {error.get('Code', 'error')}") from exc
+            raise RegistryError(f"registry {what} failed: {error.get('Code', 'error')}") from exc
         except (BotoCoreError, OSError) as exc:
-            raise RegistryError(f"registry {kind} failed: {type(exc).__name__}") from exc
-        return str(change["Put"]["Item"]["sk"]["S"])
+            raise RegistryError(f"registry {what} failed: {type(exc).__name__}") from exc

@@ -94,13 +94,7 @@ def _check_region(settings: EdgeSettings, region: str) -> None:
 
 async def _run(settings: EdgeSettings, args: argparse.Namespace) -> None:
     cmd = args.registry_command
-    async with DynamoRegistry(
-        table=settings.registry_table,
-        endpoint=settings.registry_endpoint,
-        region=settings.registry_region,
-        connect_timeout_s=settings.registry_connect_timeout_s,
-        read_timeout_s=max(settings.registry_read_timeout_s, 5.0),
-    ) as reg:
+    async with DynamoRegistry.for_operator(settings) as reg:
         if cmd == "create-table":
             created = await reg.create_table()
             _out({"table": reg.table, "created": created})

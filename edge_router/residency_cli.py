@@ -113,13 +113,7 @@ def _text(findings: Findings, out: TextIO) -> None:
 
 
 async def _homes(settings: EdgeSettings, only: str | None) -> dict[str, str]:
-    async with DynamoRegistry(
-        table=settings.registry_table,
-        endpoint=settings.registry_endpoint,
-        region=settings.registry_region,
-        connect_timeout_s=settings.registry_connect_timeout_s,
-        read_timeout_s=max(settings.registry_read_timeout_s, 5.0),
-    ) as reg:
+    async with DynamoRegistry.for_operator(settings) as reg:
         if only is not None:
             record = await reg.get_account(only)
             return {only: record.region} if record is not None else {}

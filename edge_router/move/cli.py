@@ -106,13 +106,8 @@ async def _run(
     cmd = args.account_command
     if not valid_account(args.account):
         raise MoveRefused(f"{args.account!r} is not a valid account name")
-    async with DynamoRegistry(
-        table=settings.registry_table,
-        endpoint=settings.registry_endpoint,
-        region=settings.registry_region,
-        connect_timeout_s=settings.registry_connect_timeout_s,
-        read_timeout_s=max(settings.registry_read_timeout_s, 5.0),
-        max_attempts=max(settings.registry_max_attempts, 4),
+    async with DynamoRegistry.for_operator(
+        settings, max_attempts=max(settings.registry_max_attempts, 4)
     ) as reg:
         state = MoveRegistry(reg)
         if cmd == "status":

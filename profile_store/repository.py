@@ -368,6 +368,14 @@ class Repository:
             chunk = unique[start : start + _DELETES_PER_TRANSACTION]
             await self.transact([{"Delete": {"Key": key(pk, sk)}} for pk, sk in chunk])
 
+    async def transfer_transact(self, items: list[dict[str, Any]]) -> None:
+        """TransactWriteItems EXEMPT from the fence (no check appended), for the transfer
+        endpoints' own records; ``ConditionFailed`` names the failed positions."""
+        for entry in items:
+            for body in entry.values():
+                body["TableName"] = self.table
+        await self._transact(items, None)
+
     async def transfer_batch_write(self, requests: list[dict[str, Any]]) -> None:
         """BatchWriteItem (Put/DeleteRequest), 25 per call, unprocessed items retried a bounded
         number of times. EXEMPT from the fence: only the transfer endpoints (import, purge)

@@ -37,7 +37,7 @@ from .fence import Fence, FenceCache, FenceState, fence_key
 from .keys import KeyConfigError, KeyContext, KeyServiceUnavailable
 from .repository import Item, Repository, key, n, s
 from .transfer_keys import Recipient, TransferKeyPair
-from .transfer_scan import Page, for_each_page, scan_page
+from .transfer_scan import Page, Sweep, scan_page, sweep_page
 
 _MOVED_PREFIX = "MOVED#"
 
@@ -326,9 +326,14 @@ class Transfer:
 
     # ---- purge --------------------------------------------------------------------------------
 
-    async def purge(self, account: str, *, generation: int, role: str) -> dict[str, int]:
-        """Crypto-shred (every data key first), then delete every other item of the account.
-        The fence marker is outside the account's prefix and stays."""
+    async def purge(
+        self, account: str, *, generation: int, role: str, cursor: str | None, limit: int
+    ) -> tuple[dict[str, int], str | None]:
+        """One bounded step of the account's purge: crypto-shred (every data key first, in
+        every segment), then delete every other item. Returns what this step deleted and the
+        cursor of the next step (``None``: nothing of the account is left). The fence marker
+        is outside the account's prefix and stays."""
+        sweep = Sweep.decode(cursor)
         if role == "source":
             await self.require(account, FenceState.MOVED_OUT, generation)
         else:
@@ -346,11 +351,9 @@ class Transfer:
                 if subject is not None:
                     self.keys.evict(account, subject)
 
-        # Every data key first (all segments done), then everything else.
-        await for_each_page(self.repo, account, delete, prefix=wire.account_prefix(account) + "DK#")
-        await for_each_page(self.repo, account, delete)
+        following = await sweep_page(self.repo, account, sweep, delete, limit=limit)
         self.repo.forget_account(account)
-        return dict(deleted)
+        return dict(deleted), None if following is None else following.encode()
 
     # ---- audit --------------------------------------------------------------------------------
 
@@ -382,7 +385,20 @@ class Transfer:
         item["peer"] = s(peer)
         item["counts"] = {"M": {k: n(v) for k, v in sorted(counts.items())}}
         item["moveId"] = s(str(uuid.uuid4()))
-        await self.repo.transfer_batch_write([{"PutRequest": {"Item": item}}])
+        # One record per job and event: a mover that crashed after this call and before
+        # saving its job asks again, and the marker (outside the account, like the fence)
+        # makes the repeat a no-op.
+        marker = {"pk": s(moved_pk(account)), "sk": s(f"JOB#{job}#{event}"), "time": s(_now())}
+        try:
+            await self.repo.transfer_transact(
+                [
+                    {"Put": {"Item": marker, "ConditionExpression": "attribute_not_exists(pk)"}},
+                    {"Put": {"Item": item}},
+                ]
+            )
+        except ConditionFailed as exc:
+            if exc.indexes != (0,) or exc.contention:
+                raise
 
 
 def _counts(account: str, items: list[Item]) -> dict[str, int]:

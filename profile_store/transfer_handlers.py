@@ -15,7 +15,8 @@ routes are exempt from the fence (``fence.py``); import and purge check the stat
     POST /_residency/transfer/{A}/import           {"items": [...], "delete": [[pk, sk]...]}
     POST /_residency/transfer/{A}/digests          {"segment", "total_segments", "cursor",
                                                     "limit"} or {"keys": [[pk, sk]...]}
-    POST /_residency/transfer/{A}/purge            {"generation", "role"}
+    POST /_residency/transfer/{A}/purge            {"generation", "role"[, "cursor", "limit"]}
+                                                    -> {"deleted", "cursor"} (null: all gone)
     POST /_residency/transfer/{A}/audit            {"event", "generation", "peer", "counts",
                                                     "job"} -> 201
 """
@@ -224,8 +225,14 @@ async def purge(request: web.Request) -> web.Response:
     role = body.get("role")
     if role not in {"source", "destination"}:
         raise _bad("role must be source or destination")
-    deleted = await request.app[TRANSFER].purge(account, generation=generation, role=role)
-    return respond({"deleted": deleted})
+    cursor = body.get("cursor")
+    if cursor is not None and (not isinstance(cursor, str) or len(cursor) > 16384):
+        raise _bad("cursor must be a string or null", "invalid_cursor")
+    limit = _int(body, "limit", 1, MAX_PAGE) if "limit" in body else MAX_PAGE
+    deleted, following = await request.app[TRANSFER].purge(
+        account, generation=generation, role=role, cursor=cursor, limit=limit
+    )
+    return respond({"deleted": deleted, "cursor": following})
 
 
 async def audit(request: web.Request) -> web.Response:

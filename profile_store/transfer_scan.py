@@ -1,9 +1,10 @@
-"""Scanning one account's items: a parallel Scan segment page at a time, or all of them.
+"""Scanning one account's items: a parallel Scan segment page at a time, or a purge's sweep.
 
 An account's items are every key under ``A#{account}#``; a Scan filtered on that prefix is the
 one way to find them all (they live in many partitions). Pages are strongly consistent. The
 cursor handed to the mover is the page's LastEvaluatedKey as base64url JSON, checked to be a
-key of the account when it comes back.
+table key when it comes back. A purge sweeps every segment a page per call, so no
+call's time grows with the account's size.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from . import transfer_items as wire
 from .errors import BadRequest
 from .repository import Item, Key, Repository, key, s
 
-SEGMENTS = 4  # for_each_page's parallel segments
+SEGMENTS = 4  # a purge sweep's parallel segments
 
 
 def encode_cursor(last: Key | None) -> str | None:
@@ -30,14 +31,21 @@ def encode_cursor(last: Key | None) -> str | None:
     return base64.urlsafe_b64encode(raw.encode()).decode("ascii")
 
 
-def decode_cursor(cursor: str | None, account: str) -> Key | None:
+def decode_cursor(cursor: str | None) -> Key | None:
+    """A cursor this store handed out, back as the Scan's ExclusiveStartKey. It is the last
+    item the Scan EVALUATED, which is as often another account's item (or a marker) as one of
+    this account's: any table key is a valid position, and the filter keeps what a page
+    returns inside the account whatever the position."""
     if cursor is None:
         return None
     try:
         raw = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
-        pk, sk = wire.parse_key([raw["pk"], raw["sk"]], account)
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeError, wire.WireError):
-        raise BadRequest("cursor is not one this store returned", code="invalid_cursor") from None
+        pk, sk = raw["pk"], raw["sk"]
+        ok = all(isinstance(x, str) and 0 < len(x) <= 1024 for x in (pk, sk))
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeError):
+        ok = False
+    if not ok:
+        raise BadRequest("cursor is not one this store returned", code="invalid_cursor")
     return key(pk, sk)
 
 
@@ -70,41 +78,82 @@ async def scan_page(
     }
     if keys_only:
         kwargs["ProjectionExpression"] = "pk, sk"
-    start = decode_cursor(cursor, account)
+    start = decode_cursor(cursor)
     if start is not None:
         kwargs["ExclusiveStartKey"] = start
     response = await repo.call("scan", **kwargs)
     return Page(response.get("Items", []), encode_cursor(response.get("LastEvaluatedKey")))
 
 
-async def for_each_page(
+STAGES = {"keys": "DK#", "items": ""}  # stage -> key prefix under the account's, in order
+DONE = "done"
+
+
+@dataclass(frozen=True, slots=True)
+class Sweep:
+    """Where a purge stands: the stage (every data key first, then every other item) and
+    each parallel segment's scan cursor (``None`` not started, ``DONE`` finished). Handed to
+    the caller as an opaque base64url token and checked when it comes back."""
+
+    stage: str = "keys"
+    segments: tuple[str | None, ...] = (None,) * SEGMENTS
+
+    def encode(self) -> str:
+        raw = json.dumps({"stage": self.stage, "segments": self.segments}, separators=(",", ":"))
+        return base64.urlsafe_b64encode(raw.encode()).decode("ascii")
+
+    @classmethod
+    def decode(cls, token: str | None) -> Sweep:
+        if token is None:
+            return cls()
+        try:
+            raw = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
+            stage, segments = raw["stage"], tuple(raw["segments"])
+            ok = stage in STAGES and len(segments) == SEGMENTS
+        except (ValueError, KeyError, TypeError, binascii.Error, UnicodeError):
+            ok = False
+        if not ok:
+            raise BadRequest("cursor is not one this store returned", code="invalid_cursor")
+        for c in segments:
+            if c != DONE:
+                decode_cursor(c)  # a table key, or None
+        return cls(stage, segments)
+
+
+async def sweep_page(
     repo: Repository,
     account: str,
+    sweep: Sweep,
     work: Callable[[list[Item]], Awaitable[None]],
     *,
-    prefix: str | None = None,
-) -> None:
-    """``work`` on each page of the account's keys (under ``prefix``), SEGMENTS segments at
-    once; pages are keys only and handled as they come, so memory stays one page per segment
-    whatever the account's size."""
+    limit: int,
+) -> Sweep | None:
+    """``work`` on one keys-only scan page of every unfinished segment of ``sweep``'s stage
+    (segments at once), then where the sweep stands; ``None`` once every stage is done. One
+    call is bounded (``limit`` items evaluated per segment) whatever the account's size; a
+    stage starts only after every segment of the one before has finished."""
+    prefix = wire.account_prefix(account) + STAGES[sweep.stage]
 
-    async def segment(i: int) -> None:
-        cursor: str | None = None
-        while True:
-            page = await scan_page(
-                repo,
-                account,
-                segment=i,
-                total_segments=SEGMENTS,
-                cursor=cursor,
-                limit=1000,
-                prefix=prefix,
-                keys_only=True,
-            )
-            if page.items:
-                await work(page.items)
-            cursor = page.cursor
-            if cursor is None:
-                return
+    async def segment(i: int, cursor: str | None) -> str | None:
+        if cursor == DONE:
+            return DONE
+        page = await scan_page(
+            repo,
+            account,
+            segment=i,
+            total_segments=SEGMENTS,
+            cursor=cursor,
+            limit=limit,
+            prefix=prefix,
+            keys_only=True,
+        )
+        if page.items:
+            await work(page.items)
+        return page.cursor or DONE
 
-    await asyncio.gather(*(segment(i) for i in range(SEGMENTS)))
+    at = tuple(await asyncio.gather(*(segment(i, c) for i, c in enumerate(sweep.segments))))
+    if any(c != DONE for c in at):
+        return Sweep(sweep.stage, at)
+    stages = list(STAGES)
+    following = stages.index(sweep.stage) + 1
+    return Sweep(stages[following]) if following < len(stages) else None

@@ -85,6 +85,7 @@ class MoveJob:
     counts: dict[str, int] = field(default_factory=dict)  # copied, replayed, deleted, rounds
     verified: dict[str, int] = field(default_factory=dict)  # item counts per kind (verify)
     purged: dict[str, int] = field(default_factory=dict)
+    purge_cursor: str | None = None  # the running purge's next step (opaque to the mover)
     cleaned: list[str] = field(default_factory=list)  # clean's steps done (purge, audits)
     started: float = field(default_factory=time.time)
     updated: float = 0.0

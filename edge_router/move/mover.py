@@ -101,8 +101,8 @@ class Mover:
         longer than the stream keeps records, 24 h), so changes may be missing: the partial
         copy is purged and the copy starts over from a new checkpoint."""
         j = self.job
-        await self.dst.purge(j.account, j.generation, "destination")
-        j.checkpoint, j.cursors = None, {}
+        await self._purge(self.dst, "destination")
+        j.checkpoint, j.cursors, j.purged = None, {}, {}
         self._scanned = self._changed = None
         j.add("restarts", 1)
         j.phase = "bulk_copy"
@@ -115,6 +115,25 @@ class Mover:
         self.job.error = None
         await self._save()
         self.hook(step or self.job.phase)
+
+    async def _purge(self, stores: RegionStores, role: str) -> None:
+        """Purge the account from ``stores``' region a bounded step at a time (one request
+        each, whatever the account's size), the cursor and counts saved after every step:
+        a resumed purge goes on where it was. A step redone after a crash between its answer
+        and the save counts only what it still found."""
+        j = self.job
+        while True:
+            deleted, j.purge_cursor = await stores.purge(
+                j.account, j.generation, role, j.purge_cursor, self.opt.purge_limit
+            )
+            for kind, n in deleted.items():
+                j.purged[kind] = j.purged.get(kind, 0) + n
+            j.add("purged", sum(deleted.values()))
+            self.progress.tick(j, "purged")
+            if j.purge_cursor is None:
+                return
+            await self._save()
+            self.hook("purge_page")
 
     async def _save(self) -> None:
         async with self._save_lock:
@@ -341,7 +360,7 @@ class Mover:
     async def _clean(self) -> None:
         j = self.job
         if "purge" not in j.cleaned:
-            j.purged = await self.src.purge(j.account, j.generation, "source")
+            await self._purge(self.src, "source")
             j.cleaned.append("purge")
             await self._save()
             self.hook("purged")
@@ -376,20 +395,18 @@ class Mover:
             # have opened it since: fence it again so the purge may run.
             await self.dst.fence(j.account, "incoming", j.generation, j.source)
         try:
-            deleted = await self.dst.purge(j.account, j.generation, "destination")
+            await self._purge(self.dst, "destination")
         except StoreRefused as exc:
             # Aborted before the destination was fenced "incoming": it holds nothing of ours.
             if exc.status != 409 or j.counts.get("copied", 0):
                 raise
-            deleted = {}
-        j.purged = deleted
         self.hook("abort_purged")
         # Not "none": the destination is not the account's home, and it may have held a
         # "moved_out" marker of an earlier move out of it that "incoming" replaced; leaving it
         # fenced keeps a very stale edge's write refused there (a later move re-fences it).
         await self.dst.fence(j.account, "moved_out", j.generation, j.source)
         await self.src.audit(
-            j.account, "move_aborted", j.from_generation, j.dest, deleted, j.job_id
+            j.account, "move_aborted", j.from_generation, j.dest, j.purged, j.job_id
         )
         j.phase = "aborted"
         j.finished = time.time()

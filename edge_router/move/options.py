@@ -19,6 +19,7 @@ class MoveOptions:
     settle_s: float = 0.5  # the final catch-up: an empty round this long after the fence
     save_every_s: float = 1.0  # bulk copy: cursors persisted at most this often
     digest_limit: int = 1000
+    purge_limit: int = 1000  # items a purge step scans per segment (a step is one request)
     # Verify's full digest scan before the freeze; inside it, only changed keys (verify.py).
     scan_before_freeze: bool = True
     # After the flip the source stays "frozen" this long before "moved_out": an edge that has

@@ -66,6 +66,10 @@ class Progress:
         pass
 
 
+# The count a phase's bar shows.
+_COUNTED = {"catch_up": "replayed", "moving": "replayed", "clean": "purged", "aborting": "purged"}
+
+
 class BarProgress(Progress):
     """A tqdm bar on stderr per phase (the CLI still prints the final summary as JSON)."""
 
@@ -83,7 +87,7 @@ class BarProgress(Progress):
         self._last_phase = job.phase
         if self._bar is not None:
             self._bar.close()
-        self._what = "replayed" if job.phase in ("catch_up", "moving") else "copied"
+        self._what = _COUNTED.get(job.phase, "copied")
         self._bar = self._tqdm(
             desc=f"{job.account} {job.phase}",
             unit=" items",

@@ -164,9 +164,14 @@ class RegionStores:
         """The digests endpoint's keys form: ``digests`` and ``kinds`` of exactly these keys."""
         return dict(await self.call("POST", account, "digests", {"keys": keys}))
 
-    async def purge(self, account: str, generation: int, role: str) -> dict[str, int]:
-        out = await self.call("POST", account, "purge", {"generation": generation, "role": role})
-        return dict(out.get("deleted", {}))
+    async def purge(
+        self, account: str, generation: int, role: str, cursor: str | None, limit: int
+    ) -> tuple[dict[str, int], str | None]:
+        """One bounded step of the purge: what it deleted, and the next step's cursor
+        (``None``: the account is gone from this region)."""
+        body = {"generation": generation, "role": role, "cursor": cursor, "limit": limit}
+        out = await self.call("POST", account, "purge", body)
+        return dict(out.get("deleted", {})), out.get("cursor")
 
     async def audit(
         self, account: str, event: str, generation: int, peer: str, counts: Any, job: str

@@ -193,13 +193,17 @@ class FakeRegion:
                 or (need == "moved_out" and f["generation"] != body["generation"])
             ):
                 raise Refuse(409, f"not_{need}")
+            # A step deletes at most "limit" items, every data key before anything else.
             deleted: dict[str, int] = {}
-            for k in sorted(self.of(account), key=lambda k: kind_of(*k) != "data_key"):
+            todo = sorted(self.of(account), key=lambda k: kind_of(*k) != "data_key")
+            for k in todo[: int(body["limit"])]:
                 deleted[kind_of(*k)] = deleted.get(kind_of(*k), 0) + 1
                 del self.items[k]
-            return {"deleted": deleted}
+            return {"deleted": deleted, "cursor": "more" if self.of(account) else None}
         if op == "audit":
-            self.audits.append(body)
+            # One record per job and event, however often it is asked (the contract).
+            if not any((a["job"], a["event"]) == (body["job"], body["event"]) for a in self.audits):
+                self.audits.append(body)
             return {}
         raise Refuse(404, "not_found")
 

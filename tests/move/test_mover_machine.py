@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -14,12 +15,17 @@ from edge_router.move import cli as move_cli
 from edge_router.move.options import MoveOptions
 from edge_router.move.progress import Progress
 
-from .conftest_mover import ACCOUNT, DEST, SOURCE, MoverWorld, Refuse
+from .conftest_mover import ACCOUNT, DEST, SOURCE, MoverWorld, Refuse, kind_of
 
 PROFILES = 60
 # Small pages and an eager saver, so every step (and several pages per segment) happens.
 OPTIONS = MoveOptions(
-    export_limit=7, keys_per_export=5, save_every_s=0.0, settle_s=0.05, propagation_s=0.0
+    export_limit=7,
+    keys_per_export=5,
+    purge_limit=9,
+    save_every_s=0.0,
+    settle_s=0.05,
+    propagation_s=0.0,
 )
 
 # Every point where the mover calls its hook, in order (a segment's pages repeat).
@@ -40,6 +46,7 @@ STEPS = [
     "fence",
     "fenced_moved_out",
     "clean",
+    "purge_page",
     "purged",
     "audit_dest",
     "done",
@@ -104,6 +111,9 @@ async def assert_moved(w: MoverWorld, source_items: dict[tuple[str, str], Any]) 
     events = {a["event"] for a in w.source.audits} | {a["event"] for a in w.dest.audits}
     assert events == {"move_out", "move_in"}
     assert all(a["generation"] == 1 for a in w.source.audits + w.dest.audits)
+    # the record of what the source purged: every item it held, whatever crashed on the way
+    (out,) = [a for a in w.source.audits if a["event"] == "move_out"]
+    assert out["counts"] == dict(Counter(kind_of(*k) for k in source_items))
 
 
 async def test_a_whole_move(world: MoverWorld) -> None:

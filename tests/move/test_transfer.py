@@ -170,6 +170,23 @@ async def test_changes_since_a_checkpoint_are_the_accounts_writes_after_it(
     assert again == []
 
 
+async def purge_all(
+    region: Region, body: dict[str, Any], *, limit: int = 1000
+) -> tuple[dict[str, int], int]:
+    """Purge step after step until the cursor is null: what was deleted, and the steps."""
+    deleted: dict[str, int] = {}
+    cursor, steps_taken = None, 0
+    while True:
+        answer = await region.ok(f"/{ACCOUNT}/purge", {**body, "cursor": cursor, "limit": limit})
+        steps_taken += 1
+        for kind, n in answer["deleted"].items():
+            deleted[kind] = deleted.get(kind, 0) + n
+        cursor = answer["cursor"]
+        if cursor is None:
+            return deleted, steps_taken
+        assert steps_taken < 10_000, "the purge's cursor never ends"
+
+
 async def test_purge_shreds_keys_first_and_leaves_only_the_markers(
     source: Region, dest: Region
 ) -> None:
@@ -189,19 +206,73 @@ async def test_purge_shreds_keys_first_and_leaves_only_the_markers(
 
     repo.transfer_batch_write = recording  # type: ignore[method-assign]
     before = len(await source.items())
-    deleted = (await source.ok(f"/{ACCOUNT}/purge", {"generation": 7, "role": "source"}))["deleted"]
+    # Small steps: the account takes many, each one request whatever the account's size.
+    deleted, taken = await purge_all(source, {"generation": 7, "role": "source"}, limit=3)
     assert sum(deleted.values()) == before and deleted["data_key"] >= 4
+    assert taken > 4
     kinds = ["DK" if r["DeleteRequest"]["Key"]["sk"]["S"] == "DK" else "x" for r in sent]
     assert kinds == sorted(kinds)  # "DK" < "x": every data key before any other item
     assert await source.items() == []
-    again = await source.ok(f"/{ACCOUNT}/purge", {"generation": 7, "role": "source"})
-    assert again["deleted"] == {}
-    await source.ok(
-        f"/{ACCOUNT}/audit",
-        {"event": "move_out", "generation": 7, "peer": DEST, "counts": deleted, "job": "j-1"},
-    )
-    left = [i["pk"]["S"] for i in await _all(source) if ACCOUNT in i["pk"]["S"]]
-    assert sorted(left) == [f"FENCE#{ACCOUNT}", f"MOVED#{ACCOUNT}"]
+    again, _ = await purge_all(source, {"generation": 7, "role": "source"})
+    assert again == {}
+    audit = {"event": "move_out", "generation": 7, "peer": DEST, "counts": deleted, "job": "j-1"}
+    for _ in range(2):  # asked again (a mover resumed after a crash): still one record
+        got, answer, _ = await source.move(f"/{ACCOUNT}/audit", audit)
+        assert (got, answer) == (201, {"event": "move_out", "generation": 7})
+    left = [i for i in await _all(source) if ACCOUNT in i["pk"]["S"]]
+    assert sorted(i["pk"]["S"] for i in left) == [f"FENCE#{ACCOUNT}"] + [f"MOVED#{ACCOUNT}"] * 2
+    (record,) = [i for i in left if i.get("action", {}).get("S") == "move_out"]
+    assert {k: int(v["N"]) for k, v in record["counts"]["M"].items()} == deleted
+
+
+async def test_pages_end_on_other_accounts_items(source: Region, dest: Region) -> None:
+    """A Scan page's cursor is the last item it evaluated: in a shared table that is often
+    another account's item or a marker, and it must be taken back as a position."""
+    await fill(source)
+    for _ in range(6):
+        got, answer, _ = await source.call(
+            "POST", f"{BASE}/profiles", json_body=unique_profile(), account="other"
+        )
+        assert got == 201, answer
+    await steps.fence(source, "frozen", 3, DEST)  # a marker outside the account, too
+    mine = {(i["pk"]["S"], i["sk"]["S"]) for i in await source.items()}
+    recipient = await steps.public_key(dest)
+    seen: set[tuple[str, str]] = set()
+    foreign_positions = 0
+    for segment in range(2):
+        cursor = None
+        for _ in range(steps.BOUND_CALLS):
+            body = {"segment": segment, "total_segments": 2, "cursor": cursor, "limit": 2}
+            page = await source.ok(f"/{ACCOUNT}/export", {**body, "recipient": recipient})
+            seen |= {(i["pk"]["S"], i["sk"]["S"]) for i in page["items"]}
+            cursor = page["cursor"]
+            if cursor is None:
+                break
+            at = json.loads(base64.urlsafe_b64decode(cursor))
+            foreign_positions += not at["pk"].startswith(f"A#{ACCOUNT}#")
+    assert seen == mine
+    assert foreign_positions > 0  # the case this test is for did happen
+
+
+async def test_a_purge_cursor_is_checked(source: Region, dest: Region) -> None:
+    await fill(source)
+    await steps.copy(source, dest, generation=3)
+
+    def b64(obj: Any) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode()
+
+    bad_segment = {"stage": "items", "segments": [None, None, None, b64({"pk": 1, "sk": "D"})]}
+    for cursor in (
+        "not-base64!",
+        b64(bad_segment),
+        b64([]),
+        b64({"stage": "all", "segments": [None] * 4}),
+        b64({"stage": "keys", "segments": [None]}),
+    ):
+        body = {"generation": 3, "role": "destination", "cursor": cursor}
+        got, answer, _ = await dest.move(f"/{ACCOUNT}/purge", body)
+        assert (got, answer["error"]) == (400, "invalid_cursor"), cursor
+    assert len(await dest.items()) == len(await source.items())  # nothing deleted
 
 
 async def test_abort_purges_the_destination_and_leaves_the_source(
@@ -212,7 +283,7 @@ async def test_abort_purges_the_destination_and_leaves_the_source(
     await steps.copy(source, dest, generation=2)
     got, answer, _ = await dest.move(f"/{ACCOUNT}/purge", {"generation": 2, "role": "source"})
     assert (got, answer["error"]) == (409, "wrong_fence_state")
-    await dest.ok(f"/{ACCOUNT}/purge", {"generation": 2, "role": "destination"})
+    await purge_all(dest, {"generation": 2, "role": "destination"})
     assert await dest.items() == []
     await steps.fence(source, "none", 2, None)
     assert sorted(map(str, await source.items())) == before

@@ -120,6 +120,7 @@ class Edge:
     app: web.Application
     store: FakeStore
     connections: Callable[[], int]
+    registry: FakeRegistry
 
     @property
     def state(self) -> EdgeState:
@@ -172,7 +173,7 @@ async def edge(front: str) -> AsyncIterator[Edge]:
         server = runner.server
         return 0 if server is None else len(server.connections)  # type: ignore[attr-defined]
 
-    e = Edge(front, port, app, store, connections)
+    e = Edge(front, port, app, store, connections, registry)
     try:
         yield e
         await e.settled()

@@ -10,9 +10,11 @@ runs in the test's loop; every client has a timeout.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import http.client
 import json
 import shutil
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -252,3 +254,85 @@ async def test_client_operation(edge: Edge, client: str, op: str, tmp_path: Path
     if got[0].connection is not None:  # one kept-alive connection carried both
         assert got[0].connection == got[1].connection
     assert edge.seen() == [(method, target, sent)] * 2
+
+
+WRITES = ["post-95B", "post-200KiB", "patch-200KiB", "delete"]
+
+
+@dataclass
+class Refusal:
+    status: int
+    retry_after: str | None
+    body: bytes
+
+
+def _refused_by(client: str, port: int, method: str, target: str, body: bytes | None) -> Refusal:
+    """One request by a sync client, a refusal read whole (urllib raises it as HTTPError)."""
+    url = f"http://127.0.0.1:{port}{target}"
+    if client == "http.client":
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=READ_TIMEOUT)
+        try:
+            conn.request(method, target, body=body, headers=_headers(body))
+            resp = conn.getresponse()
+            return Refusal(resp.status, resp.getheader("Retry-After"), resp.read())
+        finally:
+            conn.close()
+    if client == "urllib":
+        req = urllib.request.Request(url, data=body, method=method, headers=_headers(body))
+        try:
+            with urllib.request.urlopen(req, timeout=READ_TIMEOUT) as resp:  # noqa: S310
+                return Refusal(resp.status, resp.headers["Retry-After"], resp.read())
+        except urllib.error.HTTPError as err:
+            return Refusal(err.code, err.headers["Retry-After"], err.read())
+    if client == "requests":
+        r = requests.request(method, url, data=body, headers=_headers(body), timeout=READ_TIMEOUT)
+        return Refusal(r.status_code, r.headers.get("Retry-After"), r.content)
+    assert client == "httpx", client
+    x = httpx.request(method, url, content=body, headers=_headers(body), timeout=READ_TIMEOUT)
+    return Refusal(x.status_code, x.headers.get("Retry-After"), x.content)
+
+
+@pytest.mark.parametrize("op", WRITES)
+@pytest.mark.parametrize("client", ["http.client", "urllib", "requests", "httpx", "curl"])
+async def test_a_moving_accounts_writes_are_refused_to_every_client(
+    edge: Edge,  # noqa: F811
+    client: str,
+    op: str,
+    tmp_path: Path,
+) -> None:
+    """During a move's freeze the edge refuses writes before the store, often before their
+    body has arrived: each client reads the whole 503 and its Retry-After (the edge may close
+    the connection after it: a body it did not read is not worth reading)."""
+    edge.registry.accounts["acme"] = dataclasses.replace(
+        edge.registry.accounts["acme"], moving=True
+    )
+    method, target, body = OPS[op]
+    got: list[Refusal] = []
+    for _ in range(3):
+        if client != "curl":
+            got.append(
+                await asyncio.to_thread(_refused_by, client, edge.port, method, target, body)
+            )
+            continue
+        if shutil.which("curl") is None:
+            pytest.skip("curl is not on PATH")
+        args = ["curl", "-sS", "--max-time", str(READ_TIMEOUT), "-X", method, "-D", "-"]
+        for k, v in _headers(body).items():
+            args += ["-H", f"{k}: {v}"]
+        if body is not None:
+            (tmp_path / "body").write_bytes(body)
+            args += ["--data-binary", f"@{tmp_path / 'body'}"]
+        proc = await asyncio.create_subprocess_exec(
+            *args, f"http://127.0.0.1:{edge.port}{target}", stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), READ_TIMEOUT * 3)
+        assert proc.returncode == 0
+        head, _, answer = out.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        h = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+        got.append(Refusal(int(lines[0].split()[1]), h.get("retry-after"), answer))
+    for answer in got:
+        assert answer.status == 503, answer
+        assert answer.retry_after is not None and int(answer.retry_after) >= 1
+        assert json.loads(answer.body)["error"] == "account_moving"
+    assert edge.seen() == []  # nothing reached the store

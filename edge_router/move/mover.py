@@ -260,8 +260,44 @@ class Mover:
             self._changed = set()
             self._scanned = await self._scan_both()
             self.hook("scanned")
-            await self._replay_round()  # what the scan's time let accumulate
+            await self._settle_digests()
         await self._advance()
+
+    async def _settle_digests(self) -> None:
+        """Keep the scan's digests current while the account is writable, so the freeze
+        re-digests only what changed since the last of these rounds, not since the scan (on
+        a large account the scan takes long enough for that to be many keys). Each round:
+        replay, then re-digest on both sides the keys replayed since the last re-digest. A
+        key written on the source after its replay is in a later round's replay, so in the
+        set the freeze re-digests: the scan's exactness argument (verify.py) holds."""
+        assert self._scanned is not None and self._changed is not None
+        src, dst = self._scanned
+        j = self.job
+        previous: int | None = None
+        for _ in range(self.opt.max_catch_up_rounds):
+            await self._replay_round()
+            keys, self._changed = self._changed, set()
+            n = len(keys)
+            if n:
+                todo = [list(k) for k in sorted(keys)]
+                try:
+                    await all_of(
+                        [
+                            redigest(self.src, j.account, todo, src),
+                            redigest(self.dst, j.account, todo, dst),
+                        ]
+                    )
+                except StoreRefused as exc:
+                    if exc.status != 400:
+                        raise
+                    self._scanned = None  # no keys form: verify scans in full in the freeze
+                    return
+                j.add("redigested", n)
+            if n <= self.opt.small_backlog or (
+                previous is not None and n > previous * self.opt.shrink_ratio
+            ):
+                return
+            previous = n
 
     async def _scan_both(self) -> tuple[Side, Side]:
         j, opt = self.job, self.opt

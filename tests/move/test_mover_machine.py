@@ -286,8 +286,9 @@ async def test_store_failures_are_retried_and_counted(world: MoverWorld, tmp_pat
 async def test_verify_inside_the_freeze_digests_only_changed_keys(
     world: MoverWorld, keys_form: bool
 ) -> None:
-    """The full digest scan runs before the freeze; inside it only the keys changed since are
-    digested again -- or, with stores that lack the keys form, a full scan."""
+    """The full digest scan runs before the freeze, and the keys changed after it are
+    digested again while the account is still writable; inside the freeze only the keys
+    changed since then -- or, with stores that lack the keys form, a full scan."""
     w = world
     seeded(w)
     w.source.digest_keys_form = w.dest.digest_keys_form = keys_form
@@ -296,15 +297,19 @@ async def test_verify_inside_the_freeze_digests_only_changed_keys(
         if step == "scanned":  # after the pre-freeze scan, the account is still writable
             w.source.write(ACCOUNT, "P#00003", "changed after the scan")
             w.source.delete(ACCOUNT, "P#00004")
+        if step == "registry_moving":  # a stale edge's write, just before the fence
+            w.source.write(ACCOUNT, "P#00005", "changed in the freeze")
 
     code, lines = await run(w, "move", ACCOUNT, "--to", DEST, hook=hook)
     assert code == 0, lines[-1]
     assert lines[-1]["verified"] == {"data_key": 3, "profile": PROFILES - 1}
-    incremental = lines[-1]["counts"]["verified_incrementally"]
+    counts = lines[-1]["counts"]
     if keys_form:
-        assert 2 <= incremental < PROFILES and w.source.keyed_digests == incremental
+        assert counts["redigested"] >= 2  # the writes after the scan, before the freeze
+        assert counts["verified_incrementally"] == 1  # only the freeze's own write
+        assert w.source.keyed_digests == counts["redigested"] + counts["verified_incrementally"]
     else:
-        assert incremental == 0
+        assert counts["verified_incrementally"] == 0 and "redigested" not in counts
 
 
 async def test_a_difference_made_inside_the_freeze_is_caught(

@@ -167,6 +167,9 @@ class EdgeSettings:
     rate_limit_burst: int = 400
     health_interval_s: float = 2.0
     health_timeout_s: float = 1.0
+    # Probes failed in a row before an instance is down: one slow probe (its DynamoDB busy
+    # for a second) must not take a whole region out while its requests still succeed.
+    health_failures_to_down: int = 2
     eject_cooldown_s: float = 5.0
     eject_consecutive_5xx: int = 3
     max_attempts: int = 2
@@ -260,6 +263,7 @@ class EdgeSettings:
             "rate_limit_burst": pos_i,
             "health_interval_s": pos_f,
             "health_timeout_s": pos_f,
+            "health_failures_to_down": pos_i,
             "eject_cooldown_s": pos_f,
             "eject_consecutive_5xx": pos_i,
             "max_attempts": pos_i,

@@ -78,6 +78,8 @@ class Instance:
         "name",
         "outstanding",
         "pool",
+        "probe_failures",
+        "probed_ok",
         "readyz",
         "region",
         "spared",
@@ -98,6 +100,10 @@ class Instance:
         self.ejected_at = 0.0
         self.ejected_until = 0.0
         self.consecutive_failures = 0  # own failures in a row (see the module docstring)
+        # Health probes failed in a row; before any probe has passed, the first failure is
+        # enough (an instance dead at start is down at once).
+        self.probe_failures = 0
+        self.probed_ok = False
         self.spared = False  # not ejected as its region's last available instance (logged once)
         self._gauge = None
 
@@ -193,6 +199,11 @@ class Pools:
                 await resp.read()
         except (TimeoutError, aiohttp.ClientError, OSError):
             ok = False
+        inst.probe_failures = 0 if ok else inst.probe_failures + 1
+        inst.probed_ok = inst.probed_ok or ok
+        threshold = self.settings.health_failures_to_down if inst.probed_ok else 1
+        if not ok and inst.healthy and inst.probe_failures < threshold:
+            return  # a failed probe of an instance that was up: the next ones decide
         if ok != inst.healthy:
             log.warning(
                 "instance %s in %s is now %s", inst.name, inst.region, "up" if ok else "down"

@@ -471,6 +471,26 @@ async def test_active_health_checks_follow_readyz(build) -> None:  # type: ignor
     await wait_until(lambda: pools.by_region["eu-west-1"][0].healthy)
 
 
+async def test_one_failed_probe_does_not_take_an_instance_down(build) -> None:  # type: ignore[no-untyped-def]
+    """A probe that fails once (its DynamoDB busy for a second) leaves the instance up; the
+    second in a row takes it down; one that passes brings it back. An instance not ready at
+    start is down after the first probe."""
+    a, b = FakeStore("eu-west-1", "a"), FakeStore("eu-west-1", "b")
+    b.ready = False
+    st = await build({"eu-west-1": [a, b], "us-east-1": ["store"]}, health_interval_s=3600)
+    pools = st.app[STATE].pools
+    first, second = pools.by_region["eu-west-1"]
+    assert first.healthy and not second.healthy  # the start's probe
+    a.ready = False
+    await pools.check_all()
+    assert first.healthy
+    await pools.check_all()
+    assert not first.healthy
+    a.ready = True
+    await pools.check_all()
+    assert first.healthy
+
+
 # -- registry cache ------------------------------------------------------------------------
 
 

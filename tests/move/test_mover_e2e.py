@@ -82,7 +82,7 @@ def edge_settings(stack: ReliabilityStack, **env: str) -> EdgeSettings:
 class Seen:
     """Every answer the load got, by kind, with when it came."""
 
-    reads: list[tuple[float, int]] = field(default_factory=list)
+    reads: list[tuple[float, int, str]] = field(default_factory=list)  # (t, status, error)
     writes: list[tuple[float, int, str]] = field(default_factory=list)  # (t, status, error)
     acked: dict[str, str] = field(default_factory=dict)  # profile id -> last acked lastName
     created: list[str] = field(default_factory=list)  # profiles created during the move
@@ -157,11 +157,11 @@ async def load(edge: Edge, pids: list[str], seen: Seen, stop: asyncio.Event, wor
     while not stop.is_set():
         n += 1
         pid = random.choice(mine)
-        st, _, _ = await edge.call("GET", f"/profiles/{pid}")
-        seen.reads.append((time.time(), st))
+        st, body, _ = await edge.call("GET", f"/profiles/{pid}")
+        seen.reads.append((time.time(), st, _error(st, body)))
         name = f"W{worker}N{n}"
         st, body, _ = await edge.call("PATCH", f"/profiles/{pid}", {"lastName": name})
-        seen.writes.append((time.time(), st, (body or {}).get("error", "") if st >= 400 else ""))
+        seen.writes.append((time.time(), st, _error(st, body)))
         if st == 200:
             seen.acked[pid] = name
         if n % 5 == 0:
@@ -173,12 +173,14 @@ async def load(edge: Edge, pids: list[str], seen: Seen, stop: asyncio.Event, wor
                 "documentType": "CPF",
             }
             st, body, _ = await edge.call("POST", "/profiles", person)
-            seen.writes.append(
-                (time.time(), st, (body or {}).get("error", "") if st >= 400 else "")
-            )
+            seen.writes.append((time.time(), st, _error(st, body)))
             if st == 201:
                 seen.created.append(body["id"])
                 seen.acked[body["id"]] = name
+
+
+def _error(status: int, body: Any) -> str:
+    return str(body.get("error", "")) if status >= 400 and isinstance(body, dict) else ""
 
 
 def account_items(stack: ReliabilityStack, region: str) -> list[dict[str, Any]]:
@@ -272,12 +274,15 @@ async def test_move_under_load(stack: ReliabilityStack, aiohttp_client: Any) -> 
             verified_incrementally=summary["counts"].get("verified_incrementally"),
         )
 
+        # Printed before the assertions, so that a failing run still reports its figures.
+        odd_reads = [(round(t - flipped, 2), s, e) for t, s, e in seen.reads if s != 200]
+        FIGURES["reads"] = len(seen.reads)
+        FIGURES["reads_failed"] = len(odd_reads)
+        FIGURES["steps_before_flip_s"] = {k: round(flipped - v, 2) for k, v in steps.items()}
+        print(f"\nmove e2e figures ({PROFILES} profiles): " + json.dumps(FIGURES, sort_keys=True))
+
         # reads kept answering
-        odd_reads = [(round(t - flipped, 2), s) for t, s in seen.reads if s != 200]
-        assert seen.reads and not odd_reads, (
-            odd_reads[:20],
-            {k: round(v - flipped, 2) for k, v in steps.items()},
-        )
+        assert seen.reads and not odd_reads, odd_reads[:20]
         # writes: OK, or 503 account_moving around the final catch-up only
         bad = [
             (round(t - moving_started, 2), s, e) for t, s, e in seen.writes if s not in (200, 201)

@@ -164,6 +164,7 @@ class Transfer:
     # ---- export -------------------------------------------------------------------------------
 
     async def export_item(self, account: str, item: Item, recipient: Recipient) -> Item:
+        await asyncio.sleep(0)  # as in _digest: a page must not hold the instance's loop
         pk, sk = wire.key_of(item)
         subject = wire.data_key_subject(account, pk, sk)
         if subject is not None:
@@ -241,6 +242,7 @@ class Transfer:
         return {"written": len(stored), "deleted": len(deletes)}
 
     async def _import_item(self, account: str, item: Item) -> Item:
+        await asyncio.sleep(0)  # as in _digest (a data key costs an RSA decryption here)
         pk, sk = wire.key_of(item)
         subject = wire.data_key_subject(account, pk, sk)
         if subject is None:
@@ -306,6 +308,9 @@ class Transfer:
         return found, kinds, missing
 
     async def _digest(self, account: str, pk: str, sk: str, item: Item) -> str:
+        # A page is up to 1000 decryptions with cached keys, which never wait: yield per item
+        # so the instance's live requests and health probes are not held behind the page.
+        await asyncio.sleep(0)
         subject = wire.data_key_subject(account, pk, sk)
         if subject is not None:
             return wire.data_key_digest(subject)

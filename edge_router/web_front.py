@@ -17,7 +17,7 @@ from yarl import URL
 
 from .exchange import Exchange
 from .headers import REQUEST_ID, Block, request_id, split_line
-from .wire import SERVICE, close_after_answer, origin_form
+from .wire import SERVICE, linger, origin_form, take_connection
 
 
 class _WebSink:
@@ -97,13 +97,18 @@ async def handle(request: web.Request) -> web.StreamResponse:
 async def _last_answer(request: web.Request, resp: web.Response) -> None:
     """A refusal before the body was read to its end (too large, too slow, malformed, never
     invited): the stream cannot be resynced, so this answer is the connection's last, as on
-    the listener. ``force_close`` after the answer is out: otherwise aiohttp would linger up to
-    ``lingering_time`` reading a body that may never end (a chunk its parser refused fails
-    nothing), then answer that parser error as one more message."""
+    the listener, and it ends with the listener's lingering close (``wire.linger``): the
+    client may still be sending, and closing at once would have the kernel reset the
+    connection under the answer. Not aiohttp's own lingering: it reads the body up to
+    ``lingering_time`` without half-closing, through a parser that then answers a chunk it
+    refused as one more message."""
     resp.force_close()
     await resp.prepare(request)
     await resp.write_eof()
-    close_after_answer(request)
+    taken = take_connection(request)
+    if taken is not None:
+        transport, lost = taken
+        linger(transport, lost, flush_timeout=request.app[SERVICE].timeouts.send)
 
 
 @web.middleware

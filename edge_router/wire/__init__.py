@@ -9,6 +9,7 @@
     pool.py        the capped, ordered pool of those sockets per instance
     answer.py      the store's answer, and the whole-answer reader
     framing.py     what a request message may be before any policy step
+    linger.py      the lingering close after a connection's last answer (both front ends)
     compat.py      every private aiohttp name the above rely on, and only there
 
 The listener knows nothing of the upstream side nor of the pipeline: the app hands it a
@@ -17,9 +18,10 @@ The listener knows nothing of the upstream side nor of the pipeline: the app han
 
 from .accept import BatchAcceptSite
 from .answer import Answer, parse_whole_answer
-from .compat import HttpProcessingError, StreamReader, close_after_answer
+from .compat import HttpProcessingError, StreamReader, take_connection
 from .connection import UpstreamConnection
 from .framing import check_message, origin_form
+from .linger import linger
 from .listener import EdgeProtocol
 from .pool import ConnectionPool
 from .runner import SERVICE, EdgeRunner, EdgeServer, Service
@@ -37,7 +39,8 @@ __all__ = [
     "StreamReader",
     "UpstreamConnection",
     "check_message",
-    "close_after_answer",
+    "linger",
     "origin_form",
     "parse_whole_answer",
+    "take_connection",
 ]

@@ -17,7 +17,8 @@ moving the pin once that suite passes against it::
     web.BaseRunner._make_server / ._cleanup_server: ``RunnerBase``
     web.Application._set_loop (what AppRunner does to start an app): ``start_app``
     web.BaseSite._runner ._backlog: ``SiteBase``
-    web.Request.protocol.force_close (web_protocol.RequestHandler): ``close_after_answer``
+    web.Request.protocol (web_protocol.RequestHandler) ._force_close .transport
+      .connection_lost: ``take_connection``
 
 Everything else the wire code takes from aiohttp (``StreamReader``, ``EMPTY_PAYLOAD``,
 ``HttpVersion11``) is public; it is re-exported here so that the wire code has one door to
@@ -27,6 +28,7 @@ aiohttp.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import EMPTY_PAYLOAD, HttpVersion11, StreamReader, web
@@ -51,11 +53,11 @@ __all__ = [
     "RunnerBase",
     "SiteBase",
     "StreamReader",
-    "close_after_answer",
     "line_too_long",
     "request_parser",
     "response_parser",
     "start_app",
+    "take_connection",
     "too_many_headers",
 ]
 
@@ -186,7 +188,18 @@ class SiteBase(web.BaseSite):
         return self._backlog
 
 
-def close_after_answer(request: web.BaseRequest) -> None:
-    """Close an ``aiohttp.web`` connection once the answer being written is out, without
-    lingering to read the rest of a request body (``RequestHandler.force_close``)."""
-    request.protocol.force_close()
+def take_connection(
+    request: web.BaseRequest,
+) -> tuple[asyncio.Transport, Callable[[BaseException | None], None]] | None:
+    """Take an ``aiohttp.web`` connection from its ``RequestHandler`` once the answer is
+    written: the handler reads nothing more, does not linger itself (it would read a body that
+    may never end, then answer a parser error on it as one more message) and does not close
+    the transport -- the caller does. Returns the transport and the handler's
+    ``connection_lost``, to be called once it is gone (aiohttp's connection accounting, which
+    graceful shutdown closes); None when the connection is gone already."""
+    protocol = request.protocol
+    transport = protocol.transport
+    if transport is None or transport.is_closing():
+        return None
+    protocol._force_close = True  # what ``force_close`` sets, without its ``transport.close``
+    return transport, protocol.connection_lost

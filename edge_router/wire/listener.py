@@ -41,6 +41,7 @@ from .framing import (
     request_exchange,
     whole_answer,
 )
+from .linger import linger
 
 if TYPE_CHECKING:
     from .runner import EdgeServer
@@ -65,7 +66,13 @@ class EdgeProtocol(FlowProtocol):
     request head must arrive whole within ``Timeouts.request_head`` of its first byte, body
     bytes may not pause longer than ``request_body`` (both: 408, close), an answer the
     client does not read may not wait longer than ``send`` (close), an idle keep-alive
-    connection ends after ``keepalive``."""
+    connection ends after ``keepalive``.
+
+    A connection the edge ends after an answer (the last request, a refusal before the body
+    was read, bad bytes, a timeout) is not closed at once but handed to ``linger``: bytes the
+    client is still sending would otherwise make the kernel reset the connection, and the
+    reset can destroy the answer before the client reads it. It stays in the server's
+    ``connections`` (``lingering``) until it is gone, so shutdown closes it with the others."""
 
     __slots__ = (
         "_body",
@@ -78,6 +85,7 @@ class EdgeProtocol(FlowProtocol):
         "_http10",
         "_idle_waiter",
         "_last",
+        "_lingering",
         "_llhttp",
         "_payload",
         "_queue",
@@ -103,6 +111,7 @@ class EdgeProtocol(FlowProtocol):
         self._close = False  # no request after the current one; its body is still read
         self._dead = False  # read nothing more: bad bytes, or the client is gone
         self._last = False  # a request that ends the connection has been parsed
+        self._lingering = False  # answered for the last time; ``linger`` has the transport
         self._chunked = False
         self._head_only = False
         self._http10 = False  # the request being answered is HTTP/1.0: no chunked answer
@@ -206,8 +215,8 @@ class EdgeProtocol(FlowProtocol):
 
     def check_timeouts(self, now: float, t: Timeouts) -> None:
         transport = self.transport
-        if transport is None:
-            return
+        if transport is None or self._lingering:
+            return  # (a lingering connection has bounds of its own)
         paused = self._write_paused_since
         if paused is not None and now - paused > t.send:
             # The client reads nothing of what it asked for: nothing more can reach it.
@@ -278,8 +287,7 @@ class EdgeProtocol(FlowProtocol):
             self._idle_waiter = None
             self.busy = False
             self.idle_since = loop.time()
-            if self.transport is not None:
-                self.transport.close()
+            self._end()
 
     @property
     def task(self) -> asyncio.Task[None] | None:
@@ -341,8 +349,22 @@ class EdgeProtocol(FlowProtocol):
         self._payload = EMPTY_PAYLOAD
         self._head_only = self._http10 = False
         self.write_answer(answer.status, None, answer.block, answer.body)
-        if self.transport is not None:
-            self.transport.close()
+        self._end()
+
+    def _end(self) -> None:
+        """After the connection's last answer: the lingering close (the client may still be
+        sending). Not after ``abort`` (the transport is closing already), nor twice."""
+        transport = self.transport
+        if transport is None or transport.is_closing() or self._lingering:
+            return
+        self._lingering = True
+        self._close = self._dead = True  # nothing more is parsed, nor answered
+        linger(transport, self.connection_lost, flush_timeout=self._server.service.timeouts.send)
+
+    @property
+    def lingering(self) -> bool:
+        """Answered for the last time, closing in stages (``linger``); still counted."""
+        return self._lingering
 
     # -- exchange.Sink ---------------------------------------------------------------------------
 

@@ -121,6 +121,7 @@ class Edge:
     store: FakeStore
     connections: Callable[[], int]
     registry: FakeRegistry
+    runner: web.BaseRunner  # a case may shut the edge down itself (the fixture then does not)
 
     @property
     def state(self) -> EdgeState:
@@ -173,12 +174,13 @@ async def edge(front: str) -> AsyncIterator[Edge]:
         server = runner.server
         return 0 if server is None else len(server.connections)  # type: ignore[attr-defined]
 
-    e = Edge(front, port, app, store, connections, registry)
+    e = Edge(front, port, app, store, connections, registry, runner)
     try:
         yield e
         await e.settled()
     finally:
-        await runner.cleanup()
+        if runner.server is not None:
+            await runner.cleanup()
         await store_runner.cleanup()
 
 

@@ -2,7 +2,8 @@
 
 One ``RegionStores`` per region, from the edge's settings: its store instances and its
 assertion secret. Every request is signed for that region with the ``move`` role
-(``principal mover:{job}``), the signature covering method and target like the edge's. A
+(``principal mover:{job}``), the signature covering method and target like the edge's.
+Requests take the region's instances in turn (an instance that just failed is passed over). A
 5xx answer, a refused or broken connection or a timeout is retried on the region's next
 instance after a backoff (bounded attempts, each with a bounded timeout); a 4xx answer is the
 store's decision and is raised at once as ``StoreRefused`` with its stable code.
@@ -14,6 +15,7 @@ import asyncio
 import json
 import logging
 import random
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +50,7 @@ class Retry:
     max_backoff_s: float = 3.0
     timeout_s: float = 30.0  # one attempt, connect to last byte
     connect_timeout_s: float = 2.0
+    skip_failed_s: float = 10.0  # an instance that failed is passed over this long
 
 
 class RegionStores:
@@ -64,7 +67,23 @@ class RegionStores:
         self._session = session
         self._principal = f"mover:{job_id}"
         self._retry = retry
-        self._next = 0  # the instance the next request starts at (round robin over failures)
+        self._next = 0  # the instance the next request starts at (round robin)
+        self._failed_at: dict[int, float] = {}  # instance index -> its last failure (monotonic)
+
+    def _pick(self) -> int:
+        """The next instance in turn, skipping one that failed within ``skip_failed_s``: the
+        move's work is spread over the region's instances (each is one process), and a dead
+        one costs one failed attempt, not one per call. All failed: the next in turn."""
+        n = len(self.region.instances)
+        now = time.monotonic()
+        for k in range(n):
+            i = (self._next + k) % n
+            if now - self._failed_at.get(i, -1e9) > self._retry.skip_failed_s:
+                break
+        else:
+            i = self._next % n
+        self._next = i + 1
+        return i
 
     async def call(
         self, method: str, account: str, op: str, body: Any = None, *, in_path: bool = True
@@ -77,7 +96,8 @@ class RegionStores:
         timeout = aiohttp.ClientTimeout(total=r.timeout_s, connect=r.connect_timeout_s)
         last = ""
         for attempt in range(r.attempts):
-            instance = self.region.instances[self._next % len(self.region.instances)]
+            index = self._pick()
+            instance = self.region.instances[index]
             headers = {
                 ASSERTION_HEADER: sign(
                     self.region.assertion_secret,
@@ -104,7 +124,7 @@ class RegionStores:
                     last = f"{resp.status} {code}"
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 last = type(exc).__name__
-            self._next += 1
+            self._failed_at[index] = time.monotonic()
             if attempt + 1 < r.attempts:
                 delay = min(r.max_backoff_s, r.backoff_s * 2**attempt) * (0.5 + random.random())
                 log.warning(

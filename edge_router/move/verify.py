@@ -18,6 +18,7 @@ reported keys.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from .job import all_of
@@ -54,15 +55,21 @@ async def collect(
     await all_of(segment(i) for i in range(segments))
 
 
-KEYS_PER_CALL = 1000
+# Calls of a few hundred keys, several at once: spread over the region's instances (one
+# process each) rather than one instance decrypting a thousand documents in a row.
+KEYS_PER_CALL = 250
+PARALLEL_CALLS = 8
 
 
 async def redigest(stores: RegionStores, account: str, keys: list[list[str]], side: Side) -> None:
     """The current digests of ``keys`` folded into ``side`` (gone keys removed, counts kept
     right: a key's kind depends on the key only)."""
 
+    gate = asyncio.Semaphore(PARALLEL_CALLS)
+
     async def chunk(part: list[list[str]]) -> None:
-        page = await stores.digests_of(account, part)
+        async with gate:
+            page = await stores.digests_of(account, part)
         digests, kinds = page.get("digests", {}), page.get("kinds", {})
         for pk, sk in part:
             k = f"{pk}\0{sk}"

@@ -67,6 +67,7 @@ class Mover:
         # memory only: a resumed mover verifies with a full scan instead.
         self._scanned: tuple[Side, Side] | None = None
         self._changed: set[tuple[str, str]] | None = None
+        self._freeze_digested = 0  # keys re-digested by the freeze's rounds (``_moving``)
 
     # -- driving ------------------------------------------------------------------------------
 
@@ -271,7 +272,6 @@ class Mover:
         key written on the source after its replay is in a later round's replay, so in the
         set the freeze re-digests: the scan's exactness argument (verify.py) holds."""
         assert self._scanned is not None and self._changed is not None
-        src, dst = self._scanned
         j = self.job
         previous: int | None = None
         for _ in range(self.opt.max_catch_up_rounds):
@@ -279,14 +279,8 @@ class Mover:
             keys, self._changed = self._changed, set()
             n = len(keys)
             if n:
-                todo = [list(k) for k in sorted(keys)]
                 try:
-                    await all_of(
-                        [
-                            redigest(self.src, j.account, todo, src),
-                            redigest(self.dst, j.account, todo, dst),
-                        ]
-                    )
+                    await self._redigest(keys)
                 except StoreRefused as exc:
                     if exc.status != 400:
                         raise
@@ -298,6 +292,18 @@ class Mover:
             ):
                 return
             previous = n
+
+    async def _redigest(self, keys: set[tuple[str, str]]) -> None:
+        """The current digests of ``keys`` on both sides, folded into the scan's results."""
+        assert self._scanned is not None
+        src, dst = self._scanned
+        todo = [list(k) for k in sorted(keys)]
+        await all_of(
+            [
+                redigest(self.src, self.job.account, todo, src),
+                redigest(self.dst, self.job.account, todo, dst),
+            ]
+        )
 
     async def _scan_both(self) -> tuple[Side, Side]:
         j, opt = self.job, self.opt
@@ -324,13 +330,31 @@ class Mover:
         self.hook("fenced_frozen")
         # Until a round finds nothing, and one started settle_s after the fence has (a write
         # committed just before the fence may reach the change stream a moment later).
-        while True:
-            started = time.monotonic()
-            n = await self._replay_round()
-            if n == 0 and started - fenced >= self.opt.settle_s:
-                break
-            if n == 0:
-                await asyncio.sleep(max(0.0, self.opt.settle_s - (time.monotonic() - fenced)))
+        # Every round here began after the fence: what it exported is the key's final state,
+        # on both sides once imported, so its keys are re-digested at once, alongside the
+        # next rounds (a key that comes back later is digested again, to the same value).
+        digesting: list[asyncio.Task[None]] = []
+        self._freeze_digested = 0
+        try:
+            while True:
+                started = time.monotonic()
+                n = await self._replay_round()
+                if self._scanned is not None and self._changed:
+                    keys, self._changed = self._changed, set()
+                    self._freeze_digested += len(keys)
+                    digesting.append(asyncio.ensure_future(self._redigest(keys)))
+                if n == 0 and started - fenced >= self.opt.settle_s:
+                    break
+                if n == 0:
+                    await asyncio.sleep(max(0.0, self.opt.settle_s - (time.monotonic() - fenced)))
+            for outcome in await asyncio.gather(*digesting, return_exceptions=True):
+                if isinstance(outcome, StoreRefused) and outcome.status == 400:
+                    self._scanned = None  # no keys form after all: verify scans in full
+                elif isinstance(outcome, BaseException):
+                    raise outcome
+        finally:
+            for task in digesting:
+                task.cancel()
         await self._advance()
 
     async def _verify(self) -> None:
@@ -360,7 +384,7 @@ class Mover:
                         redigest(self.dst, j.account, keys, dst),
                     ]
                 )
-                j.counts["verified_incrementally"] = len(keys)
+                j.counts["verified_incrementally"] = self._freeze_digested + len(keys)
                 return compare(src, dst)
             except StoreRefused as exc:
                 if exc.status != 400:

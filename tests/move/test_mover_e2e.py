@@ -10,8 +10,7 @@ in us-east-1, then moves to eu-west-1 while readers and writers keep calling the
   eu-west-1; every acknowledged write is found, decrypted, in eu-west-1;
 * afterwards us-east-1's table holds nothing of the account, eu-west-1 everything;
 * an edge whose registry cache outlives the move, so it still routes to us-east-1 after the
-  flip, is refused
-  by the store there (421 residency_mismatch).
+  flip, is refused by the store there (421 residency_mismatch).
 
 The freeze (moving phase start to flip) and the copy's figures are printed.
 """

@@ -109,7 +109,11 @@ class Sweep:
         try:
             raw = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
             stage, segments = raw["stage"], tuple(raw["segments"])
-            ok = stage in STAGES and len(segments) == SEGMENTS
+            ok = (
+                stage in STAGES
+                and len(segments) == SEGMENTS
+                and all(c is None or (isinstance(c, str) and len(c) <= 4096) for c in segments)
+            )
         except (ValueError, KeyError, TypeError, binascii.Error, UnicodeError):
             ok = False
         if not ok:

@@ -11,10 +11,10 @@ the freeze, between two replay rounds, and from then on remembers every key the 
 reports. Those keys are digested again (``redigest``, the digests endpoint's keys form) and
 folded into the scan's results: in rounds while the account is still writable, then inside
 the freeze only the keys reported since the last round (each freeze round's keys as soon as
-it has imported them: exported after the fence, they are final on both sides). That is exact: a key the feed did
-not report after the scan began was the same on the source during the whole scan, and the
-destination, up to date with the replay when the scan began, was only written since for
-reported keys.
+it has imported them: exported after the fence, they are final on both sides). That is
+exact: a key the feed did not report after the scan began was the same on the source during
+the whole scan, and the destination, up to date with the replay when the scan began, was
+only written since for reported keys.
 """
 
 from __future__ import annotations

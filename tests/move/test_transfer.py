@@ -268,6 +268,8 @@ async def test_a_purge_cursor_is_checked(source: Region, dest: Region) -> None:
         b64([]),
         b64({"stage": "all", "segments": [None] * 4}),
         b64({"stage": "keys", "segments": [None]}),
+        b64({"stage": "keys", "segments": [5, None, None, None]}),
+        b64({"stage": "keys", "segments": {"0": None}}),
     ):
         body = {"generation": 3, "role": "destination", "cursor": cursor}
         got, answer, _ = await dest.move(f"/{ACCOUNT}/purge", body)

@@ -11,8 +11,8 @@ class MoveOptions:
     export_limit: int = 200  # items per export page
     import_max_bytes: int = 4 * 1024 * 1024  # one import request's items, serialised, at most
     import_max_items: int = 1000  # the stores' bound per import
-    keys_per_export: int = 250  # keys per export-keys call (replay; the stores take 1000)
-    parallel_replays: int = 4  # export-keys + import pairs in flight in a replay round
+    keys_per_export: int = 100  # keys per export-keys call (replay; the stores take 1000)
+    parallel_replays: int = 6  # export-keys + import pairs in flight in a replay round
     small_backlog: int = 50  # catch-up stops once a round replays at most this many keys
     max_catch_up_rounds: int = 20
     shrink_ratio: float = 0.8  # catch-up goes on while a round replays < 80 % of the last

@@ -97,6 +97,13 @@ def _int(body: dict[str, Any], name: str, low: int, high: int) -> int:
     return value
 
 
+def _cursor(body: dict[str, Any], max_len: int) -> str | None:
+    cursor = body.get("cursor")
+    if cursor is not None and (not isinstance(cursor, str) or len(cursor) > max_len):
+        raise _bad("cursor must be a string or null", "invalid_cursor")
+    return cursor
+
+
 def _str(body: dict[str, Any], name: str, pattern: re.Pattern[str]) -> str:
     value = body.get(name)
     if not isinstance(value, str) or not pattern.match(value):
@@ -181,9 +188,7 @@ async def _page_of(body: dict[str, Any], transfer: Transfer, account: str) -> Pa
     total = _int(body, "total_segments", 1, MAX_SEGMENTS)
     segment = _int(body, "segment", 0, total - 1)
     limit = _int(body, "limit", 1, MAX_PAGE)
-    cursor = body.get("cursor")
-    if cursor is not None and (not isinstance(cursor, str) or len(cursor) > 4096):
-        raise _bad("cursor must be a string or null", "invalid_cursor")
+    cursor = _cursor(body, 4096)
     return await transfer.scan_page(
         account, segment=segment, total_segments=total, cursor=cursor, limit=limit
     )
@@ -225,9 +230,7 @@ async def purge(request: web.Request) -> web.Response:
     role = body.get("role")
     if role not in {"source", "destination"}:
         raise _bad("role must be source or destination")
-    cursor = body.get("cursor")
-    if cursor is not None and (not isinstance(cursor, str) or len(cursor) > 16384):
-        raise _bad("cursor must be a string or null", "invalid_cursor")
+    cursor = _cursor(body, 16384)  # a position per segment
     limit = _int(body, "limit", 1, MAX_PAGE) if "limit" in body else MAX_PAGE
     deleted, following = await request.app[TRANSFER].purge(
         account, generation=generation, role=role, cursor=cursor, limit=limit

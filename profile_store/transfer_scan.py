@@ -24,11 +24,24 @@ from .repository import Item, Key, Repository, key, s
 SEGMENTS = 4  # a purge sweep's parallel segments
 
 
+def _token(obj: Any) -> str:
+    raw = json.dumps(obj, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode("ascii")
+
+
+def _untoken(token: str) -> Any:
+    """``_token``'s object; ValueError, TypeError, binascii.Error or UnicodeError if none."""
+    return json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
+
+
+def _not_ours() -> BadRequest:
+    return BadRequest("cursor is not one this store returned", code="invalid_cursor")
+
+
 def encode_cursor(last: Key | None) -> str | None:
     if not last:
         return None
-    raw = json.dumps({"pk": last["pk"]["S"], "sk": last["sk"]["S"]}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode("ascii")
+    return _token({"pk": last["pk"]["S"], "sk": last["sk"]["S"]})
 
 
 def decode_cursor(cursor: str | None) -> Key | None:
@@ -39,13 +52,13 @@ def decode_cursor(cursor: str | None) -> Key | None:
     if cursor is None:
         return None
     try:
-        raw = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
+        raw = _untoken(cursor)
         pk, sk = raw["pk"], raw["sk"]
         ok = all(isinstance(x, str) and 0 < len(x) <= 1024 for x in (pk, sk))
     except (ValueError, KeyError, TypeError, binascii.Error, UnicodeError):
         ok = False
     if not ok:
-        raise BadRequest("cursor is not one this store returned", code="invalid_cursor")
+        raise _not_ours()
     return key(pk, sk)
 
 
@@ -99,15 +112,14 @@ class Sweep:
     segments: tuple[str | None, ...] = (None,) * SEGMENTS
 
     def encode(self) -> str:
-        raw = json.dumps({"stage": self.stage, "segments": self.segments}, separators=(",", ":"))
-        return base64.urlsafe_b64encode(raw.encode()).decode("ascii")
+        return _token({"stage": self.stage, "segments": self.segments})
 
     @classmethod
     def decode(cls, token: str | None) -> Sweep:
         if token is None:
             return cls()
         try:
-            raw = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
+            raw = _untoken(token)
             stage, segments = raw["stage"], tuple(raw["segments"])
             ok = (
                 stage in STAGES
@@ -117,7 +129,7 @@ class Sweep:
         except (ValueError, KeyError, TypeError, binascii.Error, UnicodeError):
             ok = False
         if not ok:
-            raise BadRequest("cursor is not one this store returned", code="invalid_cursor")
+            raise _not_ours()
         for c in segments:
             if c != DONE:
                 decode_cursor(c)  # a table key, or None

@@ -251,9 +251,7 @@ class Mover:
         previous: int | None = None
         for _ in range(self.opt.max_catch_up_rounds):
             n = await self._replay_round()
-            if n <= self.opt.small_backlog:
-                break
-            if previous is not None and n > previous * self.opt.shrink_ratio:
+            if self._backlog_settled(n, previous):
                 break
             previous = n
         if self.opt.scan_before_freeze:
@@ -287,11 +285,15 @@ class Mover:
                     self._scanned = None  # no keys form: verify scans in full in the freeze
                     return
                 j.add("redigested", n)
-            if n <= self.opt.small_backlog or (
-                previous is not None and n > previous * self.opt.shrink_ratio
-            ):
+            if self._backlog_settled(n, previous):
                 return
             previous = n
+
+    def _backlog_settled(self, n: int, previous: int | None) -> bool:
+        """A round of ``n`` keys ends a series of rounds: small, or not shrinking from the
+        ``previous`` round's (a steady write rate leaves about one round's worth)."""
+        small = n <= self.opt.small_backlog
+        return small or (previous is not None and n > previous * self.opt.shrink_ratio)
 
     async def _redigest(self, keys: set[tuple[str, str]]) -> None:
         """The current digests of ``keys`` on both sides, folded into the scan's results."""
@@ -376,15 +378,9 @@ class Mover:
         j = self.job
         if self._scanned is not None and self._changed is not None:
             src, dst = self._scanned
-            keys = [list(k) for k in sorted(self._changed)]
             try:
-                await all_of(
-                    [
-                        redigest(self.src, j.account, keys, src),
-                        redigest(self.dst, j.account, keys, dst),
-                    ]
-                )
-                j.counts["verified_incrementally"] = self._freeze_digested + len(keys)
+                await self._redigest(self._changed)
+                j.counts["verified_incrementally"] = self._freeze_digested + len(self._changed)
                 return compare(src, dst)
             except StoreRefused as exc:
                 if exc.status != 400:

@@ -23,7 +23,9 @@ response has started streaming: after that the connection is cut instead.
         ├── NotImplementedByEdge    501  unsupported_transfer_coding
         ├── UpstreamFailed          502  upstream_failed: one attempt at an instance failed,
         │   │                            from the pool (``wire``) to the answer, one type
-        │   ├── ConnectFailed       502  nothing was sent (may go to another instance)
+        │   ├── ConnectFailed       502  nothing was sent (may go to another instance; none
+        │   │   │                        left to try: 503 region_unavailable)
+        │   │   └── ConnectTimedOut 502  no connection within connect_timeout_s
         │   ├── ConnectionBroken    502  broken after (maybe) sending; ``answered``
         │   └── UpstreamTimeout     504  upstream_timeout: the store silent, the deadline
         │       └── PoolTimeout     504  no socket to the instance free before the deadline
@@ -140,6 +142,11 @@ class UpstreamFailed(ServiceFailure):
 
 class ConnectFailed(UpstreamFailed):
     """The TCP connection could not be made: nothing was sent."""
+
+
+class ConnectTimedOut(ConnectFailed):
+    """No connection within ``connect_timeout_s``: the instance unreachable, or this edge's
+    loop too busy to see the connection made (a long pause looks the same from here)."""
 
 
 class ConnectionBroken(UpstreamFailed):

@@ -45,7 +45,7 @@ from .errors import (
 from .exchange import Exchange, Sink
 from .headers import downstream_response_block, encode_head, upstream_request_items
 from .metrics import EdgeMetrics
-from .routing import IDEMPOTENT, Refusal, RouteDecision, decide, may_retry
+from .routing import IDEMPOTENT, Refusal, RouteDecision, decide, may_retry, unreachable
 from .upstream import Instance, Pools
 from .wire import Answer, UpstreamConnection
 
@@ -96,9 +96,11 @@ class Forwarder:
             tick = self._ticks.get(ex.region, 0)
             decision = decide(ex.region, pools, self.pools.clock(), tried=tried, tick=tick)
             if isinstance(decision, Refusal):
-                if decision.reason == "instances_exhausted":
-                    raise failure or UpstreamFailed()
-                raise self._refuse(decision)
+                if decision.reason != "instances_exhausted":
+                    raise self._refuse(decision)
+                if isinstance(failure, ConnectFailed):  # none of them could be reached
+                    raise self._refuse(unreachable(ex.region, pools, self.pools.clock()))
+                raise failure or UpstreamFailed()
             if not ex.attempts:
                 # Only a first try moves the rotation: if retries did, the instance that
                 # fails (and is retried away from) would get every first try.
@@ -124,10 +126,11 @@ class Forwarder:
                 max_attempts=s.max_attempts,
             ):
                 if isinstance(failure, ConnectFailed):
-                    # If that emptied the region, say so (503), not "bad gateway".
-                    after = decide(ex.region, pools, self.pools.clock())
-                    if isinstance(after, Refusal) and after.reason == "region_unavailable":
-                        raise self._refuse(after)
+                    # No instance left to try (ejected, or tried): say so (503), not "bad
+                    # gateway".
+                    after = decide(ex.region, pools, self.pools.clock(), tried=tried)
+                    if isinstance(after, Refusal):
+                        raise self._refuse(unreachable(ex.region, pools, self.pools.clock()))
                 raise failure
 
     def _refuse(self, refusal: Refusal) -> Unavailable:
@@ -234,7 +237,7 @@ class Forwarder:
                 try:
                     conn = await pool.acquire(deadline, fresh=fresh)
                 except ConnectFailed as exc:
-                    self.pools.connect_failed(inst)
+                    self.pools.connect_failed(inst, exc)
                     return exc
                 except PoolTimeout as exc:
                     return exc

@@ -98,6 +98,14 @@ def _others(pools: Mapping[str, Sequence[InstanceView]], home: str, now: float) 
     )
 
 
+def unreachable(
+    home_region: str, pools: Mapping[str, Sequence[InstanceView]], now: float
+) -> Refusal:
+    """No instance of the region could be reached (each one left was tried): it is down for
+    this request, as if none were available."""
+    return Refusal(home_region, "region_unavailable", _others(pools, home_region, now))
+
+
 def may_retry(
     method: str,
     failure: UpstreamFailed,

@@ -3,7 +3,9 @@
 An instance is *available* when its last active health check (``GET /readyz``) passed and it
 is not passively ejected. Passive ejection counts only the instance's OWN failures:
 
-* a connect failure ejects at once (nothing listens there);
+* a refused connect ejects at once (nothing listens there); a connect that timed out too,
+  except the region's last available instance: a pause of this edge's own loop (a long
+  garbage collection, a saturated core) looks the same, and it ejected a lone live instance;
 * ``eject_consecutive_5xx`` own failures in a row eject it: its 5xx answers, resets and
   broken answers, and read timeouts it had the whole ``read_timeout_s`` for;
 * a dependency error it reports is not its failure and counts neither way: a 503 that says
@@ -39,6 +41,7 @@ import aiohttp
 from yarl import URL
 
 from .config import EdgeSettings, InstanceSettings
+from .errors import ConnectFailed, ConnectTimedOut
 from .metrics import EdgeMetrics
 from .wire import ConnectionPool
 
@@ -229,7 +232,10 @@ class Pools:
 
     # -- passive signals from the proxy ------------------------------------------------------
 
-    def connect_failed(self, inst: Instance) -> None:
+    def connect_failed(self, inst: Instance, exc: ConnectFailed) -> None:
+        if isinstance(exc, ConnectTimedOut) and self._is_last(inst):
+            self._spare(inst, "connect timeouts")
+            return
         self._eject(inst, "connect failed")
 
     def answered(self, inst: Instance, status: int, block: str = "", body: bytes = b"") -> None:
@@ -248,20 +254,28 @@ class Pools:
         if inst.consecutive_failures < self.settings.eject_consecutive_5xx:
             return
         inst.consecutive_failures = 0
-        now = self.clock()
-        if not inst.available(now):
+        if not inst.available(self.clock()):
             return
-        if not any(o.available(now) for o in self.by_region[inst.region] if o is not inst):
-            if not inst.spared:
-                inst.spared = True
-                log.warning(
-                    "not ejecting %s in %s (repeated %s): the region's last available instance",
-                    inst.name,
-                    inst.region,
-                    what,
-                )
+        if self._is_last(inst):
+            self._spare(inst, f"repeated {what}")
             return
         self._eject(inst, f"repeated {what}")
+
+    def _is_last(self, inst: Instance) -> bool:
+        """Is ``inst`` its region's last available instance? Ejecting it would move no
+        traffic, only turn answers into refusals: the health check judges it instead."""
+        now = self.clock()
+        return not any(o.available(now) for o in self.by_region[inst.region] if o is not inst)
+
+    def _spare(self, inst: Instance, what: str) -> None:
+        if not inst.spared:  # logged once, until an answer resets it
+            inst.spared = True
+            log.warning(
+                "not ejecting %s in %s (%s): the region's last available instance",
+                inst.name,
+                inst.region,
+                what,
+            )
 
     def _eject(self, inst: Instance, why: str) -> None:
         now = self.clock()

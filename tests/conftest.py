@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from aiohttp import web_app
 
 from profile_store import dynamodb_local
 
@@ -39,6 +40,20 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "local")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.fixture(autouse=True)
+def _release_applications() -> Iterator[None]:
+    yield
+    # aiohttp keeps the last 1024 (handler, apps) pairs it built middleware chains for in a
+    # module-level lru_cache, and with them every Application (and its DynamoDB client,
+    # botocore models, pools). One app per process in production; here one or more per test,
+    # so the heap grew to ~4 million objects by the end of the suite and each full garbage
+    # collection stopped the loop for up to 3.5 s: long enough to fire a 0.5 s connect
+    # timeout in whatever test was running (an edge ejected its only store: a 503).
+    cached = getattr(web_app, "_cached_build_middleware", None)
+    if cached is not None:
+        cached.cache_clear()
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import collections
 from typing import Any
 
 from ..config import Timeouts
-from ..errors import ConnectFailed, PoolTimeout
+from ..errors import ConnectFailed, ConnectTimedOut, PoolTimeout
 from .connection import UpstreamConnection
 
 
@@ -176,7 +176,7 @@ class ConnectionPool:
                 # The request ran out of time (often after waiting for a slot), not the
                 # instance: calling that a connect failure would eject a live instance.
                 raise PoolTimeout("the request's deadline passed while connecting") from exc
-            raise ConnectFailed(f"connect to {self.host}:{self.port} timed out") from exc
+            raise ConnectTimedOut(f"connect to {self.host}:{self.port} timed out") from exc
         except OSError as exc:
             raise ConnectFailed(f"connect to {self.host}:{self.port} failed: {exc}") from exc
         return conn

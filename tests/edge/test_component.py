@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
+import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -374,6 +377,63 @@ async def test_own_5xx_eject_but_never_the_last_instance(build, caplog) -> None:
     assert statuses == [500] * 9  # its answers, not "region_unavailable" refusals
     assert lone.available(st2.app[STATE].pools.clock())
     assert caplog.text.count("not ejecting eu-west-1-0 in eu-west-1") == 1
+
+
+@contextlib.contextmanager
+def _blackhole(port: int) -> Iterator[None]:
+    """A listener on ``port`` whose accept queue is full: the kernel drops further SYNs, so a
+    connect there times out (an unreachable host, or what a stalled edge loop looks like)."""
+    with socket.socket() as listener, socket.socket() as filler:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", port))
+        listener.listen(0)
+        filler.connect(("127.0.0.1", port))  # the one place of the queue, never accepted
+        yield
+
+
+async def test_connect_timeouts_eject_but_never_the_last_instance(build, caplog) -> None:  # type: ignore[no-untyped-def]
+    caplog.set_level("WARNING", logger="edge_router.upstream")
+    # a lone instance that passed its health check, then stopped accepting connections
+    st = await build({"eu-west-1": ["store"], "us-east-1": ["store"]}, connect_timeout_s=0.2)
+    pools = st.app[STATE].pools
+    lone = pools.by_region["eu-west-1"][0]
+    server = st.servers["eu-west-1"][0]
+    port = server.port
+    await server.close()
+    with _blackhole(port):
+        for _ in range(3):
+            resp = await st.get(f"{P}/profiles/p1?an=acme")
+            assert resp.status == 503, await resp.text()
+            assert (await resp.json())["error"] == "region_unavailable"
+            assert resp.headers["Retry-After"] == "1"
+    # not ejected: the health check judges a lone instance (it failed none here)
+    assert lone.available(pools.clock())
+    assert "not ejecting eu-west-1-0 in eu-west-1 (connect timeouts)" in caplog.text
+    assert "ejecting eu-west-1-0 in eu-west-1: connect failed" not in caplog.text
+    assert st.stores["us-east-1"][0].proxied == 0  # never another region
+
+    # with a sibling up, the unreachable one is ejected at once and the request retried
+    st2 = await build({"eu-west-1": ["store", "store"], "us-east-1": ["store"]})
+    pools2 = st2.app[STATE].pools
+    gone, good = pools2.by_region["eu-west-1"]
+    server = st2.servers["eu-west-1"][0]
+    port = server.port
+    await server.close()
+    with _blackhole(port):
+        statuses = [(await st2.get(f"{P}/profiles/p{i}?an=acme")).status for i in range(4)]
+    assert statuses == [200] * 4
+    assert not gone.available(pools2.clock()) and good.available(pools2.clock())
+    assert st2.stores["eu-west-1"][1].proxied == 4
+
+
+async def test_a_refused_connect_ejects_even_the_last_instance(build) -> None:  # type: ignore[no-untyped-def]
+    st = await build({"eu-west-1": ["store"], "us-east-1": ["store"]})
+    pools = st.app[STATE].pools
+    lone = pools.by_region["eu-west-1"][0]
+    await st.servers["eu-west-1"][0].close()  # nothing listens there now: certain, not a pause
+    resp = await st.get(f"{P}/profiles/p1?an=acme")
+    assert resp.status == 503 and (await resp.json())["error"] == "region_unavailable"
+    assert not lone.available(pools.clock())
 
 
 async def test_own_503_without_retry_after_counts(build) -> None:  # type: ignore[no-untyped-def]

@@ -208,5 +208,7 @@ def create_app(
     app[SETTINGS] = settings
     app[METRICS] = metrics or EdgeMetrics()
     app.cleanup_ctx.append(_state_ctx(registry_factory, clock))
-    app.router.add_route("*", "/{tail:.*}", web_front.handle)
+    app.router.add_route(
+        "*", "/{tail:.*}", web_front.handle, expect_handler=web_front.continue_later
+    )
     return app

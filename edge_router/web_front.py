@@ -17,7 +17,7 @@ from yarl import URL
 
 from .exchange import Exchange
 from .headers import REQUEST_ID, Block, request_id, split_line
-from .wire import SERVICE, linger, origin_form, take_connection
+from .wire import SERVICE, asks_continue, linger, origin_form, take_connection
 
 
 class _WebSink:
@@ -30,7 +30,11 @@ class _WebSink:
         self.response: web.StreamResponse | None = None
 
     def send_continue(self) -> None:
-        pass  # aiohttp's expect handler answered "100 Continue" already
+        # Nothing of the answer is out yet (the pipeline invites the body before it forwards),
+        # so the interim answer goes straight to the socket, as aiohttp's own handler does.
+        transport = self.request.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     async def respond(self, status: int, reason: str, block: Block, body: bytes) -> None:
         await self.start(status, reason, block)
@@ -60,6 +64,13 @@ def _multidict(block: Block) -> CIMultiDict[str]:
     return CIMultiDict(map(split_line, block.split("\r\n")[1:]))
 
 
+async def continue_later(_request: web.Request) -> None:
+    """The route's ``expect_handler``: aiohttp's default one answers ``100 Continue`` before
+    any handler runs, inviting a body the edge may refuse on the head alone (a moving
+    account, a bad key, a declared length over the limit). The pipeline invites it only
+    after those checks, through ``_WebSink.send_continue``, as on the listener."""
+
+
 async def handle(request: web.Request) -> web.StreamResponse:
     headers = request.headers
     raw = request.raw_path
@@ -75,6 +86,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         content_length=request.content_length,
         peer=request.remote,
         scheme=request.scheme,
+        expect_continue=asks_continue(request.version, headers.get("Expect")),
         version=tuple(request.version),  # type: ignore[arg-type]
         header_lines=len(request.raw_headers),
         host=authority,

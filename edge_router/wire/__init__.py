@@ -20,7 +20,7 @@ from .accept import BatchAcceptSite
 from .answer import Answer, parse_whole_answer
 from .compat import HttpProcessingError, StreamReader, take_connection
 from .connection import UpstreamConnection
-from .framing import check_message, origin_form
+from .framing import asks_continue, check_message, origin_form
 from .linger import linger
 from .listener import EdgeProtocol
 from .pool import ConnectionPool
@@ -38,6 +38,7 @@ __all__ = [
     "Service",
     "StreamReader",
     "UpstreamConnection",
+    "asks_continue",
     "check_message",
     "linger",
     "origin_form",

@@ -68,6 +68,12 @@ def ends_connection(msg: RawRequestMessage) -> bool:
     return msg.should_close or msg.version != HttpVersion11 or msg.upgrade
 
 
+def asks_continue(version: tuple[int, int], expect: str | None) -> bool:
+    """``Expect: 100-continue`` on HTTP/1.1: the client waits for an invitation before its
+    body (RFC 9110 §10.1.1); other expectations are ignored, as a proxy may."""
+    return expect is not None and version == HttpVersion11 and expect.lower() == "100-continue"
+
+
 def request_exchange(msg: RawRequestMessage, payload: StreamReader, peer: str | None) -> Exchange:
     """The exchange of a request llhttp parsed: its target in origin form, its declared body
     length, whether it asked for ``100 Continue`` (HTTP/1.1 only), its request id."""
@@ -86,9 +92,7 @@ def request_exchange(msg: RawRequestMessage, payload: StreamReader, peer: str | 
         content_length=int(length) if length is not None and length.isdigit() else None,
         peer=peer,
         scheme="http",
-        expect_continue=expect is not None
-        and msg.version == HttpVersion11
-        and expect.lower() == "100-continue",
+        expect_continue=asks_continue(msg.version, expect),
         version=msg.version,
         header_lines=len(msg.raw_headers),
         host=authority,

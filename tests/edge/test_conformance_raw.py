@@ -211,6 +211,7 @@ async def test_refused_before_the_body_is_sent(edge: Edge, refusal: str) -> None
     (answer,), wire = await exchange(edge.port, [head])
     try:
         status(answer, expected)
+        assert answer.interim == []  # refused on the head: the body was never invited
         assert answer.error()
         assert answer.closes and await wire.closed()
     finally:

@@ -68,7 +68,8 @@ async def continue_later(_request: web.Request) -> None:
     """The route's ``expect_handler``: aiohttp's default one answers ``100 Continue`` before
     any handler runs, inviting a body the edge may refuse on the head alone (a moving
     account, a bad key, a declared length over the limit). The pipeline invites it only
-    after those checks, through ``_WebSink.send_continue``, as on the listener."""
+    after those checks, through ``_WebSink.send_continue``, as on the listener. (A target
+    the router cannot match, absolute-form or ``*``, still gets aiohttp's own handler.)"""
 
 
 async def handle(request: web.Request) -> web.StreamResponse:

@@ -98,9 +98,7 @@ class Forwarder:
             if isinstance(decision, Refusal):
                 if decision.reason != "instances_exhausted":
                     raise self._refuse(decision)
-                if isinstance(failure, ConnectFailed):  # none of them could be reached
-                    raise self._refuse(unreachable(ex.region, pools, self.pools.clock()))
-                raise failure or UpstreamFailed()
+                raise self._final(ex, failure or UpstreamFailed(), tried)
             if not ex.attempts:
                 # Only a first try moves the rotation: if retries did, the instance that
                 # fails (and is retried away from) would get every first try.
@@ -125,13 +123,17 @@ class Forwarder:
                 attempt=ex.attempts,
                 max_attempts=s.max_attempts,
             ):
-                if isinstance(failure, ConnectFailed):
-                    # No instance left to try (ejected, or tried): say so (503), not "bad
-                    # gateway".
-                    after = decide(ex.region, pools, self.pools.clock(), tried=tried)
-                    if isinstance(after, Refusal):
-                        raise self._refuse(unreachable(ex.region, pools, self.pools.clock()))
-                raise failure
+                raise self._final(ex, failure, tried)
+
+    def _final(self, ex: Exchange, failure: UpstreamFailed, tried: set[int]) -> EdgeError:
+        """The answer to a failure that is not retried: the failure itself, except a connect
+        failure that left no instance of the region to try (ejected, or tried), which is the
+        region unavailable (503), not "bad gateway"."""
+        if isinstance(failure, ConnectFailed):
+            now = self.pools.clock()
+            if isinstance(decide(ex.region, self.pools.by_region, now, tried=tried), Refusal):
+                return self._refuse(unreachable(ex.region, self.pools.by_region, now))
+        return failure
 
     def _refuse(self, refusal: Refusal) -> Unavailable:
         if refusal.others_available:

@@ -76,7 +76,7 @@ def decide(
         return _decision(home_region, best[tick % len(best)])
     if any_available:
         return Refusal(home_region, "instances_exhausted", False)
-    return Refusal(home_region, "region_unavailable", _others(pools, home_region, now))
+    return unreachable(home_region, pools, now)
 
 
 # Decisions are immutable and there are only (configured regions x instances) of them: one
@@ -101,8 +101,8 @@ def _others(pools: Mapping[str, Sequence[InstanceView]], home: str, now: float) 
 def unreachable(
     home_region: str, pools: Mapping[str, Sequence[InstanceView]], now: float
 ) -> Refusal:
-    """No instance of the region could be reached (each one left was tried): it is down for
-    this request, as if none were available."""
+    """No instance of the region is available, or none of those left could be reached: it is
+    down for this request."""
     return Refusal(home_region, "region_unavailable", _others(pools, home_region, now))
 
 

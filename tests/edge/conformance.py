@@ -122,6 +122,8 @@ class Edge:
     connections: Callable[[], int]
     registry: FakeRegistry
     runner: web.BaseRunner  # a case may shut the edge down itself (the fixture then does not)
+    store_runner: web.BaseRunner  # a case may stop the store's site (the port stays known)
+    store_port: int
 
     @property
     def state(self) -> EdgeState:
@@ -174,7 +176,7 @@ async def edge(front: str) -> AsyncIterator[Edge]:
         server = runner.server
         return 0 if server is None else len(server.connections)  # type: ignore[attr-defined]
 
-    e = Edge(front, port, app, store, connections, registry, runner)
+    e = Edge(front, port, app, store, connections, registry, runner, store_runner, store_port)
     try:
         yield e
         await e.settled()

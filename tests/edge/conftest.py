@@ -11,9 +11,10 @@ import asyncio
 import dataclasses
 import gzip
 import json
+import socket
 import time
-from collections.abc import Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +70,18 @@ async def serve_on_free_port(app: web.Application) -> tuple[web.AppRunner, int]:
 
 def dead_url() -> str:
     return f"http://127.0.0.1:{free_port()}"
+
+
+@contextmanager
+def blackhole(port: int) -> Iterator[None]:
+    """A listener on ``port`` whose accept queue is full: the kernel drops further SYNs, so a
+    connect there times out (an unreachable host, or what a stalled edge loop looks like)."""
+    with socket.socket() as listener, socket.socket() as filler:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", port))
+        listener.listen(0)
+        filler.connect(("127.0.0.1", port))  # the one place of the queue, never accepted
+        yield
 
 
 @dataclass

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gzip
 import json
-import socket
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +18,15 @@ from edge_router.app import STATE, create_app
 from edge_router.cache import CachedLookup
 from edge_router.errors import RegistryError, Unavailable
 
-from .conftest import FakeRegistry, FakeStore, Key, dead_url, make_settings, wait_until
+from .conftest import (
+    FakeRegistry,
+    FakeStore,
+    Key,
+    blackhole,
+    dead_url,
+    make_settings,
+    wait_until,
+)
 
 P = "/api/storage/profile-system"
 EU_KEY = Key("vtexappkey-acme-A1", "token-acme-0123456789", frozenset({"read", "write"}))
@@ -379,18 +384,6 @@ async def test_own_5xx_eject_but_never_the_last_instance(build, caplog) -> None:
     assert caplog.text.count("not ejecting eu-west-1-0 in eu-west-1") == 1
 
 
-@contextlib.contextmanager
-def _blackhole(port: int) -> Iterator[None]:
-    """A listener on ``port`` whose accept queue is full: the kernel drops further SYNs, so a
-    connect there times out (an unreachable host, or what a stalled edge loop looks like)."""
-    with socket.socket() as listener, socket.socket() as filler:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", port))
-        listener.listen(0)
-        filler.connect(("127.0.0.1", port))  # the one place of the queue, never accepted
-        yield
-
-
 async def test_connect_timeouts_eject_but_never_the_last_instance(build, caplog) -> None:  # type: ignore[no-untyped-def]
     caplog.set_level("WARNING", logger="edge_router.upstream")
     # a lone instance that passed its health check, then stopped accepting connections
@@ -400,7 +393,7 @@ async def test_connect_timeouts_eject_but_never_the_last_instance(build, caplog)
     server = st.servers["eu-west-1"][0]
     port = server.port
     await server.close()
-    with _blackhole(port):
+    with blackhole(port):
         for _ in range(3):
             resp = await st.get(f"{P}/profiles/p1?an=acme")
             assert resp.status == 503, await resp.text()
@@ -419,7 +412,7 @@ async def test_connect_timeouts_eject_but_never_the_last_instance(build, caplog)
     server = st2.servers["eu-west-1"][0]
     port = server.port
     await server.close()
-    with _blackhole(port):
+    with blackhole(port):
         statuses = [(await st2.get(f"{P}/profiles/p{i}?an=acme")).status for i in range(4)]
     assert statuses == [200] * 4
     assert not gone.available(pools2.clock()) and good.available(pools2.clock())

@@ -37,6 +37,7 @@ from .conformance import (  # noqa: F401  (edge, front: fixtures)
     front,
     profile,
 )
+from .conftest import blackhole
 
 OPS: dict[str, tuple[str, str, bytes | None]] = {
     "post-95B": ("POST", f"{API}/profiles?an=acme", SMALL),
@@ -264,6 +265,7 @@ class Refusal:
     status: int
     retry_after: str | None
     body: bytes
+    invited: bool = False  # a "100 Continue" came before it (only curl-expect asks for one)
 
 
 def _refused_by(client: str, port: int, method: str, target: str, body: bytes | None) -> Refusal:
@@ -292,10 +294,51 @@ def _refused_by(client: str, port: int, method: str, target: str, body: bytes | 
     return Refusal(x.status_code, x.headers.get("Retry-After"), x.content)
 
 
+async def _curl_refused(
+    expect: bool, port: int, method: str, target: str, body: bytes | None, tmp: Path
+) -> Refusal:
+    """One request by curl, its final answer (after a ``100 Continue``, if one came)."""
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not on PATH")
+    args = ["curl", "-sS", "--max-time", str(READ_TIMEOUT), "-X", method, "-D", "-"]
+    headers = _headers(body)
+    if expect and body is not None:
+        # curl waits for a 100 up to this timeout, longer than --max-time: were neither a 100
+        # nor the final answer sent, curl would fail (exit 28), not just be slow
+        headers["Expect"] = "100-continue"
+        args += ["--expect100-timeout", str(READ_TIMEOUT * 2)]
+    for k, v in headers.items():
+        args += ["-H", f"{k}: {v}"]
+    if body is not None:
+        (tmp / "body").write_bytes(body)
+        args += ["--data-binary", f"@{tmp / 'body'}"]
+    proc = await asyncio.create_subprocess_exec(
+        *args, f"http://127.0.0.1:{port}{target}", stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), READ_TIMEOUT * 3)
+    assert proc.returncode == 0
+    invited = out.startswith(b"HTTP/1.1 100 ")
+    if invited:
+        out = out.partition(b"\r\n\r\n")[2]
+    head, _, answer = out.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    h = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+    return Refusal(int(lines[0].split()[1]), h.get("retry-after"), answer, invited)
+
+
+async def _refusal(
+    client: str, port: int, method: str, target: str, body: bytes | None, tmp: Path
+) -> Refusal:
+    if client.startswith("curl"):
+        return await _curl_refused(client == "curl-expect", port, method, target, body, tmp)
+    return await asyncio.to_thread(_refused_by, client, port, method, target, body)
+
+
+REFUSED_TO = ["http.client", "urllib", "requests", "httpx", "curl", "curl-expect"]
+
+
 @pytest.mark.parametrize("op", WRITES)
-@pytest.mark.parametrize(
-    "client", ["http.client", "urllib", "requests", "httpx", "curl", "curl-expect"]
-)
+@pytest.mark.parametrize("client", REFUSED_TO)
 async def test_a_moving_accounts_writes_are_refused_to_every_client(
     edge: Edge,  # noqa: F811
     client: str,
@@ -311,39 +354,36 @@ async def test_a_moving_accounts_writes_are_refused_to_every_client(
         edge.registry.accounts["acme"], moving=True
     )
     method, target, body = OPS[op]
-    got: list[Refusal] = []
-    for _ in range(3):
-        if not client.startswith("curl"):
-            got.append(
-                await asyncio.to_thread(_refused_by, client, edge.port, method, target, body)
-            )
-            continue
-        if shutil.which("curl") is None:
-            pytest.skip("curl is not on PATH")
-        args = ["curl", "-sS", "--max-time", str(READ_TIMEOUT), "-X", method, "-D", "-"]
-        headers = _headers(body)
-        if client == "curl-expect" and body is not None:
-            # curl waits for a 100 up to this timeout, longer than --max-time: were the 503
-            # not sent in its place, curl would fail (exit 28), not just be slow
-            headers["Expect"] = "100-continue"
-            args += ["--expect100-timeout", str(READ_TIMEOUT * 2)]
-        for k, v in headers.items():
-            args += ["-H", f"{k}: {v}"]
-        if body is not None:
-            (tmp_path / "body").write_bytes(body)
-            args += ["--data-binary", f"@{tmp_path / 'body'}"]
-        proc = await asyncio.create_subprocess_exec(
-            *args, f"http://127.0.0.1:{edge.port}{target}", stdout=asyncio.subprocess.PIPE
-        )
-        out, _ = await asyncio.wait_for(proc.communicate(), READ_TIMEOUT * 3)
-        assert proc.returncode == 0
-        assert not out.startswith(b"HTTP/1.1 100"), out  # refused, never invited
-        head, _, answer = out.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        h = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
-        got.append(Refusal(int(lines[0].split()[1]), h.get("retry-after"), answer))
+    got = [await _refusal(client, edge.port, method, target, body, tmp_path) for _ in range(3)]
     for answer in got:
         assert answer.status == 503, answer
         assert answer.retry_after is not None and int(answer.retry_after) >= 1
         assert json.loads(answer.body)["error"] == "account_moving"
+        assert not answer.invited  # refused on the head, never invited
     assert edge.seen() == []  # nothing reached the store
+
+
+@pytest.mark.parametrize("op", ["post-95B", "post-200KiB"])
+@pytest.mark.parametrize("client", REFUSED_TO)
+async def test_an_unreachable_region_is_a_503_to_every_client(
+    edge: Edge,  # noqa: F811
+    client: str,
+    op: str,
+    tmp_path: Path,
+) -> None:
+    """The region's only store stops accepting connections (its connects time out). Every
+    client reads the whole 503 ``region_unavailable``, whether its body was read first (a small
+    one) or not (a streamed one, left to the lingering close); curl asking ``Expect`` was
+    invited (every check before the forwarding passed) and still gets the answer. The
+    store stays in its pool: a connect timeout never ejects a region's last instance."""
+    for site in list(edge.store_runner.sites):
+        await site.stop()
+    method, target, body = OPS[op]
+    with blackhole(edge.store_port):
+        answer = await _refusal(client, edge.port, method, target, body, tmp_path)
+    assert answer.status == 503, answer
+    assert answer.retry_after is not None and int(answer.retry_after) >= 1
+    assert json.loads(answer.body)["error"] == "region_unavailable"
+    assert answer.invited == (client == "curl-expect")  # the pipeline's checks passed
+    (inst,) = edge.state.pools.by_region["eu-west-1"]
+    assert inst.available(edge.state.pools.clock())

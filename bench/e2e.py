@@ -292,7 +292,8 @@ class E2E:
         }
 
     def _direct_headers(self, method: str, path: str) -> dict[str, str]:
-        from residency_contract.assertion import ASSERTION_HEADER, sign
+        from residency_contract.assertion import sign
+        from residency_contract.protocol import ASSERTION_HEADER
 
         return {
             ASSERTION_HEADER: sign(

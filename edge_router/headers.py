@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from residency_contract.assertion import ASSERTION_HEADER, INTERNAL_HEADER_PREFIX
+from residency_contract.protocol import ASSERTION_HEADER, INTERNAL_HEADER_PREFIX
 
 HOP_BY_HOP = frozenset(
     {

@@ -18,13 +18,13 @@ request, so every key the store touches is inside the caller's own tenant.
 from __future__ import annotations
 
 from residency_contract.assertion import (
-    ASSERTION_HEADER,
     MOVER_ROLE,
     Assertion,
     AssertionError_,
     WrongRegion,
     verify,
 )
+from residency_contract.protocol import ASSERTION_HEADER
 
 from .config import StoreSettings
 from .errors import Forbidden, Misdirected, Unauthenticated

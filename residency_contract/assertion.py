@@ -28,9 +28,6 @@ import re
 import time
 from dataclasses import dataclass
 
-ASSERTION_HEADER = "X-Residency-Assertion"
-# Every client-sent header with this prefix is dropped by the edge before forwarding.
-INTERNAL_HEADER_PREFIX = "x-residency-"
 VERSION = "v1"
 
 # ``move`` is the account mover's role: the stores' transfer endpoints need it and it grants

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
+
+from .protocol import REGION_PATTERN
 
 __all__ = [
     "ConfigError",
@@ -33,7 +34,6 @@ T = TypeVar("T")
 D = TypeVar("D")
 
 _UNSET: Any = object()
-_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 
 
 class ConfigError(ValueError):
@@ -114,7 +114,7 @@ def positive(kind: Callable[[Any], T]) -> Callable[[Any], T]:
 
 def region_name(raw: Any) -> str:
     value = str(raw).strip()
-    if not _REGION.match(value):
+    if not REGION_PATTERN.match(value):
         raise ValueError(f"{value!r} is not an AWS region name such as eu-west-1")
     return value
 

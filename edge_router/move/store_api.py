@@ -21,7 +21,8 @@ from typing import Any
 
 import aiohttp
 
-from residency_contract.assertion import ASSERTION_HEADER, MOVER_ROLE, sign
+from residency_contract.assertion import MOVER_ROLE, sign
+from residency_contract.protocol import ASSERTION_HEADER
 
 from ..config import RegionSettings
 

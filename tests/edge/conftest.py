@@ -26,6 +26,7 @@ from edge_router.errors import RegistryError
 from edge_router.registry import AccountRecord, ApiKey, KeyOwner, UserGrant, token_hash, user_hash
 from profile_store.dynamodb_local import free_port
 from residency_contract import assertion as pa
+from residency_contract.protocol import ASSERTION_HEADER
 
 SECRETS = {"eu-west-1": b"test-secret-eu-west-1-0000", "us-east-1": b"test-secret-us-east-1-0000"}
 
@@ -176,7 +177,7 @@ class FakeStore:
             asrt, err = None, None
             try:
                 asrt = pa.verify(
-                    request.headers.get(pa.ASSERTION_HEADER),
+                    request.headers.get(ASSERTION_HEADER),
                     key=SECRETS[self.region],
                     region=self.region,
                     method=request.method,

@@ -24,7 +24,8 @@ from edge_router.__main__ import main as edge_main
 from edge_router.admin import create_admin_app
 from edge_router.app import create_app
 from profile_store import dynamodb_local
-from residency_contract.assertion import ASSERTION_HEADER, sign
+from residency_contract.assertion import sign
+from residency_contract.protocol import ASSERTION_HEADER
 from residency_contract.tables import PK_SK_KEYS
 
 from .conftest import SECRETS, make_settings

@@ -25,6 +25,7 @@ from edge_router.config import EdgeSettings
 from edge_router.move import cli as move_cli
 from edge_router.registry import DynamoRegistry
 from residency_contract import assertion as pa
+from residency_contract.protocol import ASSERTION_HEADER
 from tests.edge.conftest import SECRETS, dead_url, make_settings, serve_on_free_port
 
 SOURCE, DEST = "us-east-1", "eu-west-1"
@@ -219,7 +220,7 @@ class FakeRegion:
         async def any_(request: web.Request) -> web.Response:
             try:
                 asrt = pa.verify(
-                    request.headers.get(pa.ASSERTION_HEADER),
+                    request.headers.get(ASSERTION_HEADER),
                     key=SECRETS[self.region],
                     region=self.region,
                     method=request.method,

@@ -23,7 +23,8 @@ from profile_store.app import create_app
 from profile_store.config import StoreSettings
 from profile_store.keys import generate_local_master_key
 from profile_store.provisioning import create_table
-from residency_contract.assertion import ASSERTION_HEADER, sign
+from residency_contract.assertion import sign
+from residency_contract.protocol import ASSERTION_HEADER
 
 SECRET = b"test-secret-eu-west-1-0123456789"
 REGION = "eu-west-1"

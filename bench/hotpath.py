@@ -197,7 +197,7 @@ def _plug_upstreams(server: _Served, loop: asyncio.AbstractEventLoop) -> None:
     for instances in server.app[STATE].pools.by_region.values():
         for inst in instances:
             pool: ConnectionPool = inst.pool  # type: ignore[assignment]
-            conn = UpstreamConnection(pool, loop)
+            conn = UpstreamConnection(loop, pool.timeouts.read, pool.lost)
             answer = build_response(inst.region)
 
             def on_write(

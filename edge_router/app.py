@@ -23,6 +23,7 @@ from contextlib import AbstractAsyncContextManager
 from aiohttp import web
 
 from . import logfilter, web_front
+from .api_paths import RouteTable
 from .breaker import CLOSED, OPEN, Breaker
 from .cache import CachedLookup
 from .config import EdgeSettings
@@ -33,7 +34,6 @@ from .ratelimit import RateLimiter
 from .registry import AccountRecord, DynamoRegistry, KeyOwner, RegistryReader
 from .registry_changes import ChangePoller
 from .resolve import AccountResolver
-from .routes import RouteTable
 from .upstream import Pools
 from .user_token import TokenVerifier
 from .wire import SERVICE, Service

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from residency_contract.protocol import ASSERTION_HEADER, INTERNAL_HEADER_PREFIX
+from residency_contract.protocol import REQUEST_ID_HEADER as REQUEST_ID
 
 HOP_BY_HOP = frozenset(
     {
@@ -35,14 +36,13 @@ HOP_BY_HOP = frozenset(
     }
 )
 # Request headers the edge sets itself (any client value is replaced, not trusted).
-_EDGE_SET = frozenset({"host", "x-forwarded-proto", "x-forwarded-host", "x-request-id"})
+_EDGE_SET = frozenset({"host", "x-forwarded-proto", "x-forwarded-host", REQUEST_ID.lower()})
 
 # The contract's user token: this header, or the cookie of this name (optionally suffixed
 # with ``_{account}``, the form a browser holding sessions on several accounts sends).
 USER_TOKEN = "VtexIdclientAutCookie"  # noqa: S105 (a header name)
 _USER_TOKEN_LOWER = USER_TOKEN.lower()
 
-REQUEST_ID = "X-Request-Id"
 DATA_REGION = "X-Data-Region"
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9_.:-]{8,128}$")
 
@@ -206,7 +206,7 @@ _REQUEST_DROP = (
     }
 )
 # ``Server``: the store's software and version are nobody's business outside the stack.
-_RESPONSE_DROP = HOP_BY_HOP | {"via", "x-request-id", "x-data-region", "server"}
+_RESPONSE_DROP = HOP_BY_HOP | {"via", REQUEST_ID.lower(), DATA_REGION.lower(), "server"}
 # A line of a header block whose name is in _RESPONSE_DROP or starts with "proxy-".
 _RESPONSE_SPECIAL = re.compile(
     "\\r\\n("

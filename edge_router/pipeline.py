@@ -37,7 +37,10 @@ import logging
 import time
 from dataclasses import dataclass
 
+from residency_contract.protocol import ACCOUNT_MOVING
+
 from . import auth
+from .api_paths import RouteTable, split_target
 from .auth import APP_KEY_HEADER, APP_TOKEN_HEADER, Principal
 from .body import check_length, receive_body
 from .cache import CachedLookup
@@ -57,7 +60,6 @@ from .proxy import Forwarder
 from .ratelimit import RateLimiter
 from .registry import AccountRecord, KeyOwner
 from .resolve import AccountResolver
-from .routes import RouteTable, split_target
 from .upstream import Pools
 from .user_token import TokenVerifier, find_token, refused
 from .wire import check_message as check_framing
@@ -133,7 +135,7 @@ def check_moving(st: EdgeState, ex: Exchange, record: AccountRecord) -> None:
     for an edge whose cache has not seen the phase yet)."""
     if record.moving and ex.method not in READ_METHODS:
         raise Unavailable(
-            "account_moving",
+            ACCOUNT_MOVING,
             "the account is moving to another region; retry shortly",
             retry_after=st.settings.retry_after_s,
         )

@@ -40,6 +40,8 @@ from collections.abc import Callable
 import aiohttp
 from yarl import URL
 
+from residency_contract.protocol import DEPENDENCY_ERRORS
+
 from .config import EdgeSettings, InstanceSettings
 from .errors import ConnectFailed, ConnectTimedOut
 from .metrics import EdgeMetrics
@@ -47,8 +49,6 @@ from .wire import ConnectionPool
 
 log = logging.getLogger("edge_router.upstream")
 
-# What a store answers when a dependency, not the store itself, is down (profile_store.errors).
-DEPENDENCY_ERRORS = frozenset({"dynamodb_unavailable", "key_service_unavailable"})
 
 
 def reports_dependency(status: int, block: str, body: bytes) -> bool:

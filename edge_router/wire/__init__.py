@@ -2,7 +2,8 @@
 
 ::
 
-    listener.py    one client connection: llhttp on a bare protocol, the exchange's Sink
+    listener.py    one client connection: llhttp on a bare protocol, the exchange's Sink; the
+                   Service it serves (the pipeline, handed over by the app)
     runner.py      the protocol factory (timeout sweep, shutdown) and the web.BaseRunner
     accept.py      the listening socket, accepted in batches
     connection.py  one keep-alive socket to a store, its watchdog

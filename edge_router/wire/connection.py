@@ -27,15 +27,11 @@ the pool) and nowhere converted again::
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Callable
 
 from ..errors import ConnectionBroken, UpstreamTimeout
 from .answer import Answer, parse_whole_answer
 from .compat import FlowProtocol, StreamReader, response_parser
-
-if TYPE_CHECKING:
-    from .pool import ConnectionPool
 
 _READ_LIMIT = 2**16  # payload buffer low-water mark; the socket pauses above twice this
 
@@ -49,6 +45,7 @@ class UpstreamConnection(FlowProtocol):
         "_head_only",
         "_llhttp",
         "_llhttp_main",
+        "_on_lost",
         "_payload",
         "_read_timeout",
         "_waiter",
@@ -58,14 +55,18 @@ class UpstreamConnection(FlowProtocol):
         "answered",
         "idle_since",
         "last_data",
-        "pool",
         "served",
         "timed_out",
     )
 
-    def __init__(self, pool: ConnectionPool, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        read_timeout: float,
+        on_lost: Callable[[UpstreamConnection], None],
+    ) -> None:
         super().__init__(loop)
-        self.pool = pool
+        self._on_lost = on_lost  # the pool frees this connection's slot
         self._llhttp_main = response_parser(self, limit=_READ_LIMIT)
         self._llhttp = self._llhttp_main
         self.use_parser(self._llhttp_main)
@@ -75,7 +76,7 @@ class UpstreamConnection(FlowProtocol):
         self._watch_due = 0.0
         self._active = False  # an exchange is under way (from send until finish)
         self._deadline = 0.0
-        self._read_timeout = pool.timeouts.read
+        self._read_timeout = read_timeout
         self._head_only = False
         self._whole = False  # may the next bytes be read by ``parse_whole_answer``?
         self.answered = False
@@ -129,7 +130,7 @@ class UpstreamConnection(FlowProtocol):
                 payload.set_exception(ConnectionBroken("store closed mid-answer", True))
         self._fail(ConnectionBroken("store closed the connection", self.answered))
         self._cancel_watch()
-        self.pool.lost(self)
+        self._on_lost(self)
 
     # -- one exchange -------------------------------------------------------------------------
 

@@ -18,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from ..config import Timeouts
-from ..errors import ClientClosed, EdgeError, RequestTimeout, error_response
+from ..errors import ClientClosed, EdgeError, ErrorAnswer, RequestTimeout, error_response
+from ..exchange import Exchange, Sink
 from ..headers import Block, request_id
 from .compat import (
     EMPTY_PAYLOAD,
@@ -43,14 +45,23 @@ from .framing import (
 )
 from .linger import linger
 
-if TYPE_CHECKING:
-    from .runner import EdgeServer
-
 log = logging.getLogger("edge_router.listener")
 
 _READ_LIMIT = 2**16
 _MAX_PIPELINED = 16  # queued requests per connection before the socket is paused
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """What the listener serves: ``serve`` answers one exchange through the sink it is given
+    (or returns the refusal to write), ``timeouts`` bound the client's side (head, body,
+    send, keep-alive), ``timed_out`` counts a client cut off by one (``head``, ``body``,
+    ``send``)."""
+
+    serve: Callable[[Exchange, Sink], Awaitable[ErrorAnswer | None]]
+    timeouts: Timeouts
+    timed_out: Callable[[str], None]
 
 
 class EdgeProtocol(FlowProtocol):
@@ -79,6 +90,7 @@ class EdgeProtocol(FlowProtocol):
         "_body_since",
         "_chunked",
         "_close",
+        "_connections",
         "_dead",
         "_head_only",
         "_head_since",
@@ -89,7 +101,7 @@ class EdgeProtocol(FlowProtocol):
         "_llhttp",
         "_payload",
         "_queue",
-        "_server",
+        "_service",
         "_task",
         "_write_paused_since",
         "busy",
@@ -97,9 +109,15 @@ class EdgeProtocol(FlowProtocol):
         "peer",
     )
 
-    def __init__(self, server: EdgeServer) -> None:
-        super().__init__(server.loop)
-        self._server = server
+    def __init__(
+        self,
+        service: Service,
+        loop: asyncio.AbstractEventLoop,
+        connections: set[EdgeProtocol],
+    ) -> None:
+        super().__init__(loop)
+        self._service = service
+        self._connections = connections  # the server's open connections (sweep, shutdown)
         self._llhttp = request_parser(
             self, limit=_READ_LIMIT, max_line_size=MAX_REQUEST_LINE, max_field_size=MAX_FIELD_SIZE
         )
@@ -130,11 +148,11 @@ class EdgeProtocol(FlowProtocol):
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else None
         self.idle_since = self.loop.time()
-        self._server.connections.add(self)
+        self._connections.add(self)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         super().connection_lost(exc)
-        self._server.connections.discard(self)
+        self._connections.discard(self)
         self._close = self._dead = True
         self._wake()  # the connection's task ends
         gone = ClientClosed("client_closed", "the client closed the connection")
@@ -220,7 +238,7 @@ class EdgeProtocol(FlowProtocol):
         paused = self._write_paused_since
         if paused is not None and now - paused > t.send:
             # The client reads nothing of what it asked for: nothing more can reach it.
-            self._server.service.timed_out("send")
+            self._service.timed_out("send")
             self.abort()
             return
         body = self._body
@@ -230,7 +248,7 @@ class EdgeProtocol(FlowProtocol):
             if body.is_eof() or body.exception() is not None:
                 self._body = None
             elif now - self._body_since > t.request_body:
-                self._server.service.timed_out("body")
+                self._service.timed_out("body")
                 self._close = True
                 self._fail_bodies(
                     RequestTimeout("request_timeout", "the request body did not arrive in time")
@@ -238,7 +256,7 @@ class EdgeProtocol(FlowProtocol):
             return
         head = self._head_since
         if head is not None and now - head > t.request_head:
-            self._server.service.timed_out("head")
+            self._service.timed_out("head")
             self._head_since = None
             self._bad_request(
                 RequestTimeout("request_timeout", "the request head did not arrive in time")
@@ -325,7 +343,7 @@ class EdgeProtocol(FlowProtocol):
         if ends_connection(msg):
             self._close = True
         try:
-            answer = await self._server.service.serve(ex, self)
+            answer = await self._service.serve(ex, self)
         except Exception:
             log.exception("request failed after its answer started; connection cut")
             self.abort()
@@ -359,7 +377,7 @@ class EdgeProtocol(FlowProtocol):
             return
         self._lingering = True
         self._close = self._dead = True  # nothing more is parsed, nor answered
-        linger(transport, self.connection_lost, flush_timeout=self._server.service.timeouts.send)
+        linger(transport, self.connection_lost, flush_timeout=self._service.timeouts.send)
 
     @property
     def lingering(self) -> bool:

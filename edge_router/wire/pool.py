@@ -169,7 +169,9 @@ class ConnectionPool:
         try:
             async with asyncio.timeout(min(connect_s, remaining)):
                 _, conn = await loop.create_connection(
-                    lambda: UpstreamConnection(self, loop), self.host, self.port
+                    lambda: UpstreamConnection(loop, self.timeouts.read, self.lost),
+                    self.host,
+                    self.port,
                 )
         except TimeoutError as exc:
             if remaining < connect_s:

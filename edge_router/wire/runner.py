@@ -11,30 +11,12 @@ requests within ``shutdown_timeout``. The app tells the runner what to serve by 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from ..config import Timeouts
-from ..errors import ErrorAnswer
-from ..exchange import Exchange, Sink
 from .compat import RunnerBase, start_app
-from .listener import EdgeProtocol
-
-
-@dataclass(frozen=True, slots=True)
-class Service:
-    """What the listener serves: ``serve`` answers one exchange through the sink it is given
-    (or returns the refusal to write), ``timeouts`` bound the client's side (head, body,
-    send, keep-alive), ``timed_out`` counts a client cut off by one (``head``, ``body``,
-    ``send``)."""
-
-    serve: Callable[[Exchange, Sink], Awaitable[ErrorAnswer | None]]
-    timeouts: Timeouts
-    timed_out: Callable[[str], None]
-
+from .listener import EdgeProtocol, Service
 
 SERVICE = web.AppKey("edge_service", Service)
 
@@ -53,7 +35,7 @@ class EdgeServer:
         self._sweeper = loop.call_later(self._sweep_s, self._sweep)
 
     def __call__(self) -> EdgeProtocol:
-        return EdgeProtocol(self)
+        return EdgeProtocol(self.service, self.loop, self.connections)
 
     def _sweep(self) -> None:
         """One timer for every connection's timeouts, instead of one per request."""

@@ -11,7 +11,7 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from edge_router import routes
+from edge_router import api_paths
 from edge_router.config import ConfigError, EdgeSettings
 from edge_router.errors import (
     BadRequest,
@@ -134,15 +134,15 @@ P = "/api/storage/profile-system"
         (f"{P}/prospects/unmask", f"{P}/prospects/unmask"),
         (f"{P}/prospects/p1", f"{P}/prospects/{{prospectId}}"),
         (f"{P}/schemas/profileSystem/custom", f"{P}/schemas/profileSystem/custom"),
-        ("/api/user-rights/createAndProcessDeleteUserData?an=x", routes.TEMPLATES[-1]),
+        ("/api/user-rights/createAndProcessDeleteUserData?an=x", api_paths.TEMPLATES[-1]),
         (f"{P}/unknown/thing", "other"),
         (f"{P}/profiles//unmask", "other"),
         (f"{P}/profiles/a/b/c/d/e/f/g", "other"),
     ],
 )
 def test_route_templates(target: str, template: str) -> None:
-    table = routes.RouteTable()
-    assert table.match(routes.split_target(target)) == template
+    table = api_paths.RouteTable()
+    assert table.match(api_paths.split_target(target)) == template
 
 
 @pytest.mark.parametrize(
@@ -170,7 +170,7 @@ def test_route_templates(target: str, template: str) -> None:
 )
 def test_path_policy_refuses(target: str, exc: type, code: str) -> None:
     with pytest.raises(exc) as err:
-        routes.split_target(target)
+        api_paths.split_target(target)
     assert err.value.code == code
 
 
@@ -197,7 +197,7 @@ def test_forwarded_host_is_the_absolute_targets_authority() -> None:
 
 
 def test_dots_inside_a_segment_are_fine() -> None:
-    assert routes.split_target(f"{P}/profiles/jane.doe..x") == f"{P}/profiles/jane.doe..x"
+    assert api_paths.split_target(f"{P}/profiles/jane.doe..x") == f"{P}/profiles/jane.doe..x"
 
 
 def test_route_table_matches_the_specs() -> None:
@@ -207,7 +207,7 @@ def test_route_table_matches_the_specs() -> None:
     paths = set()
     for f in spec_dir.glob("*.openapi.json"):
         paths |= set(json.loads(f.read_text())["paths"])
-    assert paths == set(routes.TEMPLATES)
+    assert paths == set(api_paths.TEMPLATES)
 
 
 def _proxy(h: dict[str, str] | list[tuple[str, str]]) -> CIMultiDictProxy[str]:

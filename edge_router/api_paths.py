@@ -1,8 +1,9 @@
-"""Which API operation is this path? The route table, compiled once, and the path policy.
+"""The public API's paths: which operation a path is (the table, compiled once) and which raw
+targets the edge refuses. Not to be confused with ``routing`` (which region and instance).
 
-Two jobs, both pure and per request:
+Two jobs, both pure and per request (``pipeline.check_path`` runs both):
 
-* ``check_path`` refuses targets that could mean something else to the store than to us
+* ``split_target`` refuses targets that could mean something else to the store than to us
   (``..`` or ``.`` segments in any spelling, encoded slashes or backslashes, NULs: 400) and
   anything outside the two routed APIs (404). The raw target is what we check, because the raw
   target is what we forward.

@@ -6,9 +6,9 @@ from __future__ import annotations
 import itertools
 import random
 
-from edge_router import routes
+from edge_router import api_paths
 
-ALL = (*routes.TEMPLATES, *routes.EXTENSION_TEMPLATES)
+ALL = (*api_paths.TEMPLATES, *api_paths.EXTENSION_TEMPLATES)
 
 
 def reference(path: str) -> str:
@@ -31,11 +31,11 @@ def reference(path: str) -> str:
         return None
 
     found = walk([t.strip("/").split("/") for t in ALL], 0)
-    return found if found is not None else routes.OTHER
+    return found if found is not None else api_paths.OTHER
 
 
 def test_every_template_and_tricky_ids_match_as_the_depth_first_reading() -> None:
-    table = routes.RouteTable()
+    table = api_paths.RouteTable()
     words = ["p1", "unmask", "versions", "addresses", "schemas", "profileSystem", "custom", ""]
     rng = random.Random(7)
     paths = set()

@@ -26,20 +26,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import proc
-from bench.core import (
-    CaseResult,
-    LoadSpec,
-    Probe,
-    PrometheusDeltaProbe,
-    Target,
-    TargetUnavailable,
-    evaluate,
-    merge_rounds,
-    run_case,
-)
-from bench.core import skipped as skipped_row
+from bench.cases import CaseResult, LoadSpec, Probe, Target, TargetUnavailable, merge_rounds
+from bench.cases import skipped as skipped_row
 from bench.e2e import BEFORE, E2E, OPERATIONS, TARGETS, e2e_stack
 from bench.goals import e2e_goals, edge_goals, harness_goals
+from bench.judge import evaluate
+from bench.measure import run_case
+from bench.probes import PrometheusDeltaProbe
 from bench.report import FLOOR_HEADING, before_after, floor_section, machine_info, write_outputs
 from bench.targets import (
     DEFAULT_ACCOUNTS,

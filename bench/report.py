@@ -14,8 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.core import CaseResult, GoalOutcome
+from bench.cases import CaseResult
 from bench.goals import FLOOR_LIMITS, floor_ratios
+from bench.judge import GoalOutcome
 from bench.targets import nginx_version
 from bench.wrk import wrk_version
 

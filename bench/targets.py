@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.core import Target, TargetUnavailable
+from bench.cases import Target, TargetUnavailable
 from bench.proc import HARNESS, ManagedProcess, ProcessFailed, free_port, run_bounded
 from bench.wrk import RequestSpec
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from bench.core import CaseResult, core_shares
+from bench.cases import CaseResult
+from bench.measure import core_shares
 from bench.report import case_row, cores_table, markdown
 
 

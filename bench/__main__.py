@@ -26,27 +26,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import proc
+from bench.accounts import DEFAULT_ACCOUNTS, request_mix
 from bench.cases import CaseResult, LoadSpec, Probe, Target, TargetUnavailable, merge_rounds
 from bench.cases import skipped as skipped_row
 from bench.e2e import BEFORE, E2E, OPERATIONS, TARGETS, e2e_stack
+from bench.edge_target import EDGE_BENCH_SETTINGS, EdgeEnvironment, edge_environment
 from bench.goals import e2e_goals, edge_goals, harness_goals
 from bench.judge import evaluate
 from bench.measure import run_case
+from bench.nginx_target import nginx, nginx_binary
 from bench.probes import PrometheusDeltaProbe
 from bench.report import FLOOR_HEADING, before_after, floor_section, machine_info, write_outputs
-from bench.targets import (
-    DEFAULT_ACCOUNTS,
-    EDGE_BENCH_SETTINGS,
-    EdgeEnvironment,
-    Upstreams,
-    direct,
-    edge_environment,
-    naive,
-    nginx,
-    nginx_binary,
-    request_mix,
-    static_upstreams,
-)
+from bench.targets import Upstreams, direct, naive, static_upstreams
 from bench.wrk import wrk_binary
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -17,7 +17,7 @@ from typing import Any
 from bench.cases import CaseResult
 from bench.goals import FLOOR_LIMITS, floor_ratios
 from bench.judge import GoalOutcome
-from bench.targets import nginx_version
+from bench.nginx_target import nginx_version
 from bench.wrk import wrk_version
 
 

@@ -360,6 +360,11 @@ def e2e_goals() -> list[Goal]:
     ]
 
 
+def all_goals() -> list[Goal]:
+    """Everything ``python -m bench`` judges a run on (a goal without its rows says "n/a")."""
+    return [*harness_goals(), *edge_goals(), *e2e_goals()]
+
+
 def edge_goals(workers: int = 1) -> list[Goal]:
     """The issue's edge targets (issue 6), judged on the rows of a full run.
 

@@ -153,12 +153,6 @@ def skipped(
     reason: str,
     status: str = "skipped",
 ) -> CaseResult:
-    return CaseResult(
-        case=case,
-        group=group,
-        target=target,
-        workers=workers,
-        connections=connections,
-        status=status,
-        reason=reason,
-    )
+    """The row of a case that was not measured (``skipped``, or ``error``), saying why."""
+    # the fields in CaseResult's own order
+    return CaseResult(case, group, target, workers, connections, status, reason)

@@ -42,7 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import proc
-from bench.core import CaseResult, PrometheusDeltaProbe, TargetUnavailable
+from bench.cases import CaseResult, TargetUnavailable
+from bench.probes import PrometheusDeltaProbe
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GROUP = "End to end: edge → Profile System → DynamoDB Local"

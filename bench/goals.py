@@ -1,6 +1,6 @@
 """Targets judged on the collected rows: harness sanity, the edge's targets, end-to-end cost.
 
-Build new ones with the helpers of ``bench.core`` (``metric_at_most``,
+Build new ones with the helpers of ``bench.judge`` (``metric_at_most``,
 ``difference_at_most``) or any ``Goal(name, description, check)`` whose
 ``check(rows)`` returns ``(True | False | None, detail)``; ``None`` reports "n/a".
 """
@@ -10,14 +10,9 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from bench.core import (
-    CaseResult,
-    Goal,
-    difference_at_most,
-    metric_at_most,
-    select,
-)
+from bench.cases import CaseResult
 from bench.e2e import STORE_OPERATION, ddb_cost
+from bench.judge import Goal, difference_at_most, metric_at_most, select
 
 BASELINES = ("direct", "nginx", "naive")
 
@@ -363,6 +358,11 @@ def e2e_goals() -> list[Goal]:
         *(_floor_goal(op, limit) for op, limit in FLOOR_LIMITS.items()),
         *(_before_after(op) for op in FLOOR_LIMITS),
     ]
+
+
+def all_goals() -> list[Goal]:
+    """Everything ``python -m bench`` judges a run on (a goal without its rows says "n/a")."""
+    return [*harness_goals(), *edge_goals(), *e2e_goals()]
 
 
 def edge_goals(workers: int = 1) -> list[Goal]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -212,6 +213,17 @@ def run_bounded(
         proc.wait()
         raise
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def tool_version(exe: str | None, pattern: str) -> str:
+    """What ``exe -v`` says its version is: ``pattern``'s first group in its output, else the
+    output's first line; "not installed" when ``exe`` is None."""
+    if exe is None:
+        return "not installed"
+    out = subprocess.run([exe, "-v"], capture_output=True, text=True, timeout=10, check=False)
+    text = out.stdout + out.stderr
+    m = re.search(pattern, text)
+    return m.group(1) if m else next(iter(text.strip().splitlines()), "")
 
 
 # ---- /proc accounting -------------------------------------------------------------------------

@@ -9,14 +9,15 @@ import statistics
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.core import CaseResult, GoalOutcome
+from bench.cases import CaseResult
 from bench.goals import FLOOR_LIMITS, floor_ratios
-from bench.targets import nginx_version
+from bench.judge import GoalOutcome
+from bench.nginx_target import nginx_version
 from bench.wrk import wrk_version
 
 
@@ -199,32 +200,37 @@ def _table(header: Sequence[str], rows: list[list[str]]) -> list[str]:
     ]
 
 
-def markdown(
-    *,
-    title: str,
-    machine: dict[str, Any],
-    settings: dict[str, Any],
-    rows: list[CaseResult],
-    goals: list[GoalOutcome],
-    notes: list[str],
-    sections: Sequence[tuple[str, list[str]]] = (),
-    measured_at: datetime | None = None,
-) -> str:
-    when = measured_at or datetime.now(UTC)
+@dataclass
+class Report:
+    """What one run's Markdown report and JSON results are made of."""
+
+    title: str
+    machine: dict[str, Any]
+    settings: dict[str, Any]
+    rows: list[CaseResult]
+    goals: list[GoalOutcome]
+    notes: list[str]
+    sections: Sequence[tuple[str, list[str]]] = ()  # (heading, lines) after the case tables
+    # when the figures were taken (a re-render keeps the original run's)
+    measured_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+def markdown(report: Report) -> str:
+    settings = report.settings
     out = [
-        f"# {title}",
+        f"# {report.title}",
         "",
-        f"Generated {when.strftime('%Y-%m-%d %H:%M UTC')} by `python -m bench`"
+        f"Generated {report.measured_at.strftime('%Y-%m-%d %H:%M UTC')} by `python -m bench`"
         f"{' --smoke' if settings.get('smoke') else ''}.",
         "",
         "## Machine",
         "",
     ]
-    out += _table(["fact", "value"], [[k, str(v)] for k, v in machine.items()])
+    out += _table(["fact", "value"], [[k, str(v)] for k, v in report.machine.items()])
     out += ["", "## Settings", ""]
     out += _table(["setting", "value"], [[k, str(v)] for k, v in settings.items()])
     groups: dict[str, list[CaseResult]] = {}
-    for r in rows:
+    for r in report.rows:
         groups.setdefault(r.group, []).append(r)
     for group, grows in groups.items():
         out += ["", f"## {group}", ""]
@@ -243,56 +249,31 @@ def markdown(
                 json.dumps(extra, indent=2, sort_keys=True),
                 "```",
             ]
-    for heading, lines in sections:
+    for heading, lines in report.sections:
         out += ["", f"## {heading}", "", *lines]
-    if goals:
+    if report.goals:
         out += ["", "## Targets", ""]
         out += _table(
             ["target", "status", "detail"],
-            [[f"{g.name}: {g.description}", g.status, g.detail] for g in goals],
+            [[f"{g.name}: {g.description}", g.status, g.detail] for g in report.goals],
         )
-    if notes:
-        out += ["", "## Notes", "", *(f"- {n}" for n in notes)]
+    if report.notes:
+        out += ["", "## Notes", "", *(f"- {n}" for n in report.notes)]
     return "\n".join(out) + "\n"
 
 
-def write_outputs(
-    *,
-    md_path: Path,
-    json_path: Path,
-    machine: dict[str, Any],
-    settings: dict[str, Any],
-    rows: list[CaseResult],
-    goals: list[GoalOutcome],
-    notes: list[str],
-    title: str,
-    sections: Sequence[tuple[str, list[str]]] = (),
-    measured_at: datetime | None = None,
-) -> None:
-    """The Markdown report and the JSON results. ``measured_at``: when the figures were taken
-    (default now; a re-render keeps the original run's)."""
-    measured_at = measured_at or datetime.now(UTC)
+def write_outputs(report: Report, md_path: Path, json_path: Path) -> None:
+    """The Markdown report and the JSON results."""
     md_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    md_path.write_text(
-        markdown(
-            title=title,
-            machine=machine,
-            settings=settings,
-            rows=rows,
-            goals=goals,
-            notes=notes,
-            sections=sections,
-            measured_at=measured_at,
-        )
-    )
+    md_path.write_text(markdown(report))
     doc = {
-        "generated_at": measured_at.isoformat(timespec="seconds"),
-        "machine": machine,
-        "settings": settings,
-        "cases": [r.to_dict() for r in rows],
-        "goals": [asdict(g) for g in goals],
-        "notes": notes,
+        "generated_at": report.measured_at.isoformat(timespec="seconds"),
+        "machine": report.machine,
+        "settings": report.settings,
+        "cases": [r.to_dict() for r in report.rows],
+        "goals": [asdict(g) for g in report.goals],
+        "notes": report.notes,
     }
     json_path.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
 
@@ -390,3 +371,16 @@ def floor_section(rows: Sequence[CaseResult]) -> list[str]:
         "",
         *_table(header, table),
     ]
+
+
+def extra_sections(rows: list[CaseResult], baseline: Path | None) -> list[tuple[str, list[str]]]:
+    """The sections after the case tables: the edge before / after against ``baseline`` (an
+    earlier run's JSON, when that file exists) and the store CPU floor (when there are floor
+    rows)."""
+    sections = []
+    if baseline and baseline.is_file():
+        before = json.loads(baseline.read_text())
+        sections.append(("Before / after (edge)", before_after(before, rows)))
+    if floor_lines := floor_section(rows):
+        sections.append((FLOOR_HEADING, floor_lines))
+    return sections

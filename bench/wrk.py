@@ -13,13 +13,11 @@ errors; all are summed into ``errors``. Latencies are in microseconds (wrk's own
 from __future__ import annotations
 
 import json
-import re
 import shutil
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.proc import HARNESS, ProcessFailed, run_bounded
+from bench.proc import HARNESS, ProcessFailed, run_bounded, tool_version
 
 RESULT_PREFIX = "BENCH_RESULT "
 
@@ -126,12 +124,7 @@ def wrk_binary() -> str | None:
 
 
 def wrk_version() -> str:
-    exe = wrk_binary()
-    if exe is None:
-        return "not installed"
-    out = subprocess.run([exe, "-v"], capture_output=True, text=True, timeout=10, check=False)
-    m = re.search(r"wrk\s+(\S+)", out.stdout + out.stderr)
-    return m.group(1) if m else (out.stdout + out.stderr).strip().splitlines()[0]
+    return tool_version(wrk_binary(), r"wrk\s+(\S+)")
 
 
 def run_wrk(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from bench.core import CaseResult, core_shares
-from bench.report import case_row, cores_table, markdown
+from bench.cases import CaseResult
+from bench.measure import core_shares
+from bench.report import Report, case_row, cores_table, markdown
 
 
 def test_core_shares_split_the_machine_by_consumer() -> None:
@@ -52,5 +53,5 @@ def test_report_shows_user_and_sys_and_the_cores_table() -> None:
     assert table[-1] == "| edge/w2/c64 | 1.40 | 0.15 | 0.25 | - | - | 0.20 |"
     assert not any("old/w1/c64" in line for line in table)
     assert cores_table([_row()]) == []  # results from before these figures: no table
-    doc = markdown(title="t", machine={}, settings={}, rows=[row], goals=[], notes=[])
+    doc = markdown(Report(title="t", machine={}, settings={}, rows=[row], goals=[], notes=[]))
     assert "Where the machine's cores went" in doc

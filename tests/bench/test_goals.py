@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.core import CaseResult, merge_rounds
+from bench.cases import CaseResult, merge_rounds
 from bench.goals import e2e_goals, edge_goals
 from bench.report import before_after, floor_section
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from bench.__main__ import main
-from bench.core import CaseResult
+from bench.cases import CaseResult
 
 
 def test_rerender_keeps_the_measurement_time_and_one_note(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.core import CaseResult, merge_rounds
+from bench.cases import CaseResult, merge_rounds
 
 
 def _row(case: str, rps: float, *, errors: int = 0, max_ms: float = 1.0, status: str = "ok"):  # type: ignore[no-untyped-def]

@@ -27,7 +27,7 @@ from residency_contract.settings import ConfigError, ConfigSource, region_name
 
 from .config import StoreSettings
 from .errors import StoreError
-from .keys import generate_local_master_key
+from .key_providers import generate_local_master_key
 from .provisioning import PitrRequired, create_table
 
 T = TypeVar("T")

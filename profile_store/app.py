@@ -50,7 +50,7 @@ from .erasure import Eraser
 from .errors import AccountMoving, ResidencyMismatch, StoreError, from_crypto
 from .fence import Fence, FenceCache
 from .handlers import CALLER, ROUTES, SERVICE, Handler, dumps
-from .keys import KeyProvider, provider_from_settings
+from .key_providers import KeyProvider, provider_from_settings
 from .metrics import CURRENT_OPERATION, StoreMetrics
 from .provisioning import PitrState, check_pitr, describe_pitr, warn_without_stream
 from .repository import Repository, client_config

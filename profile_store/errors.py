@@ -41,10 +41,11 @@ and, if the outcome is still open when its time is up, answers ``WriteOutcomeUnk
 DynamoDB's ``IdempotentParameterMismatchException`` (this token was used, within 10 minutes,
 by a transaction with other contents: the same request was already applied) is
 ``AlreadyApplied``.
-``from_crypto`` is the other one, for the envelope-encryption tree (``keys.CryptoError``): an
-unreachable key service is ``KeyUnavailable``, an erased subject (its data key was shredded) is
-``NotFound`` like any missing record, and a failed unwrap or decryption is ``EncryptionFailure``,
-whose message says nothing about which key or item failed.
+``from_crypto`` is the other one, for the envelope-encryption tree
+(``key_providers.CryptoError``): an unreachable key service is ``KeyUnavailable``, an erased
+subject (its data key was shredded) is ``NotFound`` like any missing record, and a failed unwrap
+or decryption is ``EncryptionFailure``, whose message says nothing about which key or item
+failed.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from typing import Any
 import aiohttp
 import botocore.exceptions
 
-from .keys import CryptoError, KeyServiceUnavailable, SubjectErased
+from .key_providers import CryptoError, KeyServiceUnavailable, SubjectErased
 
 __all__ = [
     "AccountMoving",

@@ -38,7 +38,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from .keys import DATA_KEY_BYTES, DecryptionFailed, KeyConfigError, length_prefixed
+from .key_providers import DATA_KEY_BYTES, DecryptionFailed, KeyConfigError, length_prefixed
 
 ALG = "RSA-OAEP-256"
 KEY_BITS = 3072

@@ -13,7 +13,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from profile_store.crypto import DataKeyStore, EnvelopeCodec
-from profile_store.keys import LocalKeyProvider, generate_local_master_key
+from profile_store.key_providers import LocalKeyProvider, generate_local_master_key
 from residency_contract.tables import PK_SK_KEYS
 
 REGION = "eu-west-1"

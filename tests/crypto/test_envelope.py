@@ -19,7 +19,7 @@ from profile_store.crypto import (
     data_key_item_key,
 )
 from profile_store.dynamodb_local import free_port
-from profile_store.keys import KmsKeyProvider, LocalKeyProvider
+from profile_store.key_providers import KmsKeyProvider, LocalKeyProvider
 
 from .conftest import FAST, REGION
 

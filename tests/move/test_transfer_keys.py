@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from profile_store.config import ConfigError, StoreSettings
-from profile_store.keys import DecryptionFailed, KeyConfigError, generate_local_master_key
+from profile_store.key_providers import DecryptionFailed, KeyConfigError, generate_local_master_key
 from profile_store.transfer_keys import (
     Recipient,
     TransferKeyError,

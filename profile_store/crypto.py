@@ -45,6 +45,8 @@ from cachetools import TTLCache
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from residency_contract.tables import data_prefix, item_key
+
 from . import fence
 from .key_providers import (
     CryptoError,
@@ -102,7 +104,7 @@ def data_key_item_key(account: str, subject_id: str) -> dict[str, Any]:
     """Low-level DynamoDB key of a subject's data-key item."""
     _check_id("account", account)
     _check_id("subject_id", subject_id)
-    return {"pk": {"S": f"A#{account}#DK#{subject_id}"}, "sk": {"S": DATA_KEY_SK}}
+    return item_key(f"{data_prefix(account)}DK#{subject_id}", DATA_KEY_SK)
 
 
 def _utc_now() -> str:

@@ -38,11 +38,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from .errors import AccountMoving, ResidencyMismatch, StoreError
+from residency_contract.tables import DATA_PREFIX, fence_key
 
-FENCE_PREFIX = "FENCE#"
-FENCE_SK = "F"
-ACCOUNT_PREFIX = "A#"
+from .errors import AccountMoving, ResidencyMismatch, StoreError
 
 
 class FenceState(StrEnum):
@@ -58,10 +56,6 @@ class Fence:
     peer: str
 
 
-def fence_key(account: str) -> dict[str, Any]:
-    return {"pk": {"S": f"{FENCE_PREFIX}{account}"}, "sk": {"S": FENCE_SK}}
-
-
 def fence_check(account: str) -> dict[str, Any]:
     """The TransactWriteItems entry every account write carries: no marker for the account."""
     return {
@@ -74,10 +68,10 @@ def fence_check(account: str) -> dict[str, Any]:
 
 def account_of_pk(pk: str) -> str | None:
     """``A#{account}#...`` -> account (accounts never hold '#'); None for other partitions."""
-    if not pk.startswith(ACCOUNT_PREFIX):
+    if not pk.startswith(DATA_PREFIX):
         return None
-    end = pk.find("#", len(ACCOUNT_PREFIX))
-    return pk[len(ACCOUNT_PREFIX) : end] if end > len(ACCOUNT_PREFIX) else None
+    end = pk.find("#", len(DATA_PREFIX))
+    return pk[len(DATA_PREFIX) : end] if end > len(DATA_PREFIX) else None
 
 
 def _entry_pk(body: dict[str, Any]) -> str:

@@ -35,7 +35,8 @@ from .crypto import (
 from .errors import BadRequest, ConditionFailed, Conflict, StoreError
 from .fence import Fence, FenceCache, FenceState, fence_key
 from .key_providers import KeyConfigError, KeyContext, KeyServiceUnavailable
-from .repository import Item, Repository, key, n, s
+from .layout import Item, key, n, s
+from .repository import Repository
 from .transfer_keys import Recipient, TransferKeyPair
 from .transfer_scan import Page, Sweep, scan_page, sweep_page
 

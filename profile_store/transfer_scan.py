@@ -19,7 +19,8 @@ from typing import Any
 
 from . import transfer_items as wire
 from .errors import BadRequest
-from .repository import Item, Key, Repository, key, s
+from .layout import Item, Key, key, s
+from .repository import Repository
 
 SEGMENTS = 4  # a purge sweep's parallel segments
 

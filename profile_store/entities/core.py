@@ -70,18 +70,8 @@ from ..errors import (
     Unprocessable,
 )
 from ..idempotency import Created
-from ..repository import (
-    Item,
-    Repository,
-    get_n,
-    get_s,
-    idempotency_key,
-    is_live,
-    key,
-    n,
-    s,
-    suppression_key,
-)
+from ..layout import Item, get_n, get_s, idempotency_key, is_live, key, n, s, suppression_key
+from ..repository import Repository
 from ..schema import CustomSchema
 from .custom_schema import CustomSchemas
 from .values import Caller, Record, Reveal, duplicate, meta, now_iso, suppressed

@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import masking
 from ..errors import NotFound
-from ..repository import Item, prospects_pk, s
+from ..layout import Item, prospects_pk, s
 from .core import Change, Core, Family, Lookup, Place, always
 from .profiles import alt_hash
 from .values import ID, Caller, Record, Reveal, conform, require_object

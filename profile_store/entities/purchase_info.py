@@ -11,7 +11,7 @@ from typing import Any
 
 from .. import masking
 from ..altkeys import Kind
-from ..repository import profile_pk
+from ..layout import profile_pk
 from .core import Change, Core, Family, Place, always, merging
 from .profiles import Profiles
 from .values import Caller, Record, Reveal, conform, require_object

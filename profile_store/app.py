@@ -15,7 +15,7 @@ middlewares that run as small named steps, and the shared state under typed ``we
 
 Routes: the spec's Profile System operations (``handlers.ROUTES``), erasure, its status and the
 admin audit listing (``rights_handlers.RIGHTS_ROUTES``), and the account-move transfer endpoints
-(``transfer_handlers.TRANSFER_ROUTES``, role ``move``). Every other authenticated route passes
+(``transfer.TRANSFER_ROUTES``, role ``move``). Every other authenticated route passes
 the account's fence first (``fence.py``: 421 for an account that moved away or has not arrived,
 503 for a write while it is frozen).
 
@@ -42,6 +42,8 @@ from aiobotocore.session import get_session
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from residency_contract.protocol import REQUEST_ID_HEADER
+
 from . import auth, idempotency
 from .config import StoreSettings
 from .crypto import CryptoError, DataKeyStore
@@ -55,10 +57,15 @@ from .metrics import CURRENT_OPERATION, StoreMetrics
 from .provisioning import PitrState, check_pitr, describe_pitr, warn_without_stream
 from .repository import Repository, client_config
 from .rights_handlers import ERASER, RIGHTS_ROUTES
-from .transfer import Transfer
-from .transfer_handlers import CHANGE_FEED, FENCES, MAX_BODY, TRANSFER, TRANSFER_ROUTES
-from .transfer_keys import load_key_pair
-from .transfer_stream import ChangeFeed
+from .transfer import (
+    CHANGE_FEED,
+    MAX_BODY,
+    TRANSFER,
+    TRANSFER_ROUTES,
+    ChangeFeed,
+    Transfer,
+    load_key_pair,
+)
 
 log = logging.getLogger("profile_store")
 
@@ -73,6 +80,9 @@ METRICS: web.AppKey[StoreMetrics] = web.AppKey("metrics", StoreMetrics)
 KEYS: web.AppKey[DataKeyStore] = web.AppKey("data_keys", DataKeyStore)
 REPOSITORY: web.AppKey[Repository] = web.AppKey("repository", Repository)
 READINESS: web.AppKey[Readiness] = web.AppKey("readiness", Readiness)
+# Every account's fence marker, cached (``fence.py``): ``authenticate`` admits each request
+# through it, and the transfer service forgets an account's entry when it sets the fence.
+FENCES: web.AppKey[FenceCache] = web.AppKey("fences", FenceCache)
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -93,7 +103,7 @@ def _json_error(status: int, code: str, message: str, headers: dict[str, str] | 
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
-    incoming = request.headers.get("X-Request-Id", "")
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
     request_id = incoming if _REQUEST_ID.match(incoming) else str(uuid.uuid4())
     request[REQUEST_ID] = request_id
     route = request.match_info.route
@@ -105,7 +115,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         response = await handler(request)
         status = response.status
-        response.headers["X-Request-Id"] = request_id
+        response.headers[REQUEST_ID_HEADER] = request_id
         return response
     finally:
         CURRENT_OPERATION.reset(token)

@@ -1,6 +1,6 @@
 """The fence: the marker that stops a region from serving an account that is moving or moved.
 
-An account move (``transfer.py``, driven by the edge's mover) copies the account to another
+An account move (``transfer/``, driven by the mover) copies the account to another
 region, freezes it, catches up and flips the registry. The registry flip alone cannot stop an
 edge with a stale cache from writing in the old region; the fence does, in the store itself::
 
@@ -26,7 +26,7 @@ a cached "normal" may be up to ``fence_cache_s`` old, so reads in the first seco
 flip may still be served by the source. Their data is the data the destination has (writes
 were frozen before the flip); writes are never accepted there, whatever the cache says.
 
-The transfer endpoints (``transfer_handlers.py``) are exempt: they are how the mover works.
+The transfer endpoints (``transfer/``) are exempt: they are how the mover works.
 """
 
 from __future__ import annotations

@@ -30,11 +30,24 @@ def local_provider(master_key_file: Path) -> LocalKeyProvider:
     return LocalKeyProvider(master_key_file)
 
 
+def aws_client(service: str, endpoint: str) -> Any:
+    """An aiobotocore client of ``service`` (an async context manager) at ``endpoint``, in
+    ``REGION``, failing fast."""
+    return get_session().create_client(
+        service, region_name=REGION, endpoint_url=endpoint, config=FAST
+    )
+
+
 @pytest.fixture
 async def ddb(ddb_endpoint: str) -> AsyncIterator[Any]:
-    async with get_session().create_client(
-        "dynamodb", region_name=REGION, endpoint_url=ddb_endpoint, config=FAST
-    ) as client:
+    async with aws_client("dynamodb", ddb_endpoint) as client:
+        yield client
+
+
+@pytest.fixture
+async def kms(moto_endpoint: str) -> AsyncIterator[Any]:
+    """A KMS client of the moto server."""
+    async with aws_client("kms", moto_endpoint) as client:
         yield client
 
 

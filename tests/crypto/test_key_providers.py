@@ -5,13 +5,11 @@ from __future__ import annotations
 import base64
 import os
 import stat
-from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from aiobotocore.session import get_session
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
 from profile_store import key_providers
@@ -27,7 +25,7 @@ from profile_store.key_providers import (
 )
 from residency_contract.settings import ConfigError
 
-from .conftest import FAST, REGION
+from .conftest import REGION, aws_client
 
 CTX = KeyContext(region=REGION, account="acme", subject="p-1")
 
@@ -208,14 +206,6 @@ async def test_kms_alias_resolving_to_another_region_is_refused_at_start() -> No
         await provider.start()
 
 
-@pytest.fixture
-async def kms(moto_endpoint: str) -> AsyncIterator[Any]:
-    async with get_session().create_client(
-        "kms", region_name=REGION, endpoint_url=moto_endpoint, config=FAST
-    ) as client:
-        yield client
-
-
 async def test_kms_round_trip_against_moto(kms: Any) -> None:
     arn = (await kms.create_key())["KeyMetadata"]["Arn"]
     provider = KmsKeyProvider(arn, REGION, kms)
@@ -257,9 +247,7 @@ async def test_kms_unknown_key_is_a_service_error(kms: Any) -> None:
 
 async def test_kms_unreachable_is_unavailable() -> None:
     arn = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
-    async with get_session().create_client(
-        "kms", region_name=REGION, endpoint_url=f"http://127.0.0.1:{free_port()}", config=FAST
-    ) as client:
+    async with aws_client("kms", f"http://127.0.0.1:{free_port()}") as client:
         provider = KmsKeyProvider(arn, REGION, client)
         with pytest.raises(KeyServiceUnavailable):
             await provider.generate_data_key(CTX)

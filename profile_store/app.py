@@ -37,6 +37,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from aiobotocore.session import get_session
 from aiohttp import web
@@ -257,28 +258,23 @@ def _store_context(
         checked and PITR checked before serving."""
         settings = app[SETTINGS]
         session = get_session()
+        config = client_config(settings)
         async with AsyncExitStack() as stack:
-            client = await stack.enter_async_context(
-                session.create_client(
-                    "dynamodb",
-                    region_name=settings.region,
-                    endpoint_url=settings.dynamodb_endpoint,
-                    config=client_config(settings),
+
+            async def aws(service: str, endpoint: str | None) -> Any:
+                # The store's own region only: PII and its keys never leave the data's region.
+                return await stack.enter_async_context(
+                    session.create_client(
+                        service, region_name=settings.region, endpoint_url=endpoint, config=config
+                    )
                 )
-            )
+
+            client = await aws("dynamodb", settings.dynamodb_endpoint)
             provider = key_provider
             if provider is None:
                 kms = None
                 if settings.key_provider == "kms":
-                    # The store's own region only: PII keys never leave the data's region.
-                    kms = await stack.enter_async_context(
-                        session.create_client(
-                            "kms",
-                            region_name=settings.region,
-                            endpoint_url=settings.kms_endpoint,
-                            config=client_config(settings),
-                        )
-                    )
+                    kms = await aws("kms", settings.kms_endpoint)
                 provider = provider_from_settings(settings, kms_client=kms)
             await provider.start()
             repo = Repository(
@@ -312,14 +308,7 @@ def _store_context(
                     key_provider=settings.key_provider,
                 ),
             )
-            streams = await stack.enter_async_context(
-                session.create_client(
-                    "dynamodbstreams",
-                    region_name=settings.region,
-                    endpoint_url=settings.dynamodb_endpoint,
-                    config=client_config(settings),
-                )
-            )
+            streams = await aws("dynamodbstreams", settings.dynamodb_endpoint)
             app[CHANGE_FEED] = ChangeFeed(repo, streams)
             token = CURRENT_OPERATION.set("startup")
             try:

@@ -1,21 +1,18 @@
-"""The store's side of an account move, behind one door: ``/_residency/transfer/*`` (role ``move``).
+"""The store's side of an account move, behind one door: ``/_residency/transfer/*`` (role move).
 
-The mover copies an account from one region's store to another's through these endpoints
-(the contract: ``docs/move_contract.md``); nothing else in the store calls them, and they are
-the only routes exempt from the fence (``fence.py``: import and purge check the state they
-need instead). Inside:
+::
 
-- ``handlers``: the HTTP of the endpoints, bodies validated completely before anything runs,
-  and ``TRANSFER_ROUTES``;
-- ``service``: ``Transfer``, what each endpoint does: set the fence, export (data keys
-  re-wrapped for the destination), import, digests, purge, the move's audit records;
-- ``scan``: one account's items a parallel Scan page at a time, and a purge's sweep;
-- ``items``: an item's JSON form as it travels, its kind and its digest (pure);
-- ``key_pair``: the region's RSA transfer key pair that data keys cross regions under;
-- ``change_feed``: the account's keys changed since a checkpoint, from the table's Stream.
+    handlers.py      the endpoints' HTTP: bodies checked whole before anything runs; the routes
+    service.py       Transfer: fence, export, import, digests, purge, the move's audit records
+    scan.py          one account's items, a parallel Scan page at a time; a purge's sweep
+    items.py         an item as it travels: its JSON form, its kind, its digest (pure)
+    key_pair.py      the region's RSA transfer key pair that data keys cross regions under
+    change_feed.py   the account's keys changed since a checkpoint, from the table's Stream
 
-Its errors are in the store's one tree (``errors.py``). ``app.py`` imports what it wires from
-here.
+The mover drives them (the contract: ``docs/move_contract.md``); nothing else in the store
+calls them, and they are the only routes exempt from the fence (``fence.py``): import and purge
+check the state they need instead. Their errors are in the store's one tree (``errors.py``);
+``app.py`` wires what this door exports.
 """
 
 from __future__ import annotations

@@ -265,10 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, ValueError, PitrUnsupported) as exc:
         print(f"profile-store: {exc}", file=sys.stderr)
         return 2
-    except StoreError as exc:
-        print(f"profile-store: {exc.message}", file=sys.stderr)
-        return 1
-    except PitrError as exc:
+    except (StoreError, PitrError) as exc:  # a StoreError's text is its message
         print(f"profile-store: {exc}", file=sys.stderr)
         return 1
 

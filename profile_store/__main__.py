@@ -5,9 +5,14 @@
 * ``generate-local-key PATH``: a local master key file (dev/tests only);
 * ``audit list --account A [--since ISO] [--until ISO]``: the audit trail as JSON lines;
 * ``suppression lift --account A --email E [--reason R]``: let an erased email be stored again
-  (audited; the email is never printed).
+  (audited; the email is never printed);
+* ``pitr show|enable|restore --to TIME|latest --target-table NEW``: the table's point-in-time
+  recovery (``pitr.py``; a restore goes to a new table).
 
-The operator tools need only the region, table and endpoint, and take them as options too.
+The operator tools need only the region, table and endpoint: options ``--region``, ``--table``
+and ``--endpoint`` (``--endpoint-url`` too), else ``PROFILE_STORE_REGION``, ``_TABLE`` and
+``_DYNAMODB_ENDPOINT`` (or the ``PROFILE_STORE_CONFIG`` file). Exit codes: 0 done, 1 the
+service refused or failed, 2 bad usage or settings (and PITR on an endpoint without it).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,7 +33,8 @@ from residency_contract.settings import ConfigError, ConfigSource, region_name
 
 from .config import StoreSettings
 from .errors import StoreError
-from .keys import generate_local_master_key
+from .key_providers import generate_local_master_key
+from .pitr import PitrError, PitrUnsupported
 from .provisioning import PitrRequired, create_table
 
 T = TypeVar("T")
@@ -66,15 +73,6 @@ def serve() -> int:
     return 0
 
 
-async def _create_table(region: str, table: str, endpoint: str | None) -> dict[str, str]:
-    from aiobotocore.session import get_session
-
-    async with get_session().create_client(
-        "dynamodb", region_name=region, endpoint_url=endpoint
-    ) as client:
-        return await create_table(client, table)
-
-
 def _location(args: argparse.Namespace) -> tuple[str, str, str | None]:
     src = ConfigSource("PROFILE_STORE_")
     region = region_name(args.region) if args.region else src.get("region", region_name)
@@ -83,25 +81,37 @@ def _location(args: argparse.Namespace) -> tuple[str, str, str | None]:
     return region, table, endpoint
 
 
-def create_table_command(args: argparse.Namespace) -> int:
+async def _with_client(
+    args: argparse.Namespace, work: Callable[[Any, str], Awaitable[T]], config: Any = None
+) -> T:
+    """``work(client, table)`` with a DynamoDB client of the location the options name."""
+    from aiobotocore.session import get_session
+
     region, table, endpoint = _location(args)
+    async with get_session().create_client(
+        "dynamodb", region_name=region, endpoint_url=endpoint, config=config
+    ) as client:
+        return await work(client, table)
+
+
+def create_table_command(args: argparse.Namespace) -> int:
+    region, table, _ = _location(args)
     logging.basicConfig(level="INFO", format="%(levelname)s %(name)s %(message)s")
-    done = asyncio.run(_create_table(region, table, endpoint))
+    done = asyncio.run(_with_client(args, create_table))
     print(json.dumps({"region": region, "table": table, **done}))
     return 0
 
 
 async def _with_repo(args: argparse.Namespace, work: Callable[[Any], Awaitable[T]]) -> T:
-    from aiobotocore.session import get_session
-
     from .metrics import StoreMetrics
     from .repository import Repository
 
-    region, table, endpoint = _location(args)
-    async with get_session().create_client(
-        "dynamodb", region_name=region, endpoint_url=endpoint
-    ) as client:
+    region = _location(args)[0]
+
+    async def with_repo(client: Any, table: str) -> T:
         return await work(Repository(client, table, StoreMetrics(region=region, instance="cli")))
+
+    return await _with_client(args, with_repo)
 
 
 def _iso_arg(raw: str) -> datetime:
@@ -139,10 +149,77 @@ def suppression_lift_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_location(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--region", help="defaults to PROFILE_STORE_REGION")
-    parser.add_argument("--table", help="defaults to PROFILE_STORE_TABLE")
-    parser.add_argument("--endpoint", help="defaults to PROFILE_STORE_DYNAMODB_ENDPOINT")
+def _when(value: datetime | None) -> str:
+    return value.isoformat() if value else "-"
+
+
+async def _pitr(client: Any, table: str, args: argparse.Namespace) -> None:
+    from . import pitr
+
+    if args.pitr_command == "show":
+        state = await pitr.describe_pitr(client, table)
+        print(f"table: {state.table}")
+        print(f"point-in-time recovery: {'enabled' if state.enabled else 'disabled'}")
+        if state.enabled:
+            print(f"earliest restorable: {_when(state.earliest_restorable)}")
+            print(f"latest restorable:   {_when(state.latest_restorable)}")
+    elif args.pitr_command == "enable":
+        state = await pitr.enable_pitr(client, table)
+        print(f"point-in-time recovery enabled on {state.table}")
+        print(f"earliest restorable: {_when(state.earliest_restorable)}")
+    else:
+        result = await pitr.restore_to_point_in_time(client, table, args.target_table, args.to)
+        print(f"restoring {result.source_table} into {result.target_table}")
+        print(f"restore point: {_when(result.restore_time)}")
+        print(f"target table status: {result.target_status}")
+
+
+def pitr_command(args: argparse.Namespace) -> int:
+    from aiobotocore.config import AioConfig
+
+    # A restore or an enable may take a while to answer; a read timeout of 30 s, 3 attempts.
+    config = AioConfig(connect_timeout=5, read_timeout=30, retries={"max_attempts": 3})
+    asyncio.run(_with_client(args, partial(_pitr, args=args), config))
+    return 0
+
+
+def _restore_time(raw: str) -> datetime | str:
+    from .pitr import parse_restore_time
+
+    try:
+        return parse_restore_time(raw)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_location(parser: argparse.ArgumentParser, default: Any = None) -> None:
+    # ``default``: argparse.SUPPRESS on a sub-command whose parent takes the same options, so
+    # its defaults do not wipe values given before it.
+    parser.add_argument("--region", default=default, help="defaults to PROFILE_STORE_REGION")
+    parser.add_argument("--table", default=default, help="defaults to PROFILE_STORE_TABLE")
+    parser.add_argument(
+        "--endpoint",
+        "--endpoint-url",
+        dest="endpoint",
+        default=default,
+        help="defaults to PROFILE_STORE_DYNAMODB_ENDPOINT",
+    )
+
+
+def _add_pitr(sub: Any) -> None:
+    """``pitr show|enable|restore``; the location options work before or after the action."""
+    pitr_cmd = sub.add_parser("pitr", help="point-in-time recovery: show, enable, restore")
+    _add_location(pitr_cmd)
+    actions = pitr_cmd.add_subparsers(dest="pitr_command", required=True)
+    show = actions.add_parser("show", help="PITR status and restorable window")
+    enable = actions.add_parser("enable", help="turn PITR on and verify")
+    restore = actions.add_parser("restore", help="restore into a new table")
+    for action in (show, enable, restore):
+        _add_location(action, argparse.SUPPRESS)
+    restore.add_argument(
+        "--to", required=True, type=_restore_time, help="ISO-8601 time with zone, or 'latest'"
+    )
+    restore.add_argument("--target-table", required=True, help="new table to restore into")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -170,6 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     lift.add_argument("--email", required=True)
     lift.add_argument("--reason", default="suppression lifted by an operator")
     _add_location(lift)
+    _add_pitr(sub)
     args = parser.parse_args(argv)
     try:
         if args.command == "serve":
@@ -181,12 +259,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return audit_list_command(args)
         if args.command == "suppression":
             return suppression_lift_command(args)
+        if args.command == "pitr":
+            return pitr_command(args)
         return create_table_command(args)
-    except (ConfigError, ValueError) as exc:
+    except (ConfigError, ValueError, PitrUnsupported) as exc:
         print(f"profile-store: {exc}", file=sys.stderr)
         return 2
-    except StoreError as exc:
-        print(f"profile-store: {exc.message}", file=sys.stderr)
+    except (StoreError, PitrError) as exc:  # a StoreError's text is its message
+        print(f"profile-store: {exc}", file=sys.stderr)
         return 1
 
 

@@ -15,7 +15,7 @@ middlewares that run as small named steps, and the shared state under typed ``we
 
 Routes: the spec's Profile System operations (``handlers.ROUTES``), erasure, its status and the
 admin audit listing (``rights_handlers.RIGHTS_ROUTES``), and the account-move transfer endpoints
-(``transfer_handlers.TRANSFER_ROUTES``, role ``move``). Every other authenticated route passes
+(``transfer.TRANSFER_ROUTES``, role ``move``). Every other authenticated route passes
 the account's fence first (``fence.py``: 421 for an account that moved away or has not arrived,
 503 for a write while it is frozen).
 
@@ -37,10 +37,13 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from aiobotocore.session import get_session
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
+
+from residency_contract.protocol import REQUEST_ID_HEADER
 
 from . import auth, idempotency
 from .config import StoreSettings
@@ -50,15 +53,20 @@ from .erasure import Eraser
 from .errors import AccountMoving, ResidencyMismatch, StoreError, from_crypto
 from .fence import Fence, FenceCache
 from .handlers import CALLER, ROUTES, SERVICE, Handler, dumps
-from .keys import KeyProvider, provider_from_settings
+from .key_providers import KeyProvider, provider_from_settings
 from .metrics import CURRENT_OPERATION, StoreMetrics
 from .provisioning import PitrState, check_pitr, describe_pitr, warn_without_stream
 from .repository import Repository, client_config
 from .rights_handlers import ERASER, RIGHTS_ROUTES
-from .transfer import Transfer
-from .transfer_handlers import CHANGE_FEED, FENCES, MAX_BODY, TRANSFER, TRANSFER_ROUTES
-from .transfer_keys import load_key_pair
-from .transfer_stream import ChangeFeed
+from .transfer import (
+    CHANGE_FEED,
+    MAX_BODY,
+    TRANSFER,
+    TRANSFER_ROUTES,
+    ChangeFeed,
+    Transfer,
+    load_key_pair,
+)
 
 log = logging.getLogger("profile_store")
 
@@ -73,6 +81,9 @@ METRICS: web.AppKey[StoreMetrics] = web.AppKey("metrics", StoreMetrics)
 KEYS: web.AppKey[DataKeyStore] = web.AppKey("data_keys", DataKeyStore)
 REPOSITORY: web.AppKey[Repository] = web.AppKey("repository", Repository)
 READINESS: web.AppKey[Readiness] = web.AppKey("readiness", Readiness)
+# Every account's fence marker, cached (``fence.py``): ``authenticate`` admits each request
+# through it, and the transfer service forgets an account's entry when it sets the fence.
+FENCES: web.AppKey[FenceCache] = web.AppKey("fences", FenceCache)
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -93,7 +104,7 @@ def _json_error(status: int, code: str, message: str, headers: dict[str, str] | 
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
-    incoming = request.headers.get("X-Request-Id", "")
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
     request_id = incoming if _REQUEST_ID.match(incoming) else str(uuid.uuid4())
     request[REQUEST_ID] = request_id
     route = request.match_info.route
@@ -105,7 +116,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         response = await handler(request)
         status = response.status
-        response.headers["X-Request-Id"] = request_id
+        response.headers[REQUEST_ID_HEADER] = request_id
         return response
     finally:
         CURRENT_OPERATION.reset(token)
@@ -247,28 +258,23 @@ def _store_context(
         checked and PITR checked before serving."""
         settings = app[SETTINGS]
         session = get_session()
+        config = client_config(settings)
         async with AsyncExitStack() as stack:
-            client = await stack.enter_async_context(
-                session.create_client(
-                    "dynamodb",
-                    region_name=settings.region,
-                    endpoint_url=settings.dynamodb_endpoint,
-                    config=client_config(settings),
+
+            async def aws(service: str, endpoint: str | None) -> Any:
+                # The store's own region only: PII and its keys never leave the data's region.
+                return await stack.enter_async_context(
+                    session.create_client(
+                        service, region_name=settings.region, endpoint_url=endpoint, config=config
+                    )
                 )
-            )
+
+            client = await aws("dynamodb", settings.dynamodb_endpoint)
             provider = key_provider
             if provider is None:
                 kms = None
                 if settings.key_provider == "kms":
-                    # The store's own region only: PII keys never leave the data's region.
-                    kms = await stack.enter_async_context(
-                        session.create_client(
-                            "kms",
-                            region_name=settings.region,
-                            endpoint_url=settings.kms_endpoint,
-                            config=client_config(settings),
-                        )
-                    )
+                    kms = await aws("kms", settings.kms_endpoint)
                 provider = provider_from_settings(settings, kms_client=kms)
             await provider.start()
             repo = Repository(
@@ -302,14 +308,7 @@ def _store_context(
                     key_provider=settings.key_provider,
                 ),
             )
-            streams = await stack.enter_async_context(
-                session.create_client(
-                    "dynamodbstreams",
-                    region_name=settings.region,
-                    endpoint_url=settings.dynamodb_endpoint,
-                    config=client_config(settings),
-                )
-            )
+            streams = await aws("dynamodbstreams", settings.dynamodb_endpoint)
             app[CHANGE_FEED] = ChangeFeed(repo, streams)
             token = CURRENT_OPERATION.set("startup")
             try:

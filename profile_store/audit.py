@@ -21,7 +21,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .errors import AccountMoving, AuditUnavailable, ResidencyMismatch, StoreError
-from .repository import Item, Repository, audit_pk, get_s, s
+from .layout import Item, audit_pk, get_s, s
+from .repository import Repository
 
 MAX_TEXT = 200
 # Above every character of a uuid: "{until}#~" sorts after each record stamped ``until``.

@@ -43,7 +43,7 @@ _SPECIAL_ROLES = {
 }
 
 
-TRANSFER_PREFIX = "Transfer"  # operation names of transfer_handlers.TRANSFER_ROUTES
+TRANSFER_PREFIX = "Transfer"  # operation names of transfer.TRANSFER_ROUTES
 _MOVE = frozenset({MOVER_ROLE})
 
 

@@ -53,12 +53,12 @@ class StoreSettings:
     kms_key_id: str | None = None
     kms_endpoint: str | None = None
     log_level: str = "INFO"
-    # Account moves (fence.py, transfer*.py). How long a store trusts its view of an
+    # Account moves (fence.py, transfer/). How long a store trusts its view of an
     # account's fence marker for reads (writes always check it in their transaction).
     fence_cache_s: float = 1.0
     # The region's transfer RSA key pair (PEM, private). Unset with key_provider=local: a DEV
     # key generated next to the local master key. Production: a KMS asymmetric key (seam in
-    # transfer_keys.py), until then a file provisioned like any other secret.
+    # transfer/key_pair.py), until then a file provisioned like any other secret.
     transfer_key_file: str | None = None
     # Bodies of the transfer endpoints (import pages) may be larger than the API's.
     transfer_max_body_bytes: int = 16 * 1024 * 1024

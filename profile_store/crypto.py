@@ -1,7 +1,7 @@
 """Per-subject envelope encryption of PII documents, and erasure by crypto-shredding.
 
 Every data subject (a profile or a prospect) has its own 32-byte data key. The key is stored in
-the subject's region's table only in *wrapped* form (by a ``keys.KeyProvider``: KMS in
+the subject's region's table only in *wrapped* form (by a ``key_providers.KeyProvider``: KMS in
 production), one item per subject::
 
     pk  A#{account}#DK#{subject_id}    sk  DK
@@ -28,14 +28,8 @@ key without writing it and returns the ``Put`` entry (conditional on the key not
 pass the result to ``EnvelopeCodec.seal(new_key=...)`` and, once the transaction committed, to
 ``DataKeyStore.remember``.
 
-Errors (defined in ``keys.py``, re-exported here)::
-
-    CryptoError
-    ├── KeyConfigError         bad key setting; also a config.ConfigError -> refuse to start
-    ├── KeyServiceUnavailable  KMS or the data-key table unreachable, throttled, timed out -> 503
-    ├── KeyServiceError        KMS or the table refused (access denied, key disabled ...) -> 500
-    ├── DecryptionFailed       a wrapped key or a document fails authentication -> 500
-    └── SubjectErased          the subject's data key is gone (crypto-shredded) -> 404/410
+Errors: the ``CryptoError`` tree drawn in ``key_providers.py`` (re-exported here), mapped
+to answers by ``errors.from_crypto``.
 """
 
 from __future__ import annotations
@@ -51,8 +45,10 @@ from cachetools import TTLCache
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from profile_store import fence
-from profile_store.keys import (
+from residency_contract.tables import data_prefix, item_key
+
+from . import fence
+from .key_providers import (
     CryptoError,
     DecryptionFailed,
     GeneratedKey,
@@ -108,7 +104,7 @@ def data_key_item_key(account: str, subject_id: str) -> dict[str, Any]:
     """Low-level DynamoDB key of a subject's data-key item."""
     _check_id("account", account)
     _check_id("subject_id", subject_id)
-    return {"pk": {"S": f"A#{account}#DK#{subject_id}"}, "sk": {"S": DATA_KEY_SK}}
+    return item_key(f"{data_prefix(account)}DK#{subject_id}", DATA_KEY_SK)
 
 
 def _utc_now() -> str:

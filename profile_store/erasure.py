@@ -44,10 +44,9 @@ from .audit import AuditEvent, record
 from .crypto import CryptoError, DataKeyStore
 from .domain import Caller
 from .errors import BadRequest, ConditionFailed, NotFound, StoreError
-from .repository import (
+from .layout import (
     Item,
     Key,
-    Repository,
     alt_key,
     erasure_key,
     get_n,
@@ -60,6 +59,7 @@ from .repository import (
     s,
     suppression_key,
 )
+from .repository import Repository
 
 log = logging.getLogger("profile_store.erasure")
 

@@ -1,35 +1,49 @@
 """One exception tree for the store; botocore/aiohttp failures are mapped into it at the boundary.
 
 Every error the service can answer with is a ``StoreError`` carrying an HTTP status and a stable
-machine code; ``app.error_middleware`` is the single place that turns one into a JSON body
+machine code; ``app.errors`` is the single place that turns one into a JSON body
 ``{"error": code, "message": ...}``. Messages are written by us and never contain request values
-(an email or a document is PII, and so is an alternative-key path segment)::
+(an email or a document is PII, and so is an alternative-key path segment). The codes another
+deployable reacts to are the contract's (``residency_contract.protocol``)::
 
     StoreError                          status  code
     ├── BadRequest                      400     invalid_json, invalid_field, missing_reason, ...
+    │   └── InvalidRecipient            400     invalid_recipient (a move's recipient key)
     ├── Unauthenticated                 401     missing_assertion, invalid_assertion, ...
     ├── Forbidden                       403     forbidden
     ├── NotFound                        404     not_found
     ├── MethodNotAllowed                405     method_not_allowed
     ├── Conflict                        409     duplicate_alternative_key, update_conflict, ...
     │   ├── SubjectSuppressed           409     subject_suppressed (the email was erased)
-    │   └── AlreadyApplied              409     already_applied (this request's token was used)
+    │   ├── AlreadyApplied              409     already_applied (this request's token was used)
+    │   ├── StaleGeneration             409     stale_generation (a move: the fence is newer)
+    │   ├── NotIncoming                 409     not_incoming (a move: no incoming fence)
+    │   ├── WrongFenceState             409     wrong_fence_state (a move: another fence state)
+    │   └── CheckpointTrimmed           409     checkpoint_trimmed (a move: restart the copy)
     ├── Gone                            410     created_then_deleted (an idempotent replay)
     ├── PreconditionFailed              412     version_mismatch
     ├── PayloadTooLarge                 413     payload_too_large
     ├── Misdirected                     421     misdirected_request
     │   └── ResidencyMismatch           421     residency_mismatch (the account moved: fence.py)
     ├── Unprocessable                   422     idempotency_key_reused
-    ├── StorageUnavailable              503     dynamodb_unavailable (+ Retry-After)
-    ├── WriteOutcomeUnknown             503     write_outcome_unknown (+ Retry-After)
-    ├── AuditUnavailable                503     audit_unavailable (+ Retry-After)
-    ├── AccountMoving                   503     account_moving (+ Retry-After: 2; fence.py)
-    ├── KeyUnavailable                  503     key_service_unavailable (+ Retry-After)
+    ├── Unavailable                     503     (+ Retry-After: 1 unless said): retry later
+    │   ├── StorageUnavailable          503     dynamodb_unavailable
+    │   │   └── StreamUnavailable       503     stream_unavailable (a move: no table stream)
+    │   ├── WriteOutcomeUnknown         503     write_outcome_unknown
+    │   ├── AuditUnavailable            503     audit_unavailable
+    │   ├── AccountMoving               503     account_moving (Retry-After: 2; fence.py)
+    │   ├── KeyUnavailable              503     key_service_unavailable
+    │   └── TransferKeyUnavailable      503     transfer_key_unavailable (Retry-After: 5)
     ├── EncryptionFailure               500     encryption_error (no details)
+    ├── TransferItemError               500     transfer_item_error (a move: a bad data-key item)
     └── StorageFailure                  502     dynamodb_error
 
-Repository-internal signals (never answered as such, always translated by the domain layer):
-``ConditionFailed`` (a conditional write lost: which transaction items failed is in ``indexes``).
+The errors marked "a move" are the account-move endpoints' (``transfer/``).
+
+Internal signals, never answered as such, translated where they are caught: ``ConditionFailed``
+(a conditional write lost: which transaction items failed is in ``indexes``; the domain layer
+translates it) and ``MalformedItem`` (an item or key of a move's body is not one of the
+account's stored items: the transfer handlers answer 400 ``invalid_item`` or ``invalid_key``).
 
 ``from_botocore`` is the boundary: throttling, timeouts and connection failures become
 ``StorageUnavailable`` (the caller may retry), anything else unexpected ``StorageFailure``.
@@ -41,10 +55,11 @@ and, if the outcome is still open when its time is up, answers ``WriteOutcomeUnk
 DynamoDB's ``IdempotentParameterMismatchException`` (this token was used, within 10 minutes,
 by a transaction with other contents: the same request was already applied) is
 ``AlreadyApplied``.
-``from_crypto`` is the other one, for the envelope-encryption tree (``keys.CryptoError``): an
-unreachable key service is ``KeyUnavailable``, an erased subject (its data key was shredded) is
-``NotFound`` like any missing record, and a failed unwrap or decryption is ``EncryptionFailure``,
-whose message says nothing about which key or item failed.
+``from_crypto`` is the other one, for the envelope-encryption tree
+(``key_providers.CryptoError``): an unreachable key service is ``KeyUnavailable``, an erased
+subject (its data key was shredded) is ``NotFound`` like any missing record, and a failed unwrap
+or decryption is ``EncryptionFailure``, whose message says nothing about which key or item
+failed.
 """
 
 from __future__ import annotations
@@ -55,32 +70,50 @@ from typing import Any
 import aiohttp
 import botocore.exceptions
 
-from .keys import CryptoError, KeyServiceUnavailable, SubjectErased
+from residency_contract.protocol import (
+    ACCOUNT_MOVING,
+    CHECKPOINT_TRIMMED,
+    DYNAMODB_UNAVAILABLE,
+    KEY_SERVICE_UNAVAILABLE,
+)
+
+from .key_providers import CryptoError, KeyServiceUnavailable, SubjectErased
 
 __all__ = [
     "AccountMoving",
     "AlreadyApplied",
     "AuditUnavailable",
     "BadRequest",
+    "CheckpointTrimmed",
     "ConditionFailed",
     "Conflict",
     "EncryptionFailure",
     "Forbidden",
     "Gone",
+    "InvalidRecipient",
     "KeyUnavailable",
+    "MalformedItem",
     "MethodNotAllowed",
     "Misdirected",
     "NotFound",
+    "NotIncoming",
     "PayloadTooLarge",
     "PreconditionFailed",
     "ResidencyMismatch",
+    "StaleGeneration",
     "StorageFailure",
     "StorageUnavailable",
     "StoreError",
+    "StreamUnavailable",
     "SubjectSuppressed",
+    "TransferItemError",
+    "TransferKeyUnavailable",
     "Unauthenticated",
+    "Unavailable",
     "Unprocessable",
     "WriteOutcomeUnknown",
+    "WrongFenceState",
+    "client_error_code",
     "from_botocore",
     "from_crypto",
 ]
@@ -104,6 +137,13 @@ class StoreError(Exception):
 class BadRequest(StoreError):
     status = 400
     code = "invalid_request"
+
+
+class InvalidRecipient(BadRequest):
+    """The recipient transfer key of a move's export is unusable (not RSA, too small, its kid
+    does not match)."""
+
+    code = "invalid_recipient"
 
 
 class Unauthenticated(StoreError):
@@ -132,11 +172,42 @@ class Conflict(StoreError):
 
 
 class SubjectSuppressed(Conflict):
+    """The email belongs to an erased data subject: an operator lifts the suppression first."""
+
     code = "subject_suppressed"
 
 
 class AlreadyApplied(Conflict):
+    """This request's token was used, within minutes, by a transaction with other contents: the
+    same request, applied already."""
+
     code = "already_applied"
+
+
+class StaleGeneration(Conflict):
+    """The account's fence carries a higher generation than the request: a newer move owns it."""
+
+    code = "stale_generation"
+
+
+class NotIncoming(Conflict):
+    """An import, or a destination's purge, in an account whose fence is not ``incoming`` (a
+    move fences its destination before anything is copied there)."""
+
+    code = "not_incoming"
+
+
+class WrongFenceState(Conflict):
+    """A move's step needs the account's fence in another state (or generation)."""
+
+    code = "wrong_fence_state"
+
+
+class CheckpointTrimmed(Conflict):
+    """The table's stream no longer holds every change since a move's checkpoint (or is another
+    stream): the mover restarts the copy."""
+
+    code = CHECKPOINT_TRIMMED
 
 
 class Gone(StoreError):
@@ -170,48 +241,67 @@ class Unprocessable(StoreError):
     code = "idempotency_key_reused"
 
 
-class StorageUnavailable(StoreError):
+class Unavailable(StoreError):
+    """Something this store depends on cannot serve now: every 503 says when to retry."""
+
     status = 503
-    code = "dynamodb_unavailable"
+    code = "unavailable"
     headers = {"Retry-After": "1"}
+
+
+class StorageUnavailable(Unavailable):
+    code = DYNAMODB_UNAVAILABLE
 
     def __init__(self, message: str, *, maybe_applied: bool = False) -> None:
         super().__init__(message)
         self.maybe_applied = maybe_applied  # a write may have reached DynamoDB
 
 
-class WriteOutcomeUnknown(StoreError):
+class StreamUnavailable(StorageUnavailable):
+    """DynamoDB Streams cannot be read, or the table has none."""
+
+    code = "stream_unavailable"
+
+
+class WriteOutcomeUnknown(Unavailable):
     """A write was sent, retried with the same token until its time was up, and DynamoDB never
     said whether it was applied. A retry with the same body and Idempotency-Key is safe."""
 
-    status = 503
     code = "write_outcome_unknown"
-    headers = {"Retry-After": "1"}
 
 
-class AuditUnavailable(StoreError):
-    status = 503
+class AuditUnavailable(Unavailable):
     code = "audit_unavailable"
-    headers = {"Retry-After": "1"}
 
 
-class AccountMoving(StoreError):
+class AccountMoving(Unavailable):
     """The account's writes are frozen for the final catch-up of a move; retry shortly."""
 
-    status = 503
-    code = "account_moving"
+    code = ACCOUNT_MOVING
     headers = {"Retry-After": "2"}
 
 
-class KeyUnavailable(StoreError):
-    status = 503
-    code = "key_service_unavailable"
-    headers = {"Retry-After": "1"}
+class KeyUnavailable(Unavailable):
+    code = KEY_SERVICE_UNAVAILABLE
+
+
+class TransferKeyUnavailable(Unavailable):
+    """The region has no transfer key pair to use (``transfer/key_pair.py``)."""
+
+    code = "transfer_key_unavailable"
+    headers = {"Retry-After": "5"}
 
 
 class EncryptionFailure(StoreError):
     status = 500
     code = "encryption_error"
+
+
+class TransferItemError(StoreError):
+    """An item of this account cannot be exported (a stored data key is malformed)."""
+
+    status = 500
+    code = "transfer_item_error"
 
 
 class StorageFailure(StoreError):
@@ -230,6 +320,11 @@ class ConditionFailed(Exception):
         super().__init__(f"condition failed at {indexes}")
         self.indexes = indexes
         self.contention = contention
+
+
+class MalformedItem(ValueError):
+    """An item or key in a transfer body is not a valid stored item of the account (the message
+    names no value)."""
 
 
 # Error codes DynamoDB uses when the caller should simply come back a little later: refused

@@ -1,6 +1,6 @@
 """The fence: the marker that stops a region from serving an account that is moving or moved.
 
-An account move (``transfer.py``, driven by the edge's mover) copies the account to another
+An account move (``transfer/``, driven by the mover) copies the account to another
 region, freezes it, catches up and flips the registry. The registry flip alone cannot stop an
 edge with a stale cache from writing in the old region; the fence does, in the store itself::
 
@@ -26,7 +26,7 @@ a cached "normal" may be up to ``fence_cache_s`` old, so reads in the first seco
 flip may still be served by the source. Their data is the data the destination has (writes
 were frozen before the flip); writes are never accepted there, whatever the cache says.
 
-The transfer endpoints (``transfer_handlers.py``) are exempt: they are how the mover works.
+The transfer endpoints (``transfer/``) are exempt: they are how the mover works.
 """
 
 from __future__ import annotations
@@ -38,11 +38,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from .errors import AccountMoving, ResidencyMismatch, StoreError
+from residency_contract.tables import DATA_PREFIX, fence_key
 
-FENCE_PREFIX = "FENCE#"
-FENCE_SK = "F"
-ACCOUNT_PREFIX = "A#"
+from .errors import AccountMoving, ResidencyMismatch, StoreError
 
 
 class FenceState(StrEnum):
@@ -58,10 +56,6 @@ class Fence:
     peer: str
 
 
-def fence_key(account: str) -> dict[str, Any]:
-    return {"pk": {"S": f"{FENCE_PREFIX}{account}"}, "sk": {"S": FENCE_SK}}
-
-
 def fence_check(account: str) -> dict[str, Any]:
     """The TransactWriteItems entry every account write carries: no marker for the account."""
     return {
@@ -74,10 +68,10 @@ def fence_check(account: str) -> dict[str, Any]:
 
 def account_of_pk(pk: str) -> str | None:
     """``A#{account}#...`` -> account (accounts never hold '#'); None for other partitions."""
-    if not pk.startswith(ACCOUNT_PREFIX):
+    if not pk.startswith(DATA_PREFIX):
         return None
-    end = pk.find("#", len(ACCOUNT_PREFIX))
-    return pk[len(ACCOUNT_PREFIX) : end] if end > len(ACCOUNT_PREFIX) else None
+    end = pk.find("#", len(DATA_PREFIX))
+    return pk[len(DATA_PREFIX) : end] if end > len(DATA_PREFIX) else None
 
 
 def _entry_pk(body: dict[str, Any]) -> str:

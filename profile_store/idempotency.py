@@ -38,9 +38,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import BadRequest
+from .layout import idempotency_key
 
 HEADER = "Idempotency-Key"
-RECORD_SK = "IDEM"
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _KEY_OK = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII, like a token68 or a uuid
 _NO_BODY = hashlib.sha256(b"").hexdigest()
@@ -118,10 +118,6 @@ def intent(
     )
 
 
-def record_pk(account: str, key_hash: str) -> str:
-    return f"A#{account}#IDEM#{key_hash}"
-
-
 @dataclass(frozen=True, slots=True)
 class Created:
     """What a create's record says: where the entity it created lives."""
@@ -136,8 +132,7 @@ class Created:
 
     def item(self, account: str, key_hash: str, *, now: int, ttl_s: int) -> dict[str, Any]:
         return {
-            "pk": {"S": record_pk(account, key_hash)},
-            "sk": {"S": RECORD_SK},
+            **idempotency_key(account, key_hash),
             "entityType": {"S": "idempotency"},
             "targetPk": {"S": self.pk},
             "targetSk": {"S": self.current_sk},

@@ -2,12 +2,12 @@
 
 PITR is the Profile System's answer to "a bad deploy overwrote profiles": DynamoDB keeps a
 continuous backup for up to 35 days and can restore it into a *new* table (never in place).
-The functions take an aiobotocore DynamoDB client; ``main`` is the operator's CLI::
+The functions take an aiobotocore DynamoDB client; the operator runs them as
+``profile-store pitr show|enable|restore`` (``__main__.py``)::
 
-    python -m profile_store.pitr show    --table T [--region R] [--endpoint-url URL]
-    python -m profile_store.pitr enable  --table T ...
-    python -m profile_store.pitr restore --table T --to 2026-05-01T12:00:00Z|latest
-                                         --target-table NEW ...
+    profile-store pitr show    [--table T] [--region R] [--endpoint URL]
+    profile-store pitr enable  ...
+    profile-store pitr restore --to 2026-05-01T12:00:00Z|latest --target-table NEW ...
 
 Exit codes: 0 done, 1 AWS refused or failed, 2 usage error or an endpoint without PITR
 (DynamoDB Local answers ``UnknownOperationException``).
@@ -26,17 +26,11 @@ Errors::
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
-import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
@@ -50,7 +44,6 @@ __all__ = [
     "RestoreResult",
     "describe_pitr",
     "enable_pitr",
-    "main",
     "parse_restore_time",
     "pitr_status",
     "restore_to_point_in_time",
@@ -212,91 +205,3 @@ async def restore_to_point_in_time(
         target_arn=desc.get("TableArn"),
         restore_time=desc.get("RestoreSummary", {}).get("RestoreDateTime"),
     )
-
-
-# --- CLI ------------------------------------------------------------------------------------
-
-
-def _fmt(when: datetime | None) -> str:
-    return when.isoformat() if when else "-"
-
-
-def _parser() -> argparse.ArgumentParser:
-    # The connection options work before or after the sub-command; SUPPRESS stops a
-    # sub-command's defaults from wiping values given before it.
-    def connection(p: argparse.ArgumentParser, default: Any) -> None:
-        p.add_argument("--table", default=default, help="table (env PROFILE_STORE_TABLE)")
-        p.add_argument("--region", default=default, help="region (env PROFILE_STORE_REGION)")
-        p.add_argument(
-            "--endpoint-url", default=default, help="endpoint (env PROFILE_STORE_DYNAMODB_ENDPOINT)"
-        )
-
-    parser = argparse.ArgumentParser(
-        prog="python -m profile_store.pitr",
-        description="Point-in-time recovery of a Profile System table.",
-    )
-    connection(parser, None)
-    sub = parser.add_subparsers(dest="command", required=True)
-    show = sub.add_parser("show", help="PITR status and restorable window")
-    enable = sub.add_parser("enable", help="turn PITR on and verify")
-    restore = sub.add_parser("restore", help="restore into a new table")
-    for p in (show, enable, restore):
-        connection(p, argparse.SUPPRESS)
-    restore.add_argument("--to", required=True, help="ISO-8601 time with zone, or 'latest'")
-    restore.add_argument("--target-table", required=True, help="new table to restore into")
-    return parser
-
-
-async def _run(args: argparse.Namespace) -> int:
-    config = AioConfig(connect_timeout=5, read_timeout=30, retries={"max_attempts": 3})
-    async with get_session().create_client(
-        "dynamodb", region_name=args.region, endpoint_url=args.endpoint_url, config=config
-    ) as client:
-        if args.command == "show":
-            state = await describe_pitr(client, args.table)
-            print(f"table: {state.table}")
-            print(f"point-in-time recovery: {'enabled' if state.enabled else 'disabled'}")
-            if state.enabled:
-                print(f"earliest restorable: {_fmt(state.earliest_restorable)}")
-                print(f"latest restorable:   {_fmt(state.latest_restorable)}")
-        elif args.command == "enable":
-            state = await enable_pitr(client, args.table)
-            print(f"point-in-time recovery enabled on {state.table}")
-            print(f"earliest restorable: {_fmt(state.earliest_restorable)}")
-        else:
-            result = await restore_to_point_in_time(client, args.table, args.target_table, args.to)
-            print(f"restoring {result.source_table} into {result.target_table}")
-            print(f"restore point: {_fmt(result.restore_time)}")
-            print(f"target table status: {result.target_status}")
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    args.table = args.table or os.environ.get("PROFILE_STORE_TABLE")
-    args.region = (
-        args.region or os.environ.get("PROFILE_STORE_REGION") or os.environ.get("AWS_REGION")
-    )
-    args.endpoint_url = args.endpoint_url or os.environ.get("PROFILE_STORE_DYNAMODB_ENDPOINT")
-    if not args.table:
-        parser.error("--table is required (or set PROFILE_STORE_TABLE)")
-    if not args.region:
-        parser.error("--region is required (or set PROFILE_STORE_REGION)")
-    if args.command == "restore":
-        try:
-            args.to = parse_restore_time(args.to)
-        except ValueError as exc:
-            parser.error(str(exc))
-    try:
-        return asyncio.run(_run(args))
-    except PitrUnsupported as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except PitrError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -2,7 +2,7 @@
 
 ``create_table`` makes the table the store expects: keys ``pk``/``sk`` (S), on-demand billing,
 server-side encryption, a DynamoDB Stream (``KEYS_ONLY``: an account move replays the keys
-changed while it copied, ``transfer_stream.py``), TTL on ``expiresAt`` and PITR
+changed while it copied, ``transfer/change_feed.py``), TTL on ``expiresAt`` and PITR
 (UpdateContinuousBackups). It is idempotent: an existing table is completed (stream via
 UpdateTable when it has none, TTL, PITR), not an error.
 

@@ -1,28 +1,6 @@
-"""All DynamoDB I/O of the store: key builders, one long-lived client, counted calls.
+"""All DynamoDB I/O of the store: one long-lived client, counted calls, the fenced writes.
 
-Single-table design (other components depend on these exact keys)::
-
-    pk                                    sk                          what
-    A#{account}#META                      SALT                        per-account salt (B)
-    A#{account}#P#{profileId}             CUR | V#{versionId}         profile current | version
-                                          ADDR#{addressId}            address current
-                                          ADDRV#{addressId}#{ver}     address version
-                                          PI | PIV#{versionId}        purchase info | version
-    A#{account}#K#email#{hex}             K                           alternative key -> profileId
-    A#{account}#K#document#{hex}          K
-    A#{account}#R                         CUR#{id} | VER#{id}#{ver}   prospects
-    A#{account}#SCHEMA                    CUSTOM                      custom profile fields
-    A#{account}#DK#{subjectId}            DK                          wrapped data key (crypto.py)
-    A#{account}#AUDIT                     {iso time}#{uuid}           unmask/erasure audit trail
-    A#{account}#SUPPRESS#{emailHex}       S                           erased email: no new writes
-    A#{account}#ERASURE                   {requestUuid}               erasure request status
-    A#{account}#IDEM#{hash}               IDEM                        Idempotency-Key -> created id
-
-Every key starts with the account taken from the verified edge assertion, so no request can
-name another tenant's item. All of one subject's data shares one partition, so erasure is a
-Query plus deletes. Documents (PII) are attributes sealed by ``crypto.EnvelopeCodec`` under
-the subject's data key, never top-level attributes; the TTL attribute is ``expiresAt`` (epoch
-seconds).
+The items and their keys are ``layout.py``'s.
 
 Every call goes through ``Repository.call``, which asks for ``ReturnConsumedCapacity=TOTAL`` on
 data calls, counts the call and its capacity in the metrics, and maps botocore/aiohttp failures
@@ -48,7 +26,6 @@ check; only the transfer endpoints write past it (``transfer_batch_write``).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import time
@@ -61,15 +38,14 @@ import botocore
 from aiobotocore.config import AioConfig
 from cachetools import LRUCache
 
+from residency_contract.tables import salt_key
+
 from . import fence
 from .config import StoreSettings
 from .errors import ConditionFailed, StorageUnavailable, WriteOutcomeUnknown, from_botocore
-from .idempotency import RECORD_SK, WriteIntent, record_pk
+from .idempotency import WriteIntent
+from .layout import Item, Key, key, n, s
 from .metrics import StoreMetrics
-from .schema import EMPTY, CustomSchema
-
-Item = dict[str, Any]
-Key = dict[str, Any]
 
 # Calls that accept ReturnConsumedCapacity.
 _DATA_CALLS = frozenset(
@@ -97,85 +73,6 @@ _RETRY_BARE = (
     "Read the resource before sending the request again "
     "(with an Idempotency-Key the same request is safe to repeat)"
 )
-
-
-# ---- key builders -------------------------------------------------------------------------
-
-
-def meta_key(account: str) -> Key:
-    return {"pk": {"S": f"A#{account}#META"}, "sk": {"S": "SALT"}}
-
-
-def profile_pk(account: str, profile_id: str) -> str:
-    return f"A#{account}#P#{profile_id}"
-
-
-def alt_key(account: str, kind: str, hex_digest: str) -> Key:
-    return {"pk": {"S": f"A#{account}#K#{kind}#{hex_digest}"}, "sk": {"S": "K"}}
-
-
-def prospects_pk(account: str) -> str:
-    return f"A#{account}#R"
-
-
-def schema_key(account: str) -> Key:
-    return {"pk": {"S": f"A#{account}#SCHEMA"}, "sk": {"S": "CUSTOM"}}
-
-
-def audit_pk(account: str) -> str:
-    return f"A#{account}#AUDIT"
-
-
-def suppression_key(account: str, email_hex: str) -> Key:
-    return {"pk": {"S": f"A#{account}#SUPPRESS#{email_hex}"}, "sk": {"S": "S"}}
-
-
-def erasure_key(account: str, request_id: str) -> Key:
-    return {"pk": {"S": f"A#{account}#ERASURE"}, "sk": {"S": request_id}}
-
-
-def idempotency_key(account: str, key_hash: str) -> Key:
-    return {"pk": {"S": record_pk(account, key_hash)}, "sk": {"S": RECORD_SK}}
-
-
-def schema_at(version: int) -> dict[str, Any]:
-    """Condition parameters: the account's schema item is at ``version`` (0: there is none)."""
-    if version == 0:
-        return {"ConditionExpression": "attribute_not_exists(pk)"}
-    return {"ConditionExpression": "version = :v", "ExpressionAttributeValues": {":v": n(version)}}
-
-
-def key(pk: str, sk: str) -> Key:
-    return {"pk": {"S": pk}, "sk": {"S": sk}}
-
-
-# ---- attribute helpers ----------------------------------------------------------------------
-
-
-def s(value: str) -> dict[str, str]:
-    return {"S": value}
-
-
-def n(value: int | float) -> dict[str, str]:
-    return {"N": str(value)}
-
-
-def get_s(item: Item, name: str, default: str = "") -> str:
-    value = item.get(name)
-    return str(value["S"]) if value and "S" in value else default
-
-
-def get_n(item: Item, name: str) -> int | None:
-    value = item.get(name)
-    return int(float(value["N"])) if value and "N" in value else None
-
-
-def is_live(item: Item | None, now: float | None = None) -> bool:
-    """An item past its ``expiresAt`` is treated as gone, whether or not TTL swept it yet."""
-    if item is None:
-        return False
-    expires = get_n(item, "expiresAt")
-    return expires is None or expires > (time.time() if now is None else now)
 
 
 # A fixed User-Agent: without one botocore rebuilds its string (SDK, OS, language, feature and
@@ -406,11 +303,11 @@ class Repository:
         cached = self._salts.get(account)
         if cached is not None:
             return cached
-        item = await self.get(meta_key(account))
+        item = await self.get(salt_key(account))
         if item is None and create:
             salt = os.urandom(32)
             candidate = {
-                **meta_key(account),
+                **salt_key(account),
                 "salt": {"B": salt},
                 "account": s(account),
                 "createdAt": n(int(time.time())),
@@ -419,36 +316,12 @@ class Repository:
                 await self.put(candidate, condition="attribute_not_exists(pk)")
                 item = candidate
             except ConditionFailed:
-                item = await self.get(meta_key(account))
+                item = await self.get(salt_key(account))
         if item is None:
             return None
         salt_value = bytes(item["salt"]["B"])
         self._salts[account] = salt_value
         return salt_value
-
-    async def read_custom_schema(self, account: str) -> CustomSchema:
-        """The account's custom schema as stored now (a consistent read; ``EMPTY`` if none)."""
-        item = await self.get(schema_key(account))
-        if item is None:
-            return EMPTY
-        return CustomSchema(
-            fields=json.loads(get_s(item, "fields", "{}")),
-            document_ttl_days=get_n(item, "documentTTL"),
-            version=get_n(item, "version") or 0,
-        )
-
-    async def write_custom_schema(self, account: str, schema: CustomSchema) -> None:
-        """Store ``schema`` if the stored one is still its predecessor (``version - 1``), so two
-        concurrent replacements never share a version number; else ``ConditionFailed``."""
-        item: Item = {
-            **schema_key(account),
-            "fields": s(json.dumps(schema.fields, separators=(",", ":"))),
-            "version": n(schema.version),
-            "updatedAt": n(int(time.time())),
-        }
-        if schema.document_ttl_days is not None:
-            item["documentTTL"] = n(schema.document_ttl_days)
-        await self.transact([{"Put": {"Item": item, **schema_at(schema.version - 1)}}])
 
     def forget_account(self, account: str) -> None:
         """Drop what this instance caches about the account (after a purge)."""

@@ -103,10 +103,15 @@ def data_prefix(account: str) -> str:
     return f"{DATA_PREFIX}{account}#"
 
 
+def salt_pk(account: str) -> str:
+    """The partition of the account's salt item (``salt_key``)."""
+    return f"{data_prefix(account)}META"
+
+
 def salt_key(account: str) -> Key:
     """The account's salt item: a store writes it with the account's first item, so an account
     whose region holds this item has data there."""
-    return item_key(f"{data_prefix(account)}META", SALT_SK)
+    return item_key(salt_pk(account), SALT_SK)
 
 
 def fence_pk(account: str) -> str:

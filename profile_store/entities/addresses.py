@@ -12,8 +12,9 @@ from typing import Any
 from .. import masking
 from ..altkeys import Kind
 from ..errors import NotFound
-from ..repository import profile_pk
-from .core import Change, Core, Family, Lookup, Place, always, merging
+from ..layout import profile_pk
+from .core import Core
+from .family import Change, Family, Lookup, Place, always, merging
 from .profiles import Profiles
 from .values import ID, Caller, Record, Reveal, conform, require_object
 

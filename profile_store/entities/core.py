@@ -2,7 +2,7 @@
 
 A family module (profiles, addresses, purchase info, prospects) only says *what* is read or
 written: which items (``Lookup``, ``Place``), which document, which extra attributes and
-transaction entries (``Change``). ``Core`` does the *how*, once:
+transaction entries (``Change``), in the values of ``family.py``. ``Core`` does the *how*, once:
 
 Read (``Core.read``): load → open → mask, or (with a ``Reveal``) audit then clear data.
   Loading is one GetItem; or, for a sub-resource or a version, one BatchGetItem together with
@@ -19,9 +19,9 @@ Write (``Core.commit``): validate (the family, before calling) → seal → ONE
   email is not suppressed (``erasure.py`` writes a suppression entry when a subject is erased),
   and for profiles one that the custom schema is still the one the document was validated
   with (``custom_schema.py``: if not, the write is validated again and re-applied).
-  A failure leaves nothing half-written, and is mapped to its answer by the entry's role, never
-  by its position. Later writes only ever *load* a subject's key, so a subject erased meanwhile
-  answers 404 instead of getting a fresh key.
+  A failure leaves nothing half-written, and is mapped to its answer by the role of the entry
+  that failed, never by its position (``transaction.py``). Later writes only ever *load* a
+  subject's key, so a subject erased meanwhile answers 404 instead of getting a fresh key.
 
 Update (``Core.update``): a PATCH is a merge, so a lost race is not the client's problem. The
   current item is read, ``If-Match`` checked (412 ``version_mismatch``, never retried), the
@@ -49,17 +49,10 @@ import time
 import uuid
 import weakref
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ..audit import AuditEvent, record
-from ..crypto import (
-    DataKeyStore,
-    EnvelopeCodec,
-    NewSubjectKey,
-    SubjectErased,
-    data_key_delete_item,
-)
+from ..crypto import DataKeyStore, EnvelopeCodec, SubjectErased, data_key_delete_item
 from ..errors import (
     AlreadyApplied,
     ConditionFailed,
@@ -70,107 +63,23 @@ from ..errors import (
     Unprocessable,
 )
 from ..idempotency import Created
-from ..repository import (
-    Item,
-    Repository,
-    get_n,
-    get_s,
-    idempotency_key,
-    is_live,
-    key,
-    n,
-    s,
-    suppression_key,
-)
-from ..schema import CustomSchema
+from ..layout import Item, get_n, get_s, idempotency_key, is_live, key, n, s
+from ..repository import Repository
 from .custom_schema import CustomSchemas
-from .values import Caller, Record, Reveal, duplicate, meta, now_iso, suppressed
+from .family import Change, Family, Lookup, LostRace, Place, Revise
+from .transaction import (
+    Entry,
+    Role,
+    Transaction,
+    alive_check,
+    not_suppressed,
+    record_put,
+    refusal,
+    versioned_puts,
+)
+from .values import Caller, Record, Reveal, meta, now_iso
 
 T = TypeVar("T")
-
-Masker = Callable[[dict[str, Any]], dict[str, Any]]
-# Profiles mask by the account's custom schema, so a family's masker is asked per request,
-# with the newest schema version the items read were written under (``schemaVersion``).
-MaskSource = Callable[[Caller, int], Awaitable[Masker]]
-Entry = dict[str, Any]  # one TransactWriteItems entry
-
-_ALIVE = "attribute_exists(pk) AND (attribute_not_exists(expiresAt) OR expiresAt > :now)"
-
-
-def always(mask: Masker) -> MaskSource:
-    async def source(caller: Caller, schema_version: int) -> Masker:
-        return mask
-
-    return source
-
-
-@dataclass(frozen=True, slots=True)
-class Family:
-    """What differs between entity families on the shared paths."""
-
-    entity_type: str  # the items' ``entityType``, and the noun in If-Match messages
-    style: str  # the shape of ``meta``: profile | address | expiring
-    missing: str  # the 404 message
-    masker: MaskSource
-    # The answer to a create that lost its transaction (message, code); default: retry.
-    create_lost: tuple[str, str] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Lookup:
-    """Which items a read loads: one (``sk``) or every one under ``prefix``."""
-
-    pk: str
-    sk: str = ""
-    prefix: str = ""
-    under_profile: bool = False  # the profile's CUR item must be alive too
-    # Profile versions are served while their profile lives, even past their own expiresAt
-    # (which is the profile's expiry when the version was written).
-    honour_expiry: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class Place:
-    """Where one entity lives: its current item, its versions, whose key seals it."""
-
-    pk: str
-    current_sk: str
-    version_prefix: str  # a version's sk is this + its version id
-    subject: str
-    eid: str  # the ``id`` attribute and the answer's id
-    profile_id: str | None = None  # a sub-resource: the profile that must be alive
-
-    def lookup(self) -> Lookup:
-        return Lookup(self.pk, self.current_sk, under_profile=self.profile_id is not None)
-
-
-@dataclass(slots=True)
-class Change:
-    """What one create or update writes besides the versioned pair's standard attributes."""
-
-    doc: dict[str, Any]
-    attrs: dict[str, Any] = field(default_factory=dict)  # expiry, hashes: plaintext
-    new_key: NewSubjectKey | None = None  # a create of a subject: its data key, same transaction
-    alt_keys: list[Entry] = field(default_factory=list)  # Put (-> 409 duplicate) or Delete
-    email_hex: str | None = None  # the email must not be suppressed
-    # The custom schema the document was validated with: it must still be current at commit.
-    schema: CustomSchema | None = None
-
-
-Revise = Callable[[Item, dict[str, Any]], Awaitable[Change]]
-
-
-def merging(patch: dict[str, Any]) -> Revise:
-    """The revision of a plain PATCH: the patch's fields over the current document."""
-
-    async def revise(item: Item, old_doc: dict[str, Any]) -> Change:
-        return Change({**old_doc, **patch})
-
-    return revise
-
-
-class LostRace(Exception):
-    """The conditional write lost to a concurrent one: re-read and re-apply."""
 
 
 class Core:
@@ -275,23 +184,11 @@ class Core:
         if_match: str | None = None,
     ) -> Record:
         """Seal and write ``change`` as one transaction: a create (``origin`` None) or the
-        replacement of exactly the version ``origin`` carries."""
-        stamp, now = now_iso(), time.time()
+        replacement of exactly the version ``origin`` carries. A failure is answered by the role
+        of the entry that failed (``transaction.py``)."""
+        now = time.time()
         vid = str(uuid.uuid4())
-        attrs: dict[str, Any] = {"entityType": s(family.entity_type), "id": s(place.eid)}
-        if place.profile_id is not None:
-            attrs["profileId"] = s(place.profile_id)
-        attrs["version"] = s(vid)
-        if origin is None:
-            attrs.update(author=s(caller.principal), createdAt=s(stamp))
-        else:
-            attrs.update(author=s(get_s(origin, "author")), createdAt=s(get_s(origin, "createdAt")))
-            if "expiresAt" in origin:  # an update keeps the expiry unless the family sets one
-                attrs["expiresAt"] = origin["expiresAt"]
-        attrs["updatedAt"] = s(stamp)
-        attrs.update(change.attrs)
-        if change.schema is not None and change.schema.version:
-            attrs["schemaVersion"] = n(change.schema.version)
+        attrs = _attributes(caller, family, place, change, origin, version=vid)
         created: Created | None = None
         if origin is None and caller.write is not None and caller.write.key_hash is not None:
             created = Created(
@@ -307,31 +204,24 @@ class Core:
         current = await self._sealed(caller, place, place.current_sk, attrs, change)
         version = await self._sealed(caller, place, f"{place.version_prefix}{vid}", attrs, change)
         replaces = None if origin is None else get_s(origin, "version")
-        entries = _versioned_puts(current, version, replaces=replaces)
+        write = Transaction()
+        put_current, put_version = versioned_puts(current, version, replaces=replaces)
+        write.add(Role.CURRENT, put_current)
+        write.add(Role.VERSION, put_version)
         if change.new_key is not None:
-            entries.append(change.new_key.put)
-        alt_puts: set[int] = set()
+            write.add(Role.DATA_KEY, change.new_key.put)
         for entry in change.alt_keys:
-            if "Put" in entry:
-                alt_puts.add(len(entries))
-            entries.append(entry)
-        alive_at = suppressed_at = -1
+            write.add(Role.ALT_KEY_PUT if "Put" in entry else Role.ALT_KEY_DELETE, entry)
         if place.profile_id is not None:
-            alive_at = len(entries)
-            entries.append(_alive_check(place.pk, now))
+            write.add(Role.PROFILE_ALIVE, alive_check(place.pk, now))
         if change.email_hex:
-            suppressed_at = len(entries)
-            entries.append(self.not_suppressed(caller, change.email_hex))
-        schema_at = -1
+            write.add(Role.NOT_SUPPRESSED, not_suppressed(caller.account, change.email_hex))
         if change.schema is not None:
-            schema_at = len(entries)
-            entries.append(self.schemas.unchanged(caller.account, change.schema))
-        record_at = -1
+            write.add(Role.SCHEMA_UNCHANGED, self.schemas.unchanged(caller.account, change.schema))
         if created is not None:
-            record_at = len(entries)
-            entries.append(self._record_put(caller, created, now))
+            write.add(Role.CREATE_RECORD, self._record_put(caller, created, now))
         try:
-            await self.repo.transact(entries, intent=caller.write)
+            await self.repo.transact(write.entries, intent=caller.write)
         except AlreadyApplied:
             if created is None:
                 raise
@@ -342,8 +232,8 @@ class Core:
                 raise LostRace from None
             return replayed
         except ConditionFailed as exc:
-            failed = set(exc.indexes)
-            if created is not None and (record_at in failed or exc.contention):
+            failed = write.failed(exc)
+            if created is not None and (Role.CREATE_RECORD in failed or exc.contention):
                 # A concurrent request with the same Idempotency-Key won (or is writing):
                 # answer its entity, or try again once it is done (``Core.create``).
                 replayed = await self.replay(caller, family)
@@ -351,29 +241,13 @@ class Core:
                     return replayed
                 if exc.contention:
                     raise LostRace from None
-            if alive_at in failed:
-                raise NotFound("profile not found") from None
-            if suppressed_at in failed:
-                raise suppressed() from None
-            if schema_at in failed:
+            answer = refusal(
+                failed, family, contention=exc.contention, replaces=replaces, if_match=if_match
+            )
+            if isinstance(answer, LostRace) and Role.SCHEMA_UNCHANGED in failed:
                 # Another instance replaced the schema: validate again with the new one.
                 self.schemas.forget(caller.account)
-                raise LostRace from None
-            if replaces is not None and (0 in failed or exc.contention):
-                if if_match is not None:
-                    raise PreconditionFailed(
-                        f"the {family.entity_type} changed since the version in If-Match"
-                    ) from None
-                raise LostRace from None
-            if alt_puts & failed:
-                raise duplicate() from None
-            if replaces is not None:
-                raise LostRace from None
-            message, code = family.create_lost or (
-                f"{family.entity_type} could not be created; retry",
-                "update_conflict",
-            )
-            raise Conflict(message, code=code) from None
+            raise answer from None
         if change.new_key is not None:
             self.keys.remember(change.new_key)
         return Record(place.eid, change.doc, meta(current, style=family.style))
@@ -497,28 +371,11 @@ class Core:
 
     # ---- transaction entries ------------------------------------------------------------------
 
-    def not_suppressed(self, caller: Caller, email_hex: str) -> Entry:
-        """The email was not erased (no suppression entry for its hash)."""
-        return {
-            "ConditionCheck": {
-                "Key": suppression_key(caller.account, email_hex),
-                "ConditionExpression": "attribute_not_exists(pk)",
-            }
-        }
-
     def _record_put(self, caller: Caller, created: Created, now: float) -> Entry:
-        """The create's Idempotency-Key record: new, or replacing one past its expiry."""
         assert caller.write is not None and caller.write.key_hash is not None
-        item = created.item(
-            caller.account, caller.write.key_hash, now=int(now), ttl_s=self.idempotency_ttl_s
+        return record_put(
+            created, caller.account, caller.write.key_hash, now=now, ttl_s=self.idempotency_ttl_s
         )
-        return {
-            "Put": {
-                "Item": item,
-                "ConditionExpression": "attribute_not_exists(pk) OR expiresAt < :now",
-                "ExpressionAttributeValues": {":now": n(int(now))},
-            }
-        }
 
     def shred(self, caller: Caller, subject: str) -> Entry:
         """Delete the subject's data key; ``keys.evict`` after commit."""
@@ -541,29 +398,29 @@ class Core:
         return {**key(place.pk, sk), **attrs, **sealed}
 
 
-def _alive_check(pk: str, now: float) -> Entry:
-    return {
-        "ConditionCheck": {
-            "Key": key(pk, "CUR"),
-            "ConditionExpression": _ALIVE,
-            "ExpressionAttributeValues": {":now": n(int(now))},
-        }
-    }
-
-
-def _versioned_puts(current: Item, version: Item, *, replaces: str | None) -> list[Entry]:
-    """The two writes of every create/update: the current item (new, or replacing exactly the
-    version that was read, so a concurrent writer makes this transaction fail) and its
-    immutable version."""
-    if replaces is None:
-        put: Entry = {"Item": current, "ConditionExpression": "attribute_not_exists(pk)"}
+def _attributes(
+    caller: Caller,
+    family: Family,
+    place: Place,
+    change: Change,
+    origin: Item | None,
+    *,
+    version: str,
+) -> dict[str, Any]:
+    """The plaintext attributes of the current item and of its new version."""
+    stamp = now_iso()
+    attrs: dict[str, Any] = {"entityType": s(family.entity_type), "id": s(place.eid)}
+    if place.profile_id is not None:
+        attrs["profileId"] = s(place.profile_id)
+    attrs["version"] = s(version)
+    if origin is None:
+        attrs.update(author=s(caller.principal), createdAt=s(stamp))
     else:
-        put = {
-            "Item": current,
-            "ConditionExpression": "version = :v",
-            "ExpressionAttributeValues": {":v": s(replaces)},
-        }
-    return [
-        {"Put": put},
-        {"Put": {"Item": version, "ConditionExpression": "attribute_not_exists(pk)"}},
-    ]
+        attrs.update(author=s(get_s(origin, "author")), createdAt=s(get_s(origin, "createdAt")))
+        if "expiresAt" in origin:  # an update keeps the expiry unless the family sets one
+            attrs["expiresAt"] = origin["expiresAt"]
+    attrs["updatedAt"] = s(stamp)
+    attrs.update(change.attrs)
+    if change.schema is not None and change.schema.version:
+        attrs["schemaVersion"] = n(change.schema.version)
+    return attrs

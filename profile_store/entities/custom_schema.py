@@ -27,13 +27,16 @@ A replacement is conditional on the version it replaces, so two never share a ve
 
 from __future__ import annotations
 
+import json
+import time
 from typing import Any
 
 from cachetools import TTLCache
 
 from ..errors import BadRequest, ConditionFailed, Conflict
-from ..repository import Repository, schema_at, schema_key
-from ..schema import CustomSchema, SchemaError, custom_view, full_view, parse_custom
+from ..layout import Item, get_n, get_s, n, s, schema_key
+from ..repository import Repository
+from ..schema import EMPTY, CustomSchema, SchemaError, custom_view, full_view, parse_custom
 from .values import Caller
 
 SCHEMA_CACHE_S = 5.0
@@ -55,7 +58,15 @@ class CustomSchemas:
         return await self.fresh(account)
 
     async def fresh(self, account: str) -> CustomSchema:
-        schema = await self.repo.read_custom_schema(account)
+        """The account's schema as stored now (a consistent read; ``EMPTY`` if none)."""
+        item = await self.repo.get(schema_key(account))
+        schema = EMPTY
+        if item is not None:
+            schema = CustomSchema(
+                fields=json.loads(get_s(item, "fields", "{}")),
+                document_ttl_days=get_n(item, "documentTTL"),
+                version=get_n(item, "version") or 0,
+            )
         self._cache[account] = schema
         return schema
 
@@ -64,7 +75,7 @@ class CustomSchemas:
 
     def unchanged(self, account: str, schema: CustomSchema) -> dict[str, Any]:
         """Transaction entry: the stored schema is still ``schema``'s version."""
-        return {"ConditionCheck": {"Key": schema_key(account), **schema_at(schema.version)}}
+        return {"ConditionCheck": {"Key": schema_key(account), **_stored_at(schema.version)}}
 
     async def full_view(self, caller: Caller) -> dict[str, Any]:
         return full_view(await self.fresh(caller.account))
@@ -83,7 +94,7 @@ class CustomSchemas:
                 fields=fields, document_ttl_days=ttl_days, version=stored.version + 1
             )
             try:
-                await self.repo.write_custom_schema(caller.account, schema)
+                await self._write(caller.account, schema)
             except ConditionFailed:
                 continue  # another replacement won: build on top of it
             self._cache[caller.account] = schema
@@ -92,3 +103,23 @@ class CustomSchemas:
             "the custom schema kept changing while it was replaced; retry the request",
             code="update_conflict",
         )
+
+    async def _write(self, account: str, schema: CustomSchema) -> None:
+        """Store ``schema`` if the stored one is still its predecessor (``version - 1``), so two
+        concurrent replacements never share a version number; else ``ConditionFailed``."""
+        item: Item = {
+            **schema_key(account),
+            "fields": s(json.dumps(schema.fields, separators=(",", ":"))),
+            "version": n(schema.version),
+            "updatedAt": n(int(time.time())),
+        }
+        if schema.document_ttl_days is not None:
+            item["documentTTL"] = n(schema.document_ttl_days)
+        await self.repo.transact([{"Put": {"Item": item, **_stored_at(schema.version - 1)}}])
+
+
+def _stored_at(version: int) -> dict[str, Any]:
+    """Condition parameters: the account's schema item is at ``version`` (0: there is none)."""
+    if version == 0:
+        return {"ConditionExpression": "attribute_not_exists(pk)"}
+    return {"ConditionExpression": "version = :v", "ExpressionAttributeValues": {":v": n(version)}}

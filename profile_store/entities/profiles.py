@@ -28,20 +28,11 @@ from typing import Any
 from .. import masking
 from ..altkeys import KINDS, Kind, digest
 from ..errors import ConditionFailed, NotFound
-from ..repository import (
-    Item,
-    alt_key,
-    get_n,
-    get_s,
-    is_live,
-    key,
-    n,
-    profile_pk,
-    s,
-)
+from ..layout import Item, alt_key, get_n, get_s, is_live, key, n, profile_pk, s
 from ..schema import CustomSchema
-from .core import Change, Core, Entry, Family, Lookup, LostRace, Masker, Place
+from .core import Core
 from .custom_schema import CustomSchemas
+from .family import Change, Entry, Family, Lookup, LostRace, Masker, Place
 from .values import (
     ID,
     Caller,

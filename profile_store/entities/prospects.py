@@ -13,8 +13,9 @@ from typing import Any
 
 from .. import masking
 from ..errors import NotFound
-from ..repository import Item, prospects_pk, s
-from .core import Change, Core, Family, Lookup, Place, always
+from ..layout import Item, prospects_pk, s
+from .core import Core
+from .family import Change, Family, Lookup, Place, always
 from .profiles import alt_hash
 from .values import ID, Caller, Record, Reveal, conform, require_object
 

@@ -11,8 +11,9 @@ from typing import Any
 
 from .. import masking
 from ..altkeys import Kind
-from ..repository import profile_pk
-from .core import Change, Core, Family, Place, always, merging
+from ..layout import profile_pk
+from .core import Core
+from .family import Change, Family, Place, always, merging
 from .profiles import Profiles
 from .values import Caller, Record, Reveal, conform, require_object
 

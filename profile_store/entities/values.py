@@ -16,7 +16,7 @@ from typing import Any
 from .. import contract
 from ..errors import BadRequest, Conflict, SubjectSuppressed
 from ..idempotency import WriteIntent
-from ..repository import Item, get_n, get_s
+from ..layout import Item, get_n, get_s
 from ..schema import MAX_TTL_DAYS, CustomSchema, SchemaError, check_profile_fields
 
 # Ids in paths: anything else cannot name an item, so it is 404 before any read.

@@ -22,7 +22,7 @@ from bench.store_floor import API, CLIENT
 from bench.store_floor import create_app as create_floor
 from profile_store.app import REPOSITORY, create_app
 from profile_store.entities import custom_schema
-from profile_store.keys import generate_local_master_key
+from profile_store.key_providers import generate_local_master_key
 from profile_store.provisioning import create_table
 from tests.store.conftest import REGION, Api, make_settings
 

@@ -13,7 +13,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from profile_store.crypto import DataKeyStore, EnvelopeCodec
-from profile_store.keys import LocalKeyProvider, generate_local_master_key
+from profile_store.key_providers import LocalKeyProvider, generate_local_master_key
 from residency_contract.tables import PK_SK_KEYS
 
 REGION = "eu-west-1"
@@ -30,11 +30,24 @@ def local_provider(master_key_file: Path) -> LocalKeyProvider:
     return LocalKeyProvider(master_key_file)
 
 
+def aws_client(service: str, endpoint: str) -> Any:
+    """An aiobotocore client of ``service`` (an async context manager) at ``endpoint``, in
+    ``REGION``, failing fast."""
+    return get_session().create_client(
+        service, region_name=REGION, endpoint_url=endpoint, config=FAST
+    )
+
+
 @pytest.fixture
 async def ddb(ddb_endpoint: str) -> AsyncIterator[Any]:
-    async with get_session().create_client(
-        "dynamodb", region_name=REGION, endpoint_url=ddb_endpoint, config=FAST
-    ) as client:
+    async with aws_client("dynamodb", ddb_endpoint) as client:
+        yield client
+
+
+@pytest.fixture
+async def kms(moto_endpoint: str) -> AsyncIterator[Any]:
+    """A KMS client of the moto server."""
+    async with aws_client("kms", moto_endpoint) as client:
         yield client
 
 

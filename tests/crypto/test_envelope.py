@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
 from profile_store.crypto import (
@@ -19,9 +17,9 @@ from profile_store.crypto import (
     data_key_item_key,
 )
 from profile_store.dynamodb_local import free_port
-from profile_store.keys import KmsKeyProvider, LocalKeyProvider
+from profile_store.key_providers import KmsKeyProvider, LocalKeyProvider
 
-from .conftest import FAST, REGION
+from .conftest import REGION, aws_client
 
 DOC = {"firstName": "Zoë", "email": "zoe@example.com", "tags": ["vip"], "n": 3}
 
@@ -276,22 +274,12 @@ async def test_ids_that_could_name_another_item_are_refused(
 
 
 async def test_table_unreachable_is_unavailable(local_provider: LocalKeyProvider) -> None:
-    async with get_session().create_client(
-        "dynamodb", region_name=REGION, endpoint_url=f"http://127.0.0.1:{free_port()}", config=FAST
-    ) as client:
+    async with aws_client("dynamodb", f"http://127.0.0.1:{free_port()}") as client:
         store = DataKeyStore(client, "profiles", local_provider, region=REGION)
         with pytest.raises(KeyServiceUnavailable):
             await store.load("acme", "p-1")
         with pytest.raises(KeyServiceUnavailable):
             await store.delete("acme", "p-1")
-
-
-@pytest.fixture
-async def kms(moto_endpoint: str) -> AsyncIterator[Any]:
-    async with get_session().create_client(
-        "kms", region_name=REGION, endpoint_url=moto_endpoint, config=FAST
-    ) as client:
-        yield client
 
 
 async def test_kms_backed_store_end_to_end(ddb: Any, key_table: str, kms: Any) -> None:

@@ -187,7 +187,7 @@ async def test_two_regions_end_to_end(
 ) -> None:
     from profile_store.app import create_app as create_store
     from profile_store.config import StoreSettings
-    from profile_store.keys import generate_local_master_key
+    from profile_store.key_providers import generate_local_master_key
     from profile_store.provisioning import create_table
 
     endpoints = {"eu-west-1": ddb_endpoint, "us-east-1": second_ddb.endpoint}

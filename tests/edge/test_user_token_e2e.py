@@ -47,7 +47,7 @@ async def test_user_tokens_end_to_end(
 ) -> None:
     from profile_store.app import create_app as create_store
     from profile_store.config import StoreSettings
-    from profile_store.keys import generate_local_master_key
+    from profile_store.key_providers import generate_local_master_key
     from profile_store.provisioning import create_table
 
     # (DynamoDB Local keeps one namespace per region name: both regions on one emulator)

@@ -9,7 +9,7 @@ from typing import Any
 from profile_store.app import create_app
 from profile_store.config import StoreSettings
 from profile_store.handlers import SERVICE
-from profile_store.keys import (
+from profile_store.key_providers import (
     DecryptionFailed,
     GeneratedKey,
     KeyContext,

@@ -16,7 +16,7 @@ from profile_store.__main__ import main
 from profile_store.crypto import DataKeyStore, EnvelopeCodec, SubjectErased
 from profile_store.errors import StorageUnavailable
 from profile_store.handlers import SERVICE
-from profile_store.keys import LocalKeyProvider
+from profile_store.key_providers import LocalKeyProvider
 from profile_store.masking import mask_text
 from profile_store.rights_handlers import ERASER
 from tests.store.conftest import (

@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestClient
 
 from profile_store.app import REPOSITORY, create_app
 from profile_store.config import StoreSettings
-from profile_store.keys import generate_local_master_key
+from profile_store.key_providers import generate_local_master_key
 from profile_store.provisioning import create_table
 from profile_store.repository import Repository
 from tests.store.conftest import (  # noqa: F401 (ddb: a fixture)

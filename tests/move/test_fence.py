@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from profile_store.repository import key
+from profile_store.layout import key
 from tests.move import steps
 from tests.move.conftest import ACCOUNT, DEST, SOURCE, Region, StartRegion
 from tests.store.conftest import ADDRESS, BASE, metric_value, unique_profile

@@ -9,7 +9,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from profile_store.transfer_stream import CLOSED, ChangeFeed
+from profile_store.transfer.change_feed import CLOSED, ChangeFeed
 
 ARN = "arn:aws:dynamodb:us-east-1:000000000000:table/t/stream/x"
 

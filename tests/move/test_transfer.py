@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from profile_store.keys import CryptoError, KeyContext, LocalKeyProvider
+from profile_store.key_providers import CryptoError, KeyContext, LocalKeyProvider
 from tests.move import steps
 from tests.move.conftest import ACCOUNT, DEST, SOURCE, Region
 from tests.store.conftest import (

@@ -9,13 +9,9 @@ from pathlib import Path
 import pytest
 
 from profile_store.config import ConfigError, StoreSettings
-from profile_store.keys import DecryptionFailed, KeyConfigError, generate_local_master_key
-from profile_store.transfer_keys import (
-    Recipient,
-    TransferKeyError,
-    dev_key_path,
-    load_key_pair,
-)
+from profile_store.errors import InvalidRecipient
+from profile_store.key_providers import DecryptionFailed, KeyConfigError, generate_local_master_key
+from profile_store.transfer.key_pair import Recipient, dev_key_path, load_key_pair
 
 
 def test_the_dev_key_is_made_once_marked_and_private(tmp_path: Path) -> None:
@@ -52,7 +48,7 @@ def test_a_wrapped_key_opens_only_for_its_subject(tmp_path: Path) -> None:
             pair.unwrap(wrapped, account=account, subject=subject)
     with pytest.raises(DecryptionFailed):
         pair.unwrap(wrapped[:-1] + bytes([wrapped[-1] ^ 1]), account="acme", subject="s1")
-    with pytest.raises(TransferKeyError):
+    with pytest.raises(InvalidRecipient):
         Recipient.from_pem("0" * 32, pair.public_pem)  # kid of another key
 
 

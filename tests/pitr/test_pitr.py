@@ -10,6 +10,7 @@ import pytest
 from aiobotocore.session import get_session
 
 from profile_store import pitr
+from profile_store.__main__ import main
 from profile_store.dynamodb_local import free_port
 
 from .conftest import FAST, REGION, create_table
@@ -85,7 +86,7 @@ def test_parse_restore_time_refuses(raw: str, message: str) -> None:
         pitr.parse_restore_time(raw)
 
 
-# --- CLI (sync tests: main() runs its own event loop) ----------------------------------------
+# --- CLI: profile-store pitr (sync tests: main() runs its own event loop) -------------------
 
 
 def _table_on(endpoint: str) -> str:
@@ -113,24 +114,24 @@ def test_cli_show_enable_restore(moto_endpoint: str, capsys: pytest.CaptureFixtu
     table = _table_on(moto_endpoint)
     common = ["--table", table, "--region", REGION, "--endpoint-url", moto_endpoint]
 
-    assert pitr.main(["show", *common]) == 0
+    assert main(["pitr", "show", *common]) == 0
     assert "point-in-time recovery: disabled" in capsys.readouterr().out
 
-    assert pitr.main(["enable", *common]) == 0
+    assert main(["pitr", "enable", *common]) == 0
     assert f"point-in-time recovery enabled on {table}" in capsys.readouterr().out
 
     # Options also work before the sub-command.
-    assert pitr.main([*common, "show"]) == 0
+    assert main(["pitr", *common, "show"]) == 0
     out = capsys.readouterr().out
     assert "point-in-time recovery: enabled" in out and "latest restorable:" in out
 
     target = f"{table}-r"
-    assert pitr.main(["restore", *common, "--to", "latest", "--target-table", target]) == 0
+    assert main(["pitr", "restore", *common, "--to", "latest", "--target-table", target]) == 0
     assert f"restoring {table} into {target}" in capsys.readouterr().out
     assert _table_exists(moto_endpoint, target)
 
     iso = datetime.now(UTC).isoformat()
-    assert pitr.main(["restore", *common, "--to", iso, "--target-table", f"{table}-t"]) == 0
+    assert main(["pitr", "restore", *common, "--to", iso, "--target-table", f"{table}-t"]) == 0
     assert _table_exists(moto_endpoint, f"{table}-t")
 
 
@@ -141,14 +142,14 @@ def test_cli_reads_settings_from_the_environment(
     monkeypatch.setenv("PROFILE_STORE_TABLE", table)
     monkeypatch.setenv("PROFILE_STORE_REGION", REGION)
     monkeypatch.setenv("PROFILE_STORE_DYNAMODB_ENDPOINT", moto_endpoint)
-    assert pitr.main(["show"]) == 0
+    assert main(["pitr", "show"]) == 0
     assert f"table: {table}" in capsys.readouterr().out
 
 
 def test_cli_refuses_a_time_without_zone(moto_endpoint: str) -> None:
     args = ["restore", "--table", "profiles", "--region", REGION, "--endpoint-url", moto_endpoint]
     with pytest.raises(SystemExit) as info:
-        pitr.main([*args, "--to", "2026-05-01T12:00:00", "--target-table", "profiles-r"])
+        main(["pitr", *args, "--to", "2026-05-01T12:00:00", "--target-table", "profiles-r"])
     assert info.value.code == 2
 
 
@@ -156,7 +157,7 @@ def test_cli_missing_table_is_exit_1(
     moto_endpoint: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = ["show", "--table", "no-such-table", "--region", REGION, "--endpoint-url", moto_endpoint]
-    assert pitr.main(args) == 1
+    assert main(["pitr", *args]) == 1
     assert "TableNotFoundException" in capsys.readouterr().err
 
 
@@ -181,5 +182,5 @@ def test_cli_on_dynamodb_local_exits_2(
     ddb_endpoint: str, command: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = ["--table", "profiles", "--region", REGION, "--endpoint-url", ddb_endpoint]
-    assert pitr.main([*command, *args]) == 2
+    assert main(["pitr", *command, *args]) == 2
     assert pitr.UNSUPPORTED_MESSAGE in capsys.readouterr().err

@@ -21,7 +21,7 @@ from yarl import URL
 
 from profile_store.app import create_app
 from profile_store.config import StoreSettings
-from profile_store.keys import generate_local_master_key
+from profile_store.key_providers import generate_local_master_key
 from profile_store.provisioning import create_table
 from residency_contract.assertion import sign
 from residency_contract.protocol import ASSERTION_HEADER

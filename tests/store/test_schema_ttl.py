@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from profile_store.repository import profile_pk
+from profile_store.layout import profile_pk
 
 from .conftest import BASE, Api, unique_profile
 

@@ -1,11 +1,11 @@
-"""Items of an account as they travel between regions: their JSON form, kind and digest.
+"""An account's items as they travel between regions: their JSON form, kind and digest.
 
-Pure (no I/O). The wire form of an item is DynamoDB's attribute-value JSON with binary values
+Pure (no I/O). The JSON form of an item is DynamoDB's attribute-value JSON with binary values
 as base64 (``{"B": "..."}``, ``{"BS": [...]}``): exactly what is stored, so sealed documents
-stay ciphertext. ``from_wire`` validates an incoming item completely (types, nesting, sizes)
-before anything is written.
+stay ciphertext. ``from_json`` validates an incoming item completely (types, nesting, sizes)
+before anything is written; what it refuses is ``errors.MalformedItem``.
 
-Kinds (``kind_of``) follow the key layout of ``repository.py``; the digest of an item
+Kinds (``kind_of``) follow the key layout of ``layout.py``; the digest of an item
 (``digest``) is sha256 of a canonical form (sorted-key compact JSON) computed in each region
 with its own keys: the decrypted document for sealed items, a constant marker and the subject id
 for data keys (never key material), the attributes minus region-bound ones otherwise.
@@ -20,7 +20,10 @@ import json
 import re
 from typing import Any
 
-from .crypto import DATA_KEY_SK, DOC_ATTRIBUTE, SEALED_IN_ATTRIBUTE
+from residency_contract.tables import data_prefix, salt_pk
+
+from ..crypto import DATA_KEY_SK, DOC_ATTRIBUTE, SEALED_IN_ATTRIBUTE
+from ..errors import MalformedItem
 
 Item = dict[str, Any]
 
@@ -49,20 +52,12 @@ _NUMBER = re.compile(r"^-?(0|[1-9][0-9]{0,37})(\.[0-9]{1,38})?([eE][+-]?[0-9]{1,
 _MAX_ITEM_BYTES = 400 * 1024  # DynamoDB's item size limit
 
 
-class WireError(ValueError):
-    """An item in a transfer body is not a valid stored item (the message names no value)."""
-
-
-def account_prefix(account: str) -> str:
-    return f"A#{account}#"
-
-
 def key_of(item: Item) -> tuple[str, str]:
     return str(item["pk"]["S"]), str(item["sk"]["S"])
 
 
 def kind_of(account: str, pk: str, sk: str) -> str:
-    rest = pk[len(account_prefix(account)) :]
+    rest = pk[len(data_prefix(account)) :]
     head = rest.split("#", 1)[0]
     if head == "P":
         if sk == "CUR":
@@ -76,10 +71,11 @@ def kind_of(account: str, pk: str, sk: str) -> str:
         return "other"
     if head == "R":
         return "prospect" if sk.startswith("CUR#") else "version"
+    if pk == salt_pk(account):
+        return "salt"
     return {
         "K": "altkey",
         "SCHEMA": "schema",
-        "META": "salt",
         "AUDIT": "audit",
         "SUPPRESS": "suppression",
         "ERASURE": "erasure",
@@ -90,7 +86,7 @@ def kind_of(account: str, pk: str, sk: str) -> str:
 
 def data_key_subject(account: str, pk: str, sk: str) -> str | None:
     """The subject of a data-key item; None for any other item."""
-    prefix = account_prefix(account) + "DK#"
+    prefix = data_prefix(account) + "DK#"
     if sk != DATA_KEY_SK or not pk.startswith(prefix) or len(pk) == len(prefix):
         return None
     return pk[len(prefix) :]
@@ -98,7 +94,7 @@ def data_key_subject(account: str, pk: str, sk: str) -> str | None:
 
 def doc_subject(account: str, pk: str, item: Item) -> str | None:
     """Whose data key seals the item's document: the profile (its partition) or the prospect."""
-    rest = pk[len(account_prefix(account)) :]
+    rest = pk[len(data_prefix(account)) :]
     if rest.startswith("P#"):
         return rest[2:] or None
     if rest == "R":
@@ -107,34 +103,34 @@ def doc_subject(account: str, pk: str, item: Item) -> str | None:
     return None
 
 
-# ---- wire form --------------------------------------------------------------------------------
+# ---- JSON form --------------------------------------------------------------------------------
 
 
-def to_wire(value: Any) -> Any:
+def to_json(value: Any) -> Any:
     """A stored attribute value (or item) as JSON: bytes as base64."""
     if isinstance(value, bytes | bytearray):
         return base64.b64encode(bytes(value)).decode("ascii")
     if isinstance(value, dict):
-        return {k: to_wire(v) for k, v in value.items()}
+        return {k: to_json(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [to_wire(v) for v in value]
+        return [to_json(v) for v in value]
     return value
 
 
 def _b64(raw: Any) -> bytes:
     if not isinstance(raw, str):
-        raise WireError("a binary value must be a base64 string")
+        raise MalformedItem("a binary value must be a base64 string")
     try:
         return base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError):
-        raise WireError("a binary value is not valid base64") from None
+        raise MalformedItem("a binary value is not valid base64") from None
 
 
 def _value(raw: Any, depth: int) -> Any:
     if depth > _MAX_DEPTH:
-        raise WireError("an attribute value is nested too deeply")
+        raise MalformedItem("an attribute value is nested too deeply")
     if not isinstance(raw, dict) or len(raw) != 1:
-        raise WireError("an attribute value must be an object with exactly one type")
+        raise MalformedItem("an attribute value must be an object with exactly one type")
     ((kind, v),) = raw.items()
     if kind == "S" and isinstance(v, str):
         return {"S": v}
@@ -157,7 +153,7 @@ def _value(raw: Any, depth: int) -> Any:
         return {"L": [_value(x, depth + 1) for x in v]}
     if kind == "M" and isinstance(v, dict) and all(isinstance(k, str) for k in v):
         return {"M": {k: _value(x, depth + 1) for k, x in v.items()}}
-    raise WireError(f"unsupported attribute value type {kind[:8]!r}")
+    raise MalformedItem(f"unsupported attribute value type {kind[:8]!r}")
 
 
 def parse_key(raw: Any, account: str) -> tuple[str, str]:
@@ -167,27 +163,27 @@ def parse_key(raw: Any, account: str) -> tuple[str, str]:
         and len(raw) == 2
         and all(isinstance(x, str) and 0 < len(x) <= 1024 for x in raw)
     ):
-        raise WireError("a key must be [pk, sk], two non-empty strings")
-    if not raw[0].startswith(account_prefix(account)):
-        raise WireError("a key is outside the account")
+        raise MalformedItem("a key must be [pk, sk], two non-empty strings")
+    if not raw[0].startswith(data_prefix(account)):
+        raise MalformedItem("a key is outside the account")
     return raw[0], raw[1]
 
 
-def from_wire(raw: Any, account: str) -> Item:
-    """An item of the account from its JSON form; ``WireError`` if it is anything else."""
+def from_json(raw: Any, account: str) -> Item:
+    """An item of the account from its JSON form; ``MalformedItem`` if it is anything else."""
     if not isinstance(raw, dict) or not raw:
-        raise WireError("an item must be a non-empty object")
+        raise MalformedItem("an item must be a non-empty object")
     item = {}
     for name, value in raw.items():
         if not isinstance(name, str) or not 0 < len(name) <= 255:
-            raise WireError("attribute names must be 1-255 characters")
+            raise MalformedItem("attribute names must be 1-255 characters")
         item[name] = _value(value, 0)
     pk, sk = item.get("pk", {}).get("S"), item.get("sk", {}).get("S")
     if not isinstance(pk, str) or not isinstance(sk, str) or not sk:
-        raise WireError("an item needs string attributes pk and sk")
+        raise MalformedItem("an item needs string attributes pk and sk")
     parse_key([pk, sk], account)
     if len(canonical(item)) > _MAX_ITEM_BYTES * 2:  # base64 and JSON overhead: a loose bound
-        raise WireError("an item is larger than DynamoDB stores")
+        raise MalformedItem("an item is larger than DynamoDB stores")
     return item
 
 
@@ -196,7 +192,7 @@ def from_wire(raw: Any, account: str) -> Item:
 
 def canonical(value: Any) -> bytes:
     return json.dumps(
-        to_wire(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        to_json(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False
     ).encode()
 
 

@@ -1,17 +1,18 @@
 """The store's side of an account move: fence, export, import, digests, purge, move audit.
 
-The mover (``edge-router account move``) drives these through ``transfer_handlers.py`` (the
-contract between the two sides: ``docs/move_contract.md``). Every operation works
-on one account's items, the keys under ``A#{account}#``, found by a parallel Scan
-(``transfer_scan.py``: segments run by the mover, or all at once for a purge). Nothing here
-goes through the fence: import and purge check the fence state they need instead, and write
-with ``Repository.transfer_batch_write``.
+The mover (the operators' ``account move``) drives these through ``handlers.py`` (the
+contract between the two sides: ``docs/move_contract.md``). Every operation works on one
+account's items, the keys under the contract's ``data_prefix(account)``, found by a parallel
+Scan (``scan.py``: segments run by the mover, or all at once for a purge). Nothing here goes
+through the fence: import and purge check the fence state they need instead, and write with
+``Repository.transfer_batch_write``.
 
 Data keys never leave this process in clear nor under this region's provider: an export
 unwraps each with this region's ``KeyProvider`` and wraps it for the recipient's transfer key
-(``transfer_keys.py``); an import unwraps with this region's transfer private key and wraps
-with this region's provider (``KeyContext`` of this region). Documents travel as ciphertext,
-marked with the region they were sealed in (``crypto.SEALED_IN_ATTRIBUTE``).
+(``key_pair.py``); an import unwraps with this region's transfer private key and wraps with
+this region's provider (``KeyContext`` of this region). Documents travel as ciphertext, marked
+with the region they were sealed in (``crypto.SEALED_IN_ATTRIBUTE``); ``items.py`` is their
+JSON form, kind and digest.
 """
 
 from __future__ import annotations
@@ -19,44 +20,52 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from . import transfer_items as wire
-from .audit import AuditEvent, audit_item
-from .crypto import (
+from residency_contract.tables import data_prefix, moved_pk, moved_sk
+
+from ..audit import AuditEvent, audit_item
+from ..crypto import (
     DOC_ATTRIBUTE,
     SEALED_IN_ATTRIBUTE,
     CryptoError,
     DataKeyStore,
     EnvelopeCodec,
 )
-from .errors import BadRequest, ConditionFailed, Conflict, StoreError
-from .fence import Fence, FenceCache, FenceState, fence_key
-from .keys import KeyConfigError, KeyContext, KeyServiceUnavailable
-from .repository import Item, Repository, key, n, s
-from .transfer_keys import Recipient, TransferKeyPair
-from .transfer_scan import Page, Sweep, scan_page, sweep_page
-
-_MOVED_PREFIX = "MOVED#"
-
-
-class StaleGeneration(Conflict):
-    code = "stale_generation"
-
-
-class NotIncoming(Conflict):
-    code = "not_incoming"
-
-
-class WrongFenceState(Conflict):
-    code = "wrong_fence_state"
-
-
-def moved_pk(account: str) -> str:
-    """Where the source keeps the record of a move: outside the account, so purge keeps it."""
-    return f"{_MOVED_PREFIX}{account}"
+from ..errors import (
+    BadRequest,
+    ConditionFailed,
+    MalformedItem,
+    NotIncoming,
+    StaleGeneration,
+    TransferItemError,
+    TransferKeyUnavailable,
+    WrongFenceState,
+)
+from ..fence import Fence, FenceCache, FenceState, fence_key
+from ..key_providers import KeyConfigError, KeyContext, KeyServiceUnavailable
+from ..layout import Item, key, n, s
+from ..repository import Repository
+from .items import (
+    REGION_BOUND,
+    TRANSFER_KID,
+    TRANSFER_WRAPPED,
+    data_key_digest,
+    data_key_subject,
+    digest_key,
+    doc_subject,
+    from_json,
+    key_of,
+    kind_of,
+    parse_key,
+    plain_digest,
+    sealed_digest,
+    to_json,
+)
+from .key_pair import Recipient, TransferKeyPair
+from .scan import Page, Segment, Sweep, scan_page, sweep_page
 
 
 class Transfer:
@@ -86,7 +95,7 @@ class Transfer:
                 try:
                     self._key_pair = await asyncio.to_thread(self._load_key_pair)
                 except KeyConfigError as exc:
-                    raise KeyUnavailableForTransfer(str(exc)) from None
+                    raise TransferKeyUnavailable(str(exc)) from None
             return self._key_pair
 
     # ---- fence --------------------------------------------------------------------------------
@@ -143,41 +152,26 @@ class Transfer:
             )
         return fence
 
-    async def scan_page(
-        self,
-        account: str,
-        *,
-        segment: int,
-        total_segments: int,
-        cursor: str | None,
-        limit: int,
-    ) -> Page:
-        return await scan_page(
-            self.repo,
-            account,
-            segment=segment,
-            total_segments=total_segments,
-            cursor=cursor,
-            limit=limit,
-        )
+    async def scan_page(self, account: str, at: Segment) -> Page:
+        return await scan_page(self.repo, data_prefix(account), at)
 
     # ---- export -------------------------------------------------------------------------------
 
     async def export_item(self, account: str, item: Item, recipient: Recipient) -> Item:
         await asyncio.sleep(0)  # as in _digest: a page must not hold the instance's loop
-        pk, sk = wire.key_of(item)
-        subject = wire.data_key_subject(account, pk, sk)
+        pk, sk = key_of(item)
+        subject = data_key_subject(account, pk, sk)
         if subject is not None:
             plaintext = await self._unwrap_here(account, subject, item)
-            moved = {k: v for k, v in item.items() if k not in wire.REGION_BOUND}
-            moved[wire.TRANSFER_WRAPPED] = {
+            moved = {k: v for k, v in item.items() if k not in REGION_BOUND}
+            moved[TRANSFER_WRAPPED] = {
                 "B": recipient.wrap(plaintext, account=account, subject=subject)
             }
-            moved[wire.TRANSFER_KID] = s(recipient.kid)
-            return wire.to_wire(moved)  # type: ignore[no-any-return]
+            moved[TRANSFER_KID] = s(recipient.kid)
+            return to_json(moved)  # type: ignore[no-any-return]
         if DOC_ATTRIBUTE in item and SEALED_IN_ATTRIBUTE not in item:
             item = {**item, SEALED_IN_ATTRIBUTE: s(self.region)}
-        return wire.to_wire(item)  # type: ignore[no-any-return]
+        return to_json(item)  # type: ignore[no-any-return]
 
     async def _unwrap_here(self, account: str, subject: str, item: Item) -> bytes:
         provider = self.keys.provider
@@ -203,15 +197,23 @@ class Transfer:
     ) -> tuple[list[Item], list[list[str]]]:
         items: list[Item] = []
         missing: list[list[str]] = []
+        async for pk, sk, item in self._current(keys):
+            if item is None:
+                missing.append([pk, sk])
+            else:
+                items.append(await self.export_item(account, item, recipient))
+        return items, missing
+
+    async def _current(
+        self, keys: list[tuple[str, str]]
+    ) -> AsyncIterator[tuple[str, str, Item | None]]:
+        """Each key with its item as stored now (consistent reads, 100 keys a call), ``None``
+        for a key that is gone."""
         for start in range(0, len(keys), 100):
             chunk = keys[start : start + 100]
             found = await self.repo.get_many([key(pk, sk) for pk, sk in chunk])
             for (pk, sk), item in zip(chunk, found, strict=True):
-                if item is None:
-                    missing.append([pk, sk])
-                else:
-                    items.append(await self.export_item(account, item, recipient))
-        return items, missing
+                yield pk, sk, item
 
     # ---- import -------------------------------------------------------------------------------
 
@@ -222,11 +224,11 @@ class Transfer:
         stores nothing."""
         await self.require(account, FenceState.INCOMING, None)
         try:
-            items = [wire.from_wire(raw, account) for raw in raw_items]
-            deletes = [wire.parse_key(raw, account) for raw in raw_deletes]
-        except wire.WireError as exc:
+            items = [from_json(raw, account) for raw in raw_items]
+            deletes = [parse_key(raw, account) for raw in raw_deletes]
+        except MalformedItem as exc:
             raise BadRequest(str(exc), code="invalid_item") from None
-        keys = [wire.key_of(i) for i in items]
+        keys = [key_of(i) for i in items]
         if len(set(keys)) != len(keys) or len(set(deletes)) != len(deletes):
             raise BadRequest("a key appears twice in one import", code="invalid_item")
         if set(keys) & set(deletes):
@@ -236,22 +238,22 @@ class Transfer:
         requests += [{"DeleteRequest": {"Key": key(pk, sk)}} for pk, sk in deletes]
         await self.repo.transfer_batch_write(requests)
         for pk, sk in [*keys, *deletes]:
-            subject = wire.data_key_subject(account, pk, sk)
+            subject = data_key_subject(account, pk, sk)
             if subject is not None:
                 self.keys.forget(account, subject)
         return {"written": len(stored), "deleted": len(deletes)}
 
     async def _import_item(self, account: str, item: Item) -> Item:
         await asyncio.sleep(0)  # as in _digest (a data key costs an RSA decryption here)
-        pk, sk = wire.key_of(item)
-        subject = wire.data_key_subject(account, pk, sk)
+        pk, sk = key_of(item)
+        subject = data_key_subject(account, pk, sk)
         if subject is None:
-            if any(name in item for name in wire.REGION_BOUND):
+            if any(name in item for name in REGION_BOUND):
                 raise BadRequest("only data-key items carry key material", code="invalid_item")
             return item
         try:
-            wrapped = bytes(item[wire.TRANSFER_WRAPPED]["B"])
-            kid = str(item[wire.TRANSFER_KID]["S"])
+            wrapped = bytes(item[TRANSFER_WRAPPED]["B"])
+            kid = str(item[TRANSFER_KID]["S"])
         except (KeyError, TypeError):
             raise BadRequest(
                 "a data-key item must carry transferWrapped (B) and transferKid (S)",
@@ -271,7 +273,7 @@ class Transfer:
         ctx = KeyContext(region=self.region, account=account, subject=subject)
         provider = self.keys.provider
         rewrapped = await provider.wrap_data_key(plaintext, ctx)
-        kept = {k: v for k, v in item.items() if k not in wire.REGION_BOUND}
+        kept = {k: v for k, v in item.items() if k not in REGION_BOUND}
         return {
             **kept,
             "wrapped": {"B": rewrapped},
@@ -284,8 +286,8 @@ class Transfer:
     async def digests(self, account: str, page: Page) -> tuple[dict[str, str], dict[str, int]]:
         out: dict[str, str] = {}
         for item in page.items:
-            pk, sk = wire.key_of(item)
-            out[wire.digest_key(pk, sk)] = await self._digest(account, pk, sk, item)
+            pk, sk = key_of(item)
+            out[digest_key(pk, sk)] = await self._digest(account, pk, sk, item)
         return out, _counts(account, page.items)
 
     async def digests_of(
@@ -296,27 +298,24 @@ class Transfer:
         and the keys that are gone. The mover re-digests only what changed since its scan."""
         found: dict[str, str] = {}
         missing: list[list[str]] = []
-        for start in range(0, len(keys), 100):
-            chunk = keys[start : start + 100]
-            items = await self.repo.get_many([key(pk, sk) for pk, sk in chunk])
-            for (pk, sk), item in zip(chunk, items, strict=True):
-                if item is None:
-                    missing.append([pk, sk])
-                else:
-                    found[wire.digest_key(pk, sk)] = await self._digest(account, pk, sk, item)
-        kinds = {wire.digest_key(pk, sk): wire.kind_of(account, pk, sk) for pk, sk in keys}
+        async for pk, sk, item in self._current(keys):
+            if item is None:
+                missing.append([pk, sk])
+            else:
+                found[digest_key(pk, sk)] = await self._digest(account, pk, sk, item)
+        kinds = {digest_key(pk, sk): kind_of(account, pk, sk) for pk, sk in keys}
         return found, kinds, missing
 
     async def _digest(self, account: str, pk: str, sk: str, item: Item) -> str:
         # A page is up to 1000 decryptions with cached keys, which never wait: yield per item
         # so the instance's live requests and health probes are not held behind the page.
         await asyncio.sleep(0)
-        subject = wire.data_key_subject(account, pk, sk)
+        subject = data_key_subject(account, pk, sk)
         if subject is not None:
-            return wire.data_key_digest(subject)
+            return data_key_digest(subject)
         if DOC_ATTRIBUTE not in item:
-            return wire.plain_digest(item)
-        owner = wire.doc_subject(account, pk, item)
+            return plain_digest(item)
+        owner = doc_subject(account, pk, item)
         doc = None
         if owner is not None:
             try:
@@ -327,7 +326,7 @@ class Transfer:
                 raise
             except CryptoError:
                 doc = None  # erased subject or foreign ciphertext: compared by ciphertext
-        return wire.sealed_digest(item, doc)
+        return sealed_digest(item, doc)
 
     # ---- purge --------------------------------------------------------------------------------
 
@@ -346,13 +345,13 @@ class Transfer:
         deleted: Counter[str] = Counter()
 
         async def delete(items: list[Item]) -> None:
-            keys = [wire.key_of(i) for i in items]
+            keys = [key_of(i) for i in items]
             await self.repo.transfer_batch_write(
                 [{"DeleteRequest": {"Key": key(pk, sk)}} for pk, sk in keys]
             )
             for pk, sk in keys:
-                deleted[wire.kind_of(account, pk, sk)] += 1
-                subject = wire.data_key_subject(account, pk, sk)
+                deleted[kind_of(account, pk, sk)] += 1
+                subject = data_key_subject(account, pk, sk)
                 if subject is not None:
                     self.keys.evict(account, subject)
 
@@ -393,7 +392,7 @@ class Transfer:
         # One record per job and event: a mover that crashed after this call and before
         # saving its job asks again, and the marker (outside the account, like the fence)
         # makes the repeat a no-op.
-        marker = {"pk": s(moved_pk(account)), "sk": s(f"JOB#{job}#{event}"), "time": s(_now())}
+        marker = {**key(moved_pk(account), moved_sk(job, event)), "time": s(_now())}
         try:
             await self.repo.transfer_transact(
                 [
@@ -407,21 +406,8 @@ class Transfer:
 
 
 def _counts(account: str, items: list[Item]) -> dict[str, int]:
-    return dict(Counter(wire.kind_of(account, *wire.key_of(i)) for i in items))
+    return dict(Counter(kind_of(account, *key_of(i)) for i in items))
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-class TransferItemError(StoreError):
-    """An item of this account cannot be exported (a stored data key is malformed)."""
-
-    status = 500
-    code = "transfer_item_error"
-
-
-class KeyUnavailableForTransfer(StoreError):
-    status = 503
-    code = "transfer_key_unavailable"
-    headers = {"Retry-After": "5"}

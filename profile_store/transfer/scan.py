@@ -1,10 +1,10 @@
 """Scanning one account's items: a parallel Scan segment page at a time, or a purge's sweep.
 
-An account's items are every key under ``A#{account}#``; a Scan filtered on that prefix is the
-one way to find them all (they live in many partitions). Pages are strongly consistent. The
-cursor handed to the mover is the page's LastEvaluatedKey as base64url JSON, checked to be a
-table key when it comes back. A purge sweeps every segment a page per call, so no
-call's time grows with the account's size.
+An account's items are every key under the contract's ``data_prefix(account)``; a Scan
+filtered on that prefix is the one way to find them all (they live in many partitions). Pages
+are strongly consistent. The cursor handed to the mover is the page's LastEvaluatedKey as
+base64url JSON, checked to be a table key when it comes back. A purge sweeps every segment a
+page per call, so no call's time grows with the account's size.
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import transfer_items as wire
-from .errors import BadRequest
-from .repository import Item, Key, Repository, key, s
+from residency_contract.tables import data_prefix
+
+from ..errors import BadRequest
+from ..layout import Item, Key, key, s
+from ..repository import Repository
 
 SEGMENTS = 4  # a purge sweep's parallel segments
 
@@ -68,30 +70,32 @@ class Page:
     cursor: str | None
 
 
-async def scan_page(
-    repo: Repository,
-    account: str,
-    *,
-    segment: int,
-    total_segments: int,
-    cursor: str | None,
-    limit: int,
-    prefix: str | None = None,
-    keys_only: bool = False,
-) -> Page:
-    """One page of a parallel Scan segment, filtered to the account's items."""
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """Which page of a parallel Scan to read: segment ``index`` of ``total``, from ``cursor``
+    (``None``: its start), evaluating at most ``limit`` items."""
+
+    index: int
+    total: int
+    cursor: str | None
+    limit: int
+
+
+async def scan_page(repo: Repository, prefix: str, at: Segment, *, keys_only: bool = False) -> Page:
+    """One page of a parallel Scan segment, filtered to the items whose pk starts with
+    ``prefix`` (an account's, or a part of them)."""
     kwargs: dict[str, Any] = {
         "TableName": repo.table,
-        "Segment": segment,
-        "TotalSegments": total_segments,
-        "Limit": limit,
+        "Segment": at.index,
+        "TotalSegments": at.total,
+        "Limit": at.limit,
         "ConsistentRead": True,
         "FilterExpression": "begins_with(pk, :p)",
-        "ExpressionAttributeValues": {":p": s(prefix or wire.account_prefix(account))},
+        "ExpressionAttributeValues": {":p": s(prefix)},
     }
     if keys_only:
         kwargs["ProjectionExpression"] = "pk, sk"
-    start = decode_cursor(cursor)
+    start = decode_cursor(at.cursor)
     if start is not None:
         kwargs["ExclusiveStartKey"] = start
     response = await repo.call("scan", **kwargs)
@@ -148,21 +152,12 @@ async def sweep_page(
     (segments at once), then where the sweep stands; ``None`` once every stage is done. One
     call is bounded (``limit`` items evaluated per segment) whatever the account's size; a
     stage starts only after every segment of the one before has finished."""
-    prefix = wire.account_prefix(account) + STAGES[sweep.stage]
+    prefix = data_prefix(account) + STAGES[sweep.stage]
 
     async def segment(i: int, cursor: str | None) -> str | None:
         if cursor == DONE:
             return DONE
-        page = await scan_page(
-            repo,
-            account,
-            segment=i,
-            total_segments=SEGMENTS,
-            cursor=cursor,
-            limit=limit,
-            prefix=prefix,
-            keys_only=True,
-        )
+        page = await scan_page(repo, prefix, Segment(i, SEGMENTS, cursor, limit), keys_only=True)
         if page.items:
             await work(page.items)
         return page.cursor or DONE

@@ -20,8 +20,9 @@ checkpoint (the children of a split or closed shard) are read from ``TRIM_HORIZO
 read to its end becomes ``"closed"``. A sequence number older than the stream's 24-hour trim
 horizon means changes may have been lost: 409 ``checkpoint_trimmed`` (restart the copy).
 
-Only keys (``KEYS_ONLY`` is enough, provisioning enables it) of items under ``A#{account}#``
-are returned, deduplicated; the mover reads their current state with ``export-keys``.
+Only keys (``KEYS_ONLY`` is enough, provisioning enables it) of the account's items (under
+``data_prefix(account)``) are returned, deduplicated; the mover reads their current state
+with ``export-keys``.
 """
 
 from __future__ import annotations
@@ -33,20 +34,14 @@ from typing import Any
 
 import botocore.exceptions
 
-from .errors import BadRequest, Conflict, StorageUnavailable, client_error_code
-from .repository import Repository
+from residency_contract.tables import data_prefix
+
+from ..errors import BadRequest, CheckpointTrimmed, StreamUnavailable, client_error_code
+from ..repository import Repository
 
 CLOSED = "closed"
 SINCE_SLACK_S = 60.0
 _EMPTY_READS = 2  # an open shard answering nothing this many times in a row is caught up
-
-
-class CheckpointTrimmed(Conflict):
-    code = "checkpoint_trimmed"
-
-
-class StreamUnavailable(StorageUnavailable):
-    code = "stream_unavailable"
 
 
 class _IteratorExpired(Exception):
@@ -194,7 +189,7 @@ class ChangeFeed:
         if arn != checkpoint["stream"]:
             raise CheckpointTrimmed("the table's stream changed since this checkpoint")
         positions: dict[str, Position] = checkpoint["shards"]
-        reader = _Reader(f"A#{account}#", checkpoint["since"])
+        reader = _Reader(data_prefix(account), checkpoint["since"])
         budget = _Budget(max_records, max_calls)
         current = await self._shards(arn)
         after: dict[str, Position] = {}

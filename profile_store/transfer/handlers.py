@@ -29,17 +29,18 @@ from typing import Any
 
 from aiohttp import web
 
-from .errors import BadRequest, Forbidden, PayloadTooLarge
-from .fence import FenceCache
-from .handlers import CALLER, Handler, respond
-from .transfer import Page, Transfer
-from .transfer_items import WireError, parse_key
-from .transfer_keys import ALG, Recipient, TransferKeyError
-from .transfer_stream import ChangeFeed, parse_checkpoint
+from residency_contract.protocol import REGION_PATTERN, TRANSFER_PUBLIC_KEY_PATH, transfer_path
+
+from ..errors import BadRequest, Forbidden, InvalidRecipient, MalformedItem, PayloadTooLarge
+from ..handlers import CALLER, Handler, respond
+from .change_feed import ChangeFeed, parse_checkpoint
+from .items import parse_key
+from .key_pair import ALG, Recipient
+from .scan import Page, Segment
+from .service import Transfer
 
 TRANSFER: web.AppKey[Transfer] = web.AppKey("transfer", Transfer)
 CHANGE_FEED: web.AppKey[ChangeFeed] = web.AppKey("change_feed", ChangeFeed)
-FENCES: web.AppKey[FenceCache] = web.AppKey("fences", FenceCache)
 MAX_BODY: web.AppKey[int] = web.AppKey("transfer_max_body", int)
 
 MAX_PAGE = 1000
@@ -47,7 +48,6 @@ MAX_SEGMENTS = 1000
 MAX_GENERATION = 2**53
 FENCE_STATES = frozenset({"incoming", "frozen", "moved_out", "none"})
 AUDIT_EVENTS = frozenset({"move_out", "move_in", "move_aborted"})
-_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 _JOB = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 _COUNT_NAME = re.compile(r"^[a-z_]{1,32}$")
 
@@ -111,16 +111,20 @@ def _str(body: dict[str, Any], name: str, pattern: re.Pattern[str]) -> str:
     return value
 
 
+def _choice(body: dict[str, Any], name: str, choices: frozenset[str]) -> str:
+    value = body.get(name)
+    if value not in choices:
+        raise _bad(f"{name} must be one of {sorted(choices)}")
+    return str(value)
+
+
 def _recipient(body: dict[str, Any]) -> Recipient:
     raw = body.get("recipient")
     if not isinstance(raw, dict) or not isinstance(raw.get("kid"), str):
-        raise _bad("recipient must be {kid, pem}", "invalid_recipient")
+        raise InvalidRecipient("recipient must be {kid, pem}")
     if not isinstance(raw.get("pem"), str):
-        raise _bad("recipient must be {kid, pem}", "invalid_recipient")
-    try:
-        return Recipient.from_pem(raw["kid"], raw["pem"])
-    except TransferKeyError as exc:
-        raise _bad(str(exc), "invalid_recipient") from None
+        raise InvalidRecipient("recipient must be {kid, pem}")
+    return Recipient.from_pem(raw["kid"], raw["pem"])
 
 
 def _list(body: dict[str, Any], name: str, *, required: bool = True) -> list[Any]:
@@ -133,7 +137,7 @@ def _list(body: dict[str, Any], name: str, *, required: bool = True) -> list[Any
 def _keys(body: dict[str, Any], account: str) -> list[tuple[str, str]]:
     try:
         return [parse_key(raw, account) for raw in _list(body, "keys")]
-    except WireError as exc:
+    except MalformedItem as exc:
         raise _bad(str(exc), "invalid_key") from None
 
 
@@ -148,13 +152,11 @@ async def public_key(request: web.Request) -> web.Response:
 async def set_fence(request: web.Request) -> web.Response:
     account = _account(request)
     body = await _body(request)
-    state = body.get("state")
-    if state not in FENCE_STATES:
-        raise _bad(f"state must be one of {sorted(FENCE_STATES)}")
+    state = _choice(body, "state", FENCE_STATES)
     generation = _int(body, "generation", 0, MAX_GENERATION)
     peer = body.get("peer")
     if state != "none" or peer is not None:
-        peer = _str(body, "peer", _REGION)
+        peer = _str(body, "peer", REGION_PATTERN)
     result = await request.app[TRANSFER].set_fence(account, state, generation, peer)
     return respond(result)
 
@@ -189,9 +191,7 @@ async def _page_of(body: dict[str, Any], transfer: Transfer, account: str) -> Pa
     segment = _int(body, "segment", 0, total - 1)
     limit = _int(body, "limit", 1, MAX_PAGE)
     cursor = _cursor(body, 4096)
-    return await transfer.scan_page(
-        account, segment=segment, total_segments=total, cursor=cursor, limit=limit
-    )
+    return await transfer.scan_page(account, Segment(segment, total, cursor, limit))
 
 
 async def export_keys(request: web.Request) -> web.Response:
@@ -241,11 +241,9 @@ async def purge(request: web.Request) -> web.Response:
 async def audit(request: web.Request) -> web.Response:
     account = _account(request)
     body = await _body(request)
-    event = body.get("event")
-    if event not in AUDIT_EVENTS:
-        raise _bad(f"event must be one of {sorted(AUDIT_EVENTS)}")
+    event = _choice(body, "event", AUDIT_EVENTS)
     generation = _int(body, "generation", 0, MAX_GENERATION)
-    peer = _str(body, "peer", _REGION)
+    peer = _str(body, "peer", REGION_PATTERN)
     job = _str(body, "job", _JOB)
     counts = body.get("counts", {})
     if not isinstance(counts, dict) or len(counts) > 64:
@@ -269,19 +267,22 @@ async def audit(request: web.Request) -> web.Response:
     return respond({"event": event, "generation": generation}, 201)
 
 
-_BASE = "/_residency/transfer"
-_A = f"{_BASE}/{{account}}"
-
-# (method, path, operation name, handler); names start with auth.TRANSFER_PREFIX.
+# (method, path, operation name, handler); names start with auth.TRANSFER_PREFIX. Every route
+# but the public key's is a POST to ``transfer_path(account, op)``.
 TRANSFER_ROUTES: tuple[tuple[str, str, str, Handler], ...] = (
-    ("GET", f"{_BASE}/public-key", "TransferPublicKey", public_key),
-    ("POST", f"{_A}/fence", "TransferFence", set_fence),
-    ("POST", f"{_A}/changes/start", "TransferChangesStart", changes_start),
-    ("POST", f"{_A}/changes", "TransferChanges", changes),
-    ("POST", f"{_A}/export", "TransferExport", export),
-    ("POST", f"{_A}/export-keys", "TransferExportKeys", export_keys),
-    ("POST", f"{_A}/import", "TransferImport", import_items),
-    ("POST", f"{_A}/digests", "TransferDigests", digests),
-    ("POST", f"{_A}/purge", "TransferPurge", purge),
-    ("POST", f"{_A}/audit", "TransferAudit", audit),
+    ("GET", TRANSFER_PUBLIC_KEY_PATH, "TransferPublicKey", public_key),
+    *(
+        ("POST", transfer_path("{account}", op), name, handler)
+        for op, name, handler in (
+            ("fence", "TransferFence", set_fence),
+            ("changes/start", "TransferChangesStart", changes_start),
+            ("changes", "TransferChanges", changes),
+            ("export", "TransferExport", export),
+            ("export-keys", "TransferExportKeys", export_keys),
+            ("import", "TransferImport", import_items),
+            ("digests", "TransferDigests", digests),
+            ("purge", "TransferPurge", purge),
+            ("audit", "TransferAudit", audit),
+        )
+    ),
 )

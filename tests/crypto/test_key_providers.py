@@ -5,18 +5,16 @@ from __future__ import annotations
 import base64
 import os
 import stat
-from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from aiobotocore.session import get_session
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
-from profile_store import keys
+from profile_store import key_providers
 from profile_store.dynamodb_local import free_port
-from profile_store.keys import (
+from profile_store.key_providers import (
     DecryptionFailed,
     KeyConfigError,
     KeyContext,
@@ -27,7 +25,7 @@ from profile_store.keys import (
 )
 from residency_contract.settings import ConfigError
 
-from .conftest import FAST, REGION
+from .conftest import REGION, aws_client
 
 CTX = KeyContext(region=REGION, account="acme", subject="p-1")
 
@@ -71,7 +69,7 @@ async def test_local_tampered_wrap_fails(local_provider: LocalKeyProvider, posit
 
 
 async def test_local_other_master_key_is_named(tmp_path: Path, local_provider: Any) -> None:
-    other = LocalKeyProvider(keys.generate_local_master_key(tmp_path / "other.key"))
+    other = LocalKeyProvider(key_providers.generate_local_master_key(tmp_path / "other.key"))
     made = await other.generate_data_key(CTX)
     assert other.key_id != local_provider.key_id
     with pytest.raises(KeyServiceError, match="master key"):
@@ -118,22 +116,22 @@ def test_local_missing_file_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_generate_master_key_is_private_and_never_overwrites(tmp_path: Path) -> None:
-    path = keys.generate_local_master_key(tmp_path / "m.key")
+    path = key_providers.generate_local_master_key(tmp_path / "m.key")
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert len(base64.b64decode(path.read_text().strip())) == 32
     before = path.read_bytes()
     with pytest.raises(FileExistsError):
-        keys.generate_local_master_key(path)
+        key_providers.generate_local_master_key(path)
     assert path.read_bytes() == before
 
 
 def test_provider_from_settings_needs_its_setting() -> None:
     with pytest.raises(KeyConfigError, match="LOCAL_MASTER_KEY_FILE"):
-        keys.provider_from_settings(
+        key_providers.provider_from_settings(
             SimpleNamespace(key_provider="local", local_master_key_file=None)
         )
     with pytest.raises(KeyConfigError, match="KMS client"):
-        keys.provider_from_settings(
+        key_providers.provider_from_settings(
             SimpleNamespace(key_provider="kms", kms_key_id="alias/x", region=REGION)
         )
 
@@ -166,7 +164,7 @@ def _client_error(code: str, status: int = 400) -> ClientError:
     ],
 )
 def test_service_errors_are_converted(exc: Exception, expected: type[Exception]) -> None:
-    assert type(keys.service_error(exc, "op")) is expected
+    assert type(key_providers.service_error(exc, "op")) is expected
 
 
 # --- KMS provider ---------------------------------------------------------------------------
@@ -206,14 +204,6 @@ async def test_kms_alias_resolving_to_another_region_is_refused_at_start() -> No
     provider = KmsKeyProvider("alias/profiles", REGION, _stub_kms(arn=arn))
     with pytest.raises(KeyConfigError, match="key is in us-east-1"):
         await provider.start()
-
-
-@pytest.fixture
-async def kms(moto_endpoint: str) -> AsyncIterator[Any]:
-    async with get_session().create_client(
-        "kms", region_name=REGION, endpoint_url=moto_endpoint, config=FAST
-    ) as client:
-        yield client
 
 
 async def test_kms_round_trip_against_moto(kms: Any) -> None:
@@ -257,9 +247,7 @@ async def test_kms_unknown_key_is_a_service_error(kms: Any) -> None:
 
 async def test_kms_unreachable_is_unavailable() -> None:
     arn = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
-    async with get_session().create_client(
-        "kms", region_name=REGION, endpoint_url=f"http://127.0.0.1:{free_port()}", config=FAST
-    ) as client:
+    async with aws_client("kms", f"http://127.0.0.1:{free_port()}") as client:
         provider = KmsKeyProvider(arn, REGION, client)
         with pytest.raises(KeyServiceUnavailable):
             await provider.generate_data_key(CTX)

@@ -38,7 +38,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from .keys import DATA_KEY_BYTES, DecryptionFailed, KeyConfigError, length_prefixed
+from ..errors import InvalidRecipient
+from ..key_providers import DATA_KEY_BYTES, DecryptionFailed, KeyConfigError, length_prefixed
 
 ALG = "RSA-OAEP-256"
 KEY_BITS = 3072
@@ -46,10 +47,6 @@ DEV_SUFFIX = ".transfer-key.DEV.pem"
 _LABEL = b"residency-transfer/v1"
 _DEV_MARKER = b"# DEV ONLY: local transfer key of profile-store, never for production data\n"
 _MAX_PEM = 16 * 1024
-
-
-class TransferKeyError(ValueError):
-    """A recipient key that is not usable (not RSA, too small, kid does not match)."""
 
 
 class TransferKeyPair(Protocol):
@@ -84,15 +81,15 @@ class Recipient:
     @classmethod
     def from_pem(cls, kid: str, pem: str) -> Recipient:
         if len(pem) > _MAX_PEM:
-            raise TransferKeyError("recipient.pem is too long")
+            raise InvalidRecipient("recipient.pem is too long")
         try:
             public = serialization.load_pem_public_key(pem.encode())
         except (ValueError, TypeError, UnsupportedAlgorithm):
-            raise TransferKeyError("recipient.pem is not a PEM public key") from None
+            raise InvalidRecipient("recipient.pem is not a PEM public key") from None
         if not isinstance(public, rsa.RSAPublicKey) or public.key_size < 2048:
-            raise TransferKeyError("recipient.pem must be an RSA key of at least 2048 bits")
+            raise InvalidRecipient("recipient.pem must be an RSA key of at least 2048 bits")
         if kid_of(public) != kid:
-            raise TransferKeyError("recipient.kid does not match recipient.pem")
+            raise InvalidRecipient("recipient.kid does not match recipient.pem")
         return cls(kid, public)
 
     def wrap(self, data_key: bytes, *, account: str, subject: str) -> bytes:

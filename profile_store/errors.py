@@ -23,7 +23,8 @@ machine code; ``app.error_middleware`` is the single place that turns one into a
     ├── StorageUnavailable              503     dynamodb_unavailable (+ Retry-After)
     ├── WriteOutcomeUnknown             503     write_outcome_unknown (+ Retry-After)
     ├── AuditUnavailable                503     audit_unavailable (+ Retry-After)
-    ├── AccountMoving                   503     account_moving (+ Retry-After: 2; fence.py)
+    ├── AccountMoving                   503     account_moving (+ Retry-After: 2; fence.py;
+    │                                           also an unmask read: its audit record waits)
     ├── KeyUnavailable                  503     key_service_unavailable (+ Retry-After)
     ├── EncryptionFailure               500     encryption_error (no details)
     └── StorageFailure                  502     dynamodb_error
@@ -196,11 +197,20 @@ class AuditUnavailable(StoreError):
 
 
 class AccountMoving(StoreError):
-    """The account's writes are frozen for the final catch-up of a move; retry shortly."""
+    """The account's writes are frozen for the final catch-up of a move; retry shortly.
+
+    Audited reads (the ``/unmask`` reads) are refused too: each writes an audit record
+    before it answers, and the freeze stops every write to the account's items, so the
+    record can be neither written nor carried to the new region. Every other read is served.
+    The body says so: ``refused`` names what the freeze refuses."""
 
     status = 503
     code = "account_moving"
     headers = {"Retry-After": "2"}
+    REFUSED = ("writes", "audited_reads")
+
+    def body(self) -> dict[str, Any]:
+        return {**super().body(), "refused": list(self.REFUSED)}
 
 
 class KeyUnavailable(StoreError):

@@ -29,7 +29,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from .errors import EdgeError, Forbidden, Unauthorized
+from .errors import Forbidden, Unauthorized, refusal
 from .registry import AccountRecord, KeyOwner
 from .user_token import VerifiedToken
 
@@ -44,12 +44,6 @@ _MAX_TOKEN = 1024
 class Principal:
     name: str  # the assertion's principal: the app key, or "user:{userId}"
     roles: frozenset[str]
-
-
-def _fail(cls: type[EdgeError], code: str, reason: str, message: str) -> EdgeError:
-    exc = cls(code, message)
-    exc.reason = reason  # type: ignore[attr-defined]
-    return exc
 
 
 def check_key(
@@ -98,10 +92,12 @@ async def authenticate(
     principal, reason, digest = check_key(record, app_key, app_token)
     if principal is not None:
         if not record.active:
-            raise _fail(Forbidden, "account_suspended", "account_suspended", "account is suspended")
+            raise refusal(
+                Forbidden, "account_suspended", "account_suspended", "account is suspended"
+            )
         return principal
     if reason == "missing_credentials":
-        raise _fail(
+        raise refusal(
             Unauthorized,
             "missing_credentials",
             reason,
@@ -115,24 +111,24 @@ async def authenticate(
             and owner.active
             and hmac.compare_digest(owner.token_sha256, digest)
         ):
-            raise _fail(
+            raise refusal(
                 Forbidden, "key_not_for_account", "wrong_account", "this key is for another account"
             )
-    raise _fail(Unauthorized, "invalid_credentials", reason, "invalid app key or token")
+    raise refusal(Unauthorized, "invalid_credentials", reason, "invalid app key or token")
 
 
 def authenticate_user(record: AccountRecord, token: VerifiedToken) -> Principal:
     """A verified user token on ``record``'s account: its principal, with the roles the
     account granted the user (``registry grant-user``)."""
     if token.account != record.name:
-        raise _fail(
+        raise refusal(
             Forbidden, "token_not_for_account", "wrong_account", "this token is for another account"
         )
     grant = record.users.get(token.user_hash)
     if grant is None or not grant.active or not grant.roles:
-        raise _fail(
+        raise refusal(
             Forbidden, "user_not_granted", "user_not_granted", "this user has no roles here"
         )
     if not record.active:
-        raise _fail(Forbidden, "account_suspended", "account_suspended", "account is suspended")
+        raise refusal(Forbidden, "account_suspended", "account_suspended", "account is suspended")
     return _principal("user:" + token.user_id, grant.roles)

@@ -42,6 +42,7 @@ response has started streaming: after that the connection is cut instead.
 from __future__ import annotations
 
 import json
+from typing import TypeVar
 
 from .headers import DATA_REGION, REQUEST_ID, Block
 
@@ -49,6 +50,9 @@ from .headers import DATA_REGION, REQUEST_ID, Block
 class EdgeError(Exception):
     status = 500
     code = "internal_error"
+    # The label a refused credential is counted under in ``edge_auth_failures_total`` (finer
+    # than ``code``, never sent to the client); "" counts it under its code. See ``refusal``.
+    reason = ""
 
     def __init__(self, code: str | None = None, message: str = "", retry_after: int | None = None):
         super().__init__(message or code or self.code)
@@ -56,6 +60,16 @@ class EdgeError(Exception):
             self.code = code
         self.message = message or self.code.replace("_", " ")
         self.retry_after = retry_after
+
+
+E = TypeVar("E", bound=EdgeError)
+
+
+def refusal(cls: type[E], code: str, reason: str, message: str) -> E:
+    """``cls(code, message)`` counted under ``reason``: how ``auth`` and ``user_token`` refuse."""
+    exc = cls(code, message)
+    exc.reason = reason
+    return exc
 
 
 class RequestRejected(EdgeError):

@@ -123,16 +123,26 @@ def upstream_request_items(
     return out
 
 
+# Cookies are separated by "; " (RFC 6265 §4.2.1), but a proxy that merges two Cookie
+# headers joins them with ", " like any other field: a token cookie can follow either.
+COOKIE_SEPARATORS = re.compile(r"([;,])")
+
+
 def strip_token_cookies(cookie: str) -> str:
-    """A Cookie header's value without the user-token cookies ("" when nothing is left)."""
+    """A Cookie header's value without the user-token cookies ("" when nothing is left),
+    whether cookies are separated by ";" or ","; the others are kept with the separator
+    that preceded them. Fails closed: if the token cookie's name is still anywhere in what
+    is left (cookies separated some other way), none of the header is kept."""
     if _USER_TOKEN_LOWER not in cookie.lower():
         return cookie
-    kept = [
-        c.strip()
-        for c in cookie.split(";")
-        if c.strip() and not c.strip().lower().startswith(_USER_TOKEN_LOWER)
-    ]
-    return "; ".join(kept)
+    pieces = COOKIE_SEPARATORS.split(cookie)  # cookie, separator, cookie, ...
+    kept = ""
+    for i in range(0, len(pieces), 2):
+        piece = pieces[i].rstrip()
+        if not piece.strip() or piece.lstrip().lower().startswith(_USER_TOKEN_LOWER):
+            continue
+        kept = f"{kept}{pieces[i - 1]}{piece}" if kept else piece.lstrip()
+    return "" if _USER_TOKEN_LOWER in kept.lower() else kept
 
 
 # A header block: the header lines of a message as on the wire, each led by its CRLF

@@ -51,8 +51,10 @@ from .errors import (
     ErrorAnswer,
     NotFound,
     RateLimited,
+    Unauthorized,
     Unavailable,
     error_response,
+    refusal,
 )
 from .exchange import Exchange, Sink
 from .metrics import EdgeMetrics
@@ -61,7 +63,7 @@ from .ratelimit import RateLimiter
 from .registry import AccountRecord, KeyOwner
 from .resolve import AccountResolver
 from .upstream import Pools
-from .user_token import TokenVerifier, find_token, refused
+from .user_token import TokenVerifier, find_token
 from .wire import check_message as check_framing
 
 access_log = logging.getLogger("edge_router.access")
@@ -118,11 +120,13 @@ async def authenticate(st: EdgeState, ex: Exchange, record: AccountRecord) -> Pr
             user_token = find_token(h, record.name)
             if user_token is not None:
                 if st.tokens is None:
-                    raise refused("unknown_issuer", "unknown_issuer", "unknown token issuer")
+                    raise refusal(
+                        Unauthorized, "unknown_issuer", "unknown_issuer", "unknown token issuer"
+                    )
                 return auth.authenticate_user(record, await st.tokens.verify(user_token))
         return await auth.authenticate(record, app_key, app_token, st.key_owners.get)
     except EdgeError as exc:
-        st.metrics.auth_failures.labels(getattr(exc, "reason", exc.code)).inc()
+        st.metrics.auth_failures.labels(exc.reason or exc.code).inc()
         raise
 
 

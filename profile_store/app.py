@@ -138,7 +138,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if isinstance(exc, AccountMoving | ResidencyMismatch):
             write = request.method in idempotency.WRITE_METHODS
             request.app[METRICS].fence_refusal(exc.code, write=write)
-        return _json_error(exc.status, exc.code, exc.message, exc.headers)
+        # exc.body(): {"error", "message"}, and what a class adds (AccountMoving: "refused")
+        return web.json_response(exc.body(), status=exc.status, headers=exc.headers, dumps=dumps)
     except CryptoError as exc:
         mapped = from_crypto(exc)
         if mapped.status >= 500:

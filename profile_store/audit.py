@@ -2,9 +2,11 @@
 
 Every unmasked read writes one item to ``A#{account}#AUDIT`` in the same region *before* the
 data is returned; if the write fails the caller gets 503 and no data (an unaudited disclosure
-is worse than an unavailable one). Every erasure writes one before anything is deleted, naming
-the erasure request's uuid and the erased entity ids (``profile:{id}``, ``prospect:{id}``),
-never the email or its hash; lifting a suppression writes one too.
+is worse than an unavailable one). During a move's freeze that write is refused like any
+other (``fence.py``), so an unmask read answers 503 ``account_moving`` until the flip. Every
+erasure writes one before anything is deleted, naming the erasure request's uuid and the
+erased entity ids (``profile:{id}``, ``prospect:{id}``), never the email or its hash;
+lifting a suppression writes one too.
 
 Items hold ids, never values: principal, account, entity type and id, action, the operator's
 free-text reason (truncated to 200 characters), the optional opaque ``onBehalfOf`` (truncated
@@ -54,7 +56,15 @@ async def record(repo: Repository, event: AuditEvent) -> None:
     try:
         await repo.put(item)
     except StoreError as exc:
-        if isinstance(exc, AccountMoving | ResidencyMismatch):
+        if isinstance(exc, AccountMoving):
+            # A move's freeze: the record cannot be written, nor then carried by the move's
+            # final catch-up, so the read waits like a write (AccountMoving.REFUSED).
+            raise AccountMoving(
+                f"the account is being moved to another region; this {event.action} read "
+                "writes an audit record, so it waits like a write: retry in a few seconds "
+                "(reads that are not audited are served)"
+            ) from exc
+        if isinstance(exc, ResidencyMismatch):
             raise  # the account moved: the answer says so, not "audit unavailable"
         raise AuditUnavailable(
             f"the {event.action} audit record could not be written; nothing was done"

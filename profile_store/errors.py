@@ -31,7 +31,8 @@ deployable reacts to are the contract's (``residency_contract.protocol``)::
     │   │   └── StreamUnavailable       503     stream_unavailable (a move: no table stream)
     │   ├── WriteOutcomeUnknown         503     write_outcome_unknown
     │   ├── AuditUnavailable            503     audit_unavailable
-    │   ├── AccountMoving               503     account_moving (Retry-After: 2; fence.py)
+    │   ├── AccountMoving               503     account_moving (Retry-After: 2; fence.py; also
+    │   │                                       an unmask read: its audit record waits)
     │   ├── KeyUnavailable              503     key_service_unavailable
     │   └── TransferKeyUnavailable      503     transfer_key_unavailable (Retry-After: 5)
     ├── EncryptionFailure               500     encryption_error (no details)
@@ -275,10 +276,19 @@ class AuditUnavailable(Unavailable):
 
 
 class AccountMoving(Unavailable):
-    """The account's writes are frozen for the final catch-up of a move; retry shortly."""
+    """The account's writes are frozen for the final catch-up of a move; retry shortly.
+
+    Audited reads (the ``/unmask`` reads) are refused too: each writes an audit record
+    before it answers, and the freeze stops every write to the account's items, so the
+    record can be neither written nor carried to the new region. Every other read is served.
+    The body says so: ``refused`` names what the freeze refuses."""
 
     code = ACCOUNT_MOVING
     headers = {"Retry-After": "2"}
+    REFUSED = ("writes", "audited_reads")
+
+    def body(self) -> dict[str, Any]:
+        return {**super().body(), "refused": list(self.REFUSED)}
 
 
 class KeyUnavailable(Unavailable):

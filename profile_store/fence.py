@@ -16,6 +16,8 @@ Writes. Every account-scoped ``TransactWriteItems`` of the store carries ``fence
 answers ``refusal(marker)``:
 
     frozen      503 account_moving + Retry-After: 2  (the final catch-up; comes back soon)
+                (an unmask read too: its audit record is a write, refused here like any other,
+                so it is never written where the final catch-up could miss it)
     moved_out   421 residency_mismatch               (the account lives in ``peer`` now)
     incoming    421 residency_mismatch               (the destination, before the flip)
 
@@ -108,7 +110,8 @@ def refusal(fence: Fence | None) -> StoreError:
     removed since (a move ended or was aborted): the client retries."""
     if fence is None or fence.state is FenceState.FROZEN:
         return AccountMoving(
-            "the account is being moved to another region; writes resume in a few seconds"
+            "the account is being moved to another region; writes and audited (unmask) reads "
+            "resume in a few seconds, other reads are served"
         )
     return ResidencyMismatch("this account is not served by this region (it moved)")
 

@@ -10,6 +10,8 @@ import asyncio
 import base64
 import json
 import logging
+import math
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,8 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -30,7 +34,8 @@ from edge_router.registry import AccountRecord, UserGrant, user_hash
 from edge_router.user_token import TokenVerifier, find_token
 
 from .conftest import FakeRegistry, FakeStore, Key, make_settings
-from .tokens import TestIssuer
+from .test_listener import EdgeTestServer
+from .tokens import TestIssuer, b64json, json_answer, new_key, raw_get
 
 P = "/api/storage/profile-system"
 ISS_X = "https://id.example"
@@ -63,7 +68,7 @@ async def refusal(v: TokenVerifier, token: str) -> tuple[int, str, str]:
     with pytest.raises(EdgeError) as info:
         await v.verify(token)
     exc = info.value
-    return exc.status, exc.code, exc.reason  # type: ignore[attr-defined]
+    return exc.status, exc.code, exc.reason
 
 
 # -- the verifier ------------------------------------------------------------------------------
@@ -330,7 +335,8 @@ def test_authenticate_user_grants_and_account() -> None:
 
 @pytest.fixture
 def edge(aiohttp_server, aiohttp_client, registry: FakeRegistry, idp: TestIssuer):  # type: ignore[no-untyped-def]
-    async def make(**over: Any) -> tuple[Any, Any, dict[str, FakeStore]]:
+    async def make(front: str = "web", **over: Any) -> tuple[Any, Any, dict[str, FakeStore]]:
+        """``front``: "web" (``web_front``) or "wire" (the production listener)."""
         registry.add("acme", "eu-west-1", [EU_KEY])
         registry.add("bolt", "us-east-1", [US_KEY])
         registry.grant("acme", EMAIL, frozenset({"read", "unmask"}))
@@ -342,7 +348,8 @@ def edge(aiohttp_server, aiohttp_client, registry: FakeRegistry, idp: TestIssuer
             urls[region] = [f"http://127.0.0.1:{server.port}"]
         settings = make_settings(urls, token_issuers=(idp.settings(),), **over)
         app = create_app(settings, registry_factory=registry.factory())
-        return await aiohttp_client(app), await aiohttp_client(create_admin_app(app)), stores
+        client = await aiohttp_client(app if front == "web" else EdgeTestServer(app))
+        return client, await aiohttp_client(create_admin_app(app)), stores
 
     return make
 
@@ -455,21 +462,26 @@ async def test_jwks_url_fetched_with_a_bound_and_rotated(aiohttp_server, idp: Te
     server = await aiohttp_server(app)
     url = f"http://127.0.0.1:{server.port}/jwks.json"
     issuer = IssuerSettings("url-idp", idp.iss, (idp.aud,), jwks_url=url)
-    v = await started(settings_for(issuer, jwks_timeout_s=0.3))
+    # A fetch bound a loaded machine cannot miss where the fetches must succeed (a 0.3 s one
+    # could time out the start's fetch: a third fetch, a refused token).
+    v = await started(settings_for(issuer, jwks_timeout_s=10.0))
     assert (await v.verify(idp.mint("rsa-1", idp.claims("acme", USER, EMAIL)))).user_id == USER
     idp.add_key("rsa-2", "RS256")
     assert (await v.verify(idp.mint("rsa-2", idp.claims("acme", USER, EMAIL)))).user_id == USER
     assert state["fetches"] == 2
-    # a provider that does not answer: the unknown kid is refused within the fetch bound
+    # a provider that does not answer: known keys keep working (no fetch for a known kid)
     state["hang"] = True
     idp.add_key("rsa-3", "RS256")
+    assert (await v.verify(idp.mint("rsa-1", idp.claims("acme", USER, "c@acme.example")))).user_id
+    assert state["fetches"] == 2
+    await v.close()
+    # and, with a short fetch bound, an unknown kid is refused within it, not after the hang
+    short = await started(settings_for(issuer, jwks_timeout_s=0.3))  # its own fetch hangs too
     t0 = time.monotonic()
     token = idp.mint("rsa-3", idp.claims("acme", USER, EMAIL))
-    assert await refusal(v, token) == (401, "bad_signature", "unknown_key")
-    assert time.monotonic() - t0 < 5
-    # known keys keep working meanwhile
-    assert (await v.verify(idp.mint("rsa-1", idp.claims("acme", USER, "c@acme.example")))).user_id
-    await v.close()
+    assert await refusal(short, token) == (401, "bad_signature", "unknown_key")
+    assert time.monotonic() - t0 < 10  # the hang is 30 s
+    await short.close()
 
 
 async def test_jwks_url_down_at_start_is_not_fatal(idp: TestIssuer) -> None:
@@ -532,3 +544,248 @@ def test_issuer_settings(tmp_path: Path) -> None:
     twice["b"] = twice["a"]
     with pytest.raises(ConfigError, match="twice"):
         EdgeSettings.from_env(_env(twice))
+
+
+# -- no token a client can send makes the verifier raise anything but a refusal (issue 27) -----
+
+
+def _jwks(path: Path, *keys: tuple[Any, str, str | None]) -> IssuerSettings:
+    """A JWK set of (private key, kid, alg or None: the JWK states no ``alg``)."""
+    entries = []
+    for key, kid, alg in keys:
+        algo = ECAlgorithm if isinstance(key, ec.EllipticCurvePrivateKey) else RSAAlgorithm
+        entry = {**algo.to_jwk(key.public_key(), as_dict=True), "kid": kid, "use": "sig"}
+        if alg is not None:
+            entry["alg"] = alg
+        entries.append(entry)
+    path.write_text(json.dumps({"keys": entries}))
+    return IssuerSettings(
+        "test-idp",
+        ISS_X,
+        ("aud-x",),
+        jwks_file=str(path),
+        algorithms=("RS256", "PS256", "ES256", "ES384"),
+    )
+
+
+@pytest.mark.parametrize(("key_alg", "token_alg"), [("ES256", "RS256"), ("RS256", "ES256")])
+async def test_an_alg_of_another_key_type_is_refused_before_verification(
+    tmp_path: Path, key_alg: str, token_alg: str
+) -> None:
+    """The issue's token: an RS256 header on an EC issuer (and the mirror) made PyJWT's
+    prepare_key raise a TypeError: a 500 for anyone who knows the issuer's URL."""
+    idp = TestIssuer(tmp_path / "jwks.json")
+    idp.add_key("k1", key_alg)
+    v = await started(settings_for(idp.settings()))
+    claims = idp.claims("acme", USER, EMAIL)
+    other = TestIssuer(tmp_path / "other.json")
+    other.add_key("k1", token_alg)
+    tokens = {
+        "no kid, the issuer's only key": f"{b64json({'alg': token_alg})}."
+        f"{b64json({'iss': idp.iss})}.AAAA",
+        "the key's kid": f"{b64json({'alg': token_alg, 'kid': 'k1'})}.{b64json(claims)}.AAAA",
+        "signed by a key of that type": other.mint("k1", claims),
+    }
+    for what, token in tokens.items():
+        assert await refusal(v, token) == (401, "bad_signature", "key_mismatch"), what
+    assert (await v.verify(idp.mint("k1", claims))).user_id == USER
+    await v.close()
+
+
+async def test_the_algs_a_key_verifies_its_stated_alg_else_its_type_and_curve(
+    tmp_path: Path,
+) -> None:
+    rsa_key, ec_key = new_key("RS256"), new_key("ES256")
+    issuer = _jwks(
+        tmp_path / "jwks.json",
+        (rsa_key, "rsa-any", None),
+        (rsa_key, "rsa-rs256", "RS256"),
+        (ec_key, "p256", None),
+    )
+    v = await started(settings_for(issuer))
+    claims = {"iss": ISS_X, "aud": "aud-x", "sub": EMAIL, "userId": USER, "account": "acme"}
+    claims["exp"] = int(time.time()) + 60
+
+    def mint(key: Any, alg: str, kid: str) -> str:
+        return jwt.encode(claims, key, algorithm=alg, headers={"kid": kid})
+
+    # A JWK without "alg": every algorithm of its key type (RSA: RS* and PS*).
+    assert (await v.verify(mint(rsa_key, "PS256", "rsa-any"))).user_id == USER
+    assert (await v.verify(mint(rsa_key, "RS256", "rsa-any"))).user_id == USER
+    # A JWK that states its "alg": that one only.
+    assert await refusal(v, mint(rsa_key, "PS256", "rsa-rs256")) == (
+        401,
+        "bad_signature",
+        "key_mismatch",
+    )
+    # An EC key: the algorithm of its curve only (P-256: ES256, not ES384).
+    assert (await v.verify(mint(ec_key, "ES256", "p256"))).user_id == USER
+    forged = f"{b64json({'alg': 'ES384', 'kid': 'p256'})}.{b64json(claims)}.AAAA"
+    assert await refusal(v, forged) == (401, "bad_signature", "key_mismatch")
+    await v.close()
+
+
+async def test_a_token_that_is_not_jws_text_is_malformed(idp: TestIssuer) -> None:
+    """A ``\\xff`` byte in the header or cookie arrives as the surrogate ``\\udcff``, which
+    PyJWT's ``encode("utf-8")`` raised on (a 500)."""
+    v = await started(settings_for(idp.settings()))
+    good = idp.mint("rsa-1", idp.claims("acme", USER, EMAIL))
+    for token in (
+        "\udcff.e30.e30",
+        good + "\udcff",
+        "\ud800",
+        "é.e30.e30",
+        good.replace(".", " .", 1),
+        good + "\n",
+        good + ".x",
+        good.rsplit(".", 1)[0],
+        "",
+    ):
+        assert await refusal(v, token) == (401, "malformed_token", "malformed_token"), token
+    await v.close()
+
+
+async def test_claims_an_issuer_could_sign_are_refused_not_raised(idp: TestIssuer) -> None:
+    """Signed by the issuer's own key: exp = 10^400 overflowed the edge's float(exp), a lone
+    surrogate in sub failed user_hash; both a 500."""
+    v = await started(settings_for(idp.settings()))
+    c = idp.claims
+    cases = {
+        "exp 10^400": (c("acme", USER, EMAIL, exp=10**400), "malformed_token"),
+        "exp infinite": (c("acme", USER, EMAIL, exp=math.inf), "malformed_token"),
+        "exp -10^400": (c("acme", USER, EMAIL, exp=-(10**400)), "token_expired"),
+        "nbf 10^400": (c("acme", USER, EMAIL, nbf=10**400), "token_not_yet_valid"),
+        "sub a lone surrogate": (c("acme", USER, "\ud800"), "malformed_token"),
+        "sub not a string": (c("acme", USER, EMAIL, sub=12), "malformed_token"),
+        "account a lone surrogate": (c("\ud800", USER, EMAIL), None),
+    }
+    for what, (claims, code) in cases.items():
+        for kid in ("rsa-1", "ec-1"):
+            token = idp.mint(kid, claims)
+            if code is None:  # verified; the account claim is authenticate_user's question
+                assert (await v.verify(token)).account == claims["account"], what
+                continue
+            status, got, _reason = await refusal(v, token)
+            assert (status, got) == (401, code), what
+    await v.close()
+
+
+@pytest.mark.parametrize("front", ["web", "wire"])
+async def test_hostile_tokens_are_a_counted_json_401_through_the_edge(  # type: ignore[no-untyped-def]
+    edge, idp: TestIssuer, front: str
+) -> None:
+    """Each of these was a 500 (counted as the region's 5xx); each is a JSON 401 with its
+    reason counted, and nothing reaches a store."""
+    client, admin, stores = await edge(front)
+    rs256_on_ec = f"{b64json({'alg': 'RS256', 'kid': 'ec-1'})}.{b64json({'iss': idp.iss})}.AA"
+    es256_on_rsa = f"{b64json({'alg': 'ES256', 'kid': 'rsa-1'})}.{b64json({'iss': idp.iss})}.AA"
+    huge_exp = idp.mint("rsa-1", idp.claims("acme", USER, EMAIL, exp=10**400))
+    surrogate_sub = idp.mint("ec-1", idp.claims("acme", USER, "\ud800"))
+    sent = [
+        (f"VtexIdclientAutCookie: {rs256_on_ec}".encode(), "bad_signature"),
+        (f"Cookie: VtexIdclientAutCookie={es256_on_rsa}".encode(), "bad_signature"),
+        (b"VtexIdclientAutCookie: \xff.e30.e30", "malformed_token"),
+        (b"Cookie: a=1; VtexIdclientAutCookie=\xff.e30.e30", "malformed_token"),
+        (b"Cookie: VtexIdclientAutCookie_acme=e30.\xff.e30", "malformed_token"),
+        (f"VtexIdclientAutCookie: {huge_exp}".encode(), "malformed_token"),
+        (f"VtexIdclientAutCookie: {surrogate_sub}".encode(), "malformed_token"),
+    ]
+    for line, code in sent:
+        raw = await raw_get(client.server.port, f"{P}/profiles/p1?an=acme", line + b"\r\n")
+        status, ctype, body = json_answer(raw)
+        assert (status, body["error"]) == (401, code), line
+        assert ctype.startswith("application/json"), line
+    assert sum(s.proxied for s in stores.values()) == 0
+    metrics = await (await admin.get("/metrics")).text()
+    counted = {
+        m[1]: float(m[2])
+        for m in re.finditer(r'edge_auth_failures_total\{reason="([a-z_]+)"\} (\S+)', metrics)
+    }
+    assert counted == {"key_mismatch": 2.0, "malformed_token": 3.0, "invalid_claim": 2.0}
+    requests = [ln for ln in metrics.splitlines() if ln.startswith("edge_requests_total{")]
+    assert requests and all('status_class="4xx"' in ln for ln in requests), requests
+
+
+def test_token_cookies_are_stripped_however_cookies_are_joined() -> None:
+    """Cookies joined with ", " (a proxy merging two Cookie headers) hid the token from a
+    split on ";" only: it was forwarded whole."""
+    cases = {
+        "a=1, VtexIdclientAutCookie=SECRET": "a=1",
+        "a=1,VtexIdclientAutCookie=SECRET": "a=1",
+        "VtexIdclientAutCookie=SECRET, a=1": "a=1",
+        "a=1, VtexIdclientAutCookie_acme=SECRET; b=2": "a=1; b=2",
+        "a=1; b=2, VtexIdclientAutCookie=SECRET,c=3": "a=1; b=2,c=3",
+        "a=x,y; VtexIdclientAutCookie=SECRET": "a=x,y",
+        "x=1 VtexIdclientAutCookie=SECRET": "",  # not separated at all: nothing kept
+        " vtexidclientautcookie=SECRET ,": "",
+        "a=1, b=2": "a=1, b=2",  # nothing to cut: left as it came
+    }
+    for cookie, kept in cases.items():
+        assert strip_token_cookies(cookie) == kept, cookie
+    # find_token reads the same cookies as the ones cut out
+    assert find_token(_headers(("Cookie", "a=1, VtexIdclientAutCookie=g")), "acme") == "g"
+    assert find_token(_headers(("Cookie", "a=1,VtexIdclientAutCookie_acme=s")), "acme") == "s"
+    # Whatever the separator, no part of a token cookie is left.
+    for sep in (";", ",", ", ", " ,", "\t,", ";,", ",;"):
+        got = strip_token_cookies(f"a=1{sep}VtexIdclientAutCookie=SECRET{sep}b=2")
+        assert "SECRET" not in got and "vtexidclientautcookie" not in got.lower(), sep
+        assert "a=1" in got and "b=2" in got, sep
+
+
+async def test_joined_token_cookies_never_reach_the_store(edge, idp: TestIssuer) -> None:  # type: ignore[no-untyped-def]
+    client, _admin, stores = await edge()
+    token = idp.mint("rsa-1", idp.claims("acme", USER, EMAIL))
+    deciding = [
+        {"X-VTEX-API-AppKey": EU_KEY.app_key, "X-VTEX-API-AppToken": EU_KEY.token},
+        {"VtexIdclientAutCookie": token},
+    ]
+    for headers in deciding:
+        for cookie in (
+            "a=1, VtexIdclientAutCookie=SECRET",
+            "a=1,VtexIdclientAutCookie_acme=SECRET",
+            "VtexIdclientAutCookie_acme=SECRET, a=1",
+        ):
+            resp = await client.get(
+                URL(f"{P}/profiles/p1?an=acme", encoded=True),
+                headers={**headers, "Cookie": cookie},
+            )
+            assert resp.status == 200, await resp.text()
+            seen = stores["eu-west-1"].seen[-1]
+            assert seen.headers.get("cookie") == ["a=1"], cookie
+            assert not any("SECRET" in v for vs in seen.headers.values() for v in vs)
+
+
+def test_an_empty_token_is_no_token() -> None:
+    """An empty ``VtexIdclientAutCookie_{account}`` cookie blocked the fallback to the plain
+    cookie (401 missing_credentials) while an empty header fell back: empty = absent."""
+    for headers in (
+        [("Cookie", "VtexIdclientAutCookie_acme=; VtexIdclientAutCookie=g")],
+        [("Cookie", 'VtexIdclientAutCookie_acme=""; VtexIdclientAutCookie=g')],
+        [("Cookie", "VtexIdclientAutCookie=g; VtexIdclientAutCookie_acme= ")],
+        [("Cookie", "VtexIdclientAutCookie_acme="), ("Cookie", "VtexIdclientAutCookie=g")],
+        [("VtexIdclientAutCookie", ""), ("Cookie", "VtexIdclientAutCookie=g")],
+        [("VtexIdclientAutCookie", "  "), ("Cookie", "VtexIdclientAutCookie=g")],
+    ):
+        assert find_token(_headers(*headers), "acme") == "g", headers
+    for headers in (
+        [("VtexIdclientAutCookie", " ")],
+        [("Cookie", "VtexIdclientAutCookie_acme=; VtexIdclientAutCookie=")],
+        [("Cookie", 'VtexIdclientAutCookie=""')],
+    ):
+        assert find_token(_headers(*headers), "acme") is None, headers
+
+
+async def test_an_empty_account_cookie_falls_back_through_the_edge(edge, idp: TestIssuer) -> None:  # type: ignore[no-untyped-def]
+    client, _admin, stores = await edge()
+    token = idp.mint("rsa-1", idp.claims("acme", USER, EMAIL))
+    resp = await client.get(
+        URL(f"{P}/profiles/p1?an=acme", encoded=True),
+        headers={"Cookie": f"VtexIdclientAutCookie_acme=; VtexIdclientAutCookie={token}"},
+    )
+    assert resp.status == 200, await resp.text()
+    assert stores["eu-west-1"].seen[-1].assertion.principal == f"user:{USER}"  # type: ignore[union-attr]
+    resp = await client.get(
+        URL(f"{P}/profiles/p1?an=acme", encoded=True),
+        headers={"Cookie": "VtexIdclientAutCookie_acme=; VtexIdclientAutCookie="},
+    )
+    assert resp.status == 401 and (await resp.json())["error"] == "missing_credentials"

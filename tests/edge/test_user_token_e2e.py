@@ -17,6 +17,7 @@ from typing import Any
 import boto3
 import pytest
 from aiobotocore.session import get_session
+from aiohttp import web
 from yarl import URL
 
 from edge_router.__main__ import main as edge_main
@@ -245,3 +246,130 @@ async def test_user_tokens_end_to_end(
         return resp.status == 403 and (await resp.json())["error"] == "user_not_granted"
 
     await wait_until(refused, timeout=10)
+
+
+async def test_hostile_tokens_are_a_json_401_and_reach_no_store(
+    ddb_endpoint: str,
+    aiohttp_server: Any,
+    aiohttp_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """Issue 27 through the production listener, in front of a real store and registry on
+    DynamoDB Local: an RS256 header on the EC issuer's token and a ``\\xff`` byte in the
+    token were a 500; they are a JSON 401 and the store sees nothing. A token cookie after
+    ", " reached the store; it does not."""
+    from profile_store.app import create_app as create_store
+    from profile_store.config import StoreSettings
+    from profile_store.key_providers import generate_local_master_key
+    from profile_store.provisioning import create_table
+
+    from .test_listener import EdgeTestServer
+    from .tokens import b64json, json_answer, raw_get
+
+    region, table = "eu-west-1", _uniq("profiles-eu-west-1")
+    async with get_session().create_client(
+        "dynamodb", endpoint_url=ddb_endpoint, region_name=region
+    ) as c:
+        await create_table(c, table)
+    store = create_store(
+        StoreSettings(
+            region=region,
+            table=table,
+            dynamodb_endpoint=ddb_endpoint,
+            assertion_secret=SECRETS[region],
+            instance_id=f"{region}-0",
+            require_pitr=False,
+            local_master_key_file=str(generate_local_master_key(tmp_path / "master.key")),
+        )
+    )
+    reached: list[dict[str, str]] = []  # the headers of every request that reached the store
+
+    @web.middleware
+    async def record(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path.startswith("/api/"):
+            reached.append(dict(request.headers))
+        return await handler(request)
+
+    store.middlewares.append(record)
+    server = await aiohttp_server(store)
+    urls = {region: [f"http://127.0.0.1:{server.port}"]}
+
+    reg_table = _uniq("registry")
+    monkeypatch.setenv("EDGE_REGISTRY_ENDPOINT", ddb_endpoint)
+    monkeypatch.setenv("EDGE_REGISTRY_TABLE", reg_table)
+    monkeypatch.setenv(
+        "EDGE_REGIONS_JSON",
+        json.dumps(
+            {
+                region: {
+                    "instances": urls[region],
+                    "table": table,
+                    "dynamodb_endpoint": ddb_endpoint,
+                    "assertion_secret": SECRETS[region].decode(),
+                }
+            }
+        ),
+    )
+    app_key, app_token = "k-shop-eu", "token-shop-eu-000000"
+    for step in (
+        ["create-table"],
+        ["create-account", "shop-eu", "--region", region],
+        [
+            "create-key",
+            "shop-eu",
+            "--roles",
+            "read",
+            "--app-key",
+            app_key,
+            "--app-token",
+            app_token,
+        ],
+        ["grant-user", "shop-eu", OPERATOR, "--roles", "read"],
+    ):
+        assert await asyncio.to_thread(edge_main, ["registry", *step]) == 0, step
+    capsys.readouterr()
+
+    idp = TestIssuer(tmp_path / "jwks.json")
+    idp.add_key("ec-1", "ES256")  # the issuer's only key is EC, as in the issue
+    settings = make_settings(
+        urls,
+        registry_table=reg_table,
+        registry_endpoint=ddb_endpoint,
+        token_issuers=(idp.settings(),),
+    )
+    edge = await aiohttp_client(EdgeTestServer(create_app(settings)))
+    port, target = edge.server.port, f"{P}/profiles/nobody?an=shop-eu"
+
+    # The control: a good token reaches the store (no such profile there: its 404).
+    good = idp.mint("ec-1", idp.claims("shop-eu", USER, OPERATOR))
+    status, _, body = json_answer(
+        await raw_get(port, target, f"VtexIdclientAutCookie: {good}\r\n".encode())
+    )
+    assert (status, len(reached)) == (404, 1), body
+
+    rs256_on_ec = f"{b64json({'alg': 'RS256'})}.{b64json({'iss': idp.iss})}.AAAA"
+    for line, code in (
+        (f"VtexIdclientAutCookie: {rs256_on_ec}".encode(), "bad_signature"),
+        (f"Cookie: VtexIdclientAutCookie_shop-eu={rs256_on_ec}".encode(), "bad_signature"),
+        (b"VtexIdclientAutCookie: \xff.e30.e30", "malformed_token"),
+        (b"Cookie: VtexIdclientAutCookie=\xff.e30.e30", "malformed_token"),
+    ):
+        status, ctype, body = json_answer(await raw_get(port, target, line + b"\r\n"))
+        assert (status, body["error"]) == (401, code), line
+        assert ctype.startswith("application/json"), line
+    assert len(reached) == 1  # none of them reached the store
+
+    # An app key decides; the token cookie after ", " is cut out, the other cookie kept.
+    status, _, body = json_answer(
+        await raw_get(
+            port,
+            target,
+            f"X-VTEX-API-AppKey: {app_key}\r\nX-VTEX-API-AppToken: {app_token}\r\n"
+            f"Cookie: a=1, VtexIdclientAutCookie={good}\r\n".encode(),
+        )
+    )
+    assert (status, len(reached)) == (404, 2), body
+    assert reached[-1].get("Cookie") == "a=1"
+    assert not any(good in value for value in reached[-1].values())

@@ -7,6 +7,8 @@ an identity provider rotating keys would); ``mint`` signs claims shaped like VTE
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import time
 import uuid
@@ -82,3 +84,35 @@ class TestIssuer:
         """Signed with the key ``key_id``; ``headers`` may override the JWS header (``kid``)."""
         key, alg = self.keys[key_id]
         return jwt.encode(claims, key, algorithm=alg, headers={"kid": key_id, **headers})
+
+
+def b64json(value: Any) -> str:
+    """One segment of a hand-made JWS: ``value`` as JSON, base64url without padding."""
+    raw = json.dumps(value).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+async def raw_get(port: int, target: str, header_lines: bytes, timeout: float = 10.0) -> bytes:
+    """One GET sent as raw bytes (header values a client library would refuse to send, a
+    ``\\xff`` say) with ``Connection: close``; the whole answer, read within ``timeout``."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(
+            f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n".encode()
+            + header_lines
+            + b"\r\n"
+        )
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()
+
+
+def json_answer(raw: bytes) -> tuple[int, str, dict[str, Any]]:
+    """(status, Content-Type, JSON body) of a whole answer read by ``raw_get``."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    fields = (line.partition(": ") for line in lines[1:])
+    ctype = next((value for name, _, value in fields if name.lower() == "content-type"), "")
+    return status, ctype, json.loads(body)

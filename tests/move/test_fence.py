@@ -69,6 +69,36 @@ async def test_every_write_path_is_refused_and_stores_nothing(
     assert got == 200
 
 
+async def test_a_frozen_account_refuses_audited_reads_and_says_so(source: Region) -> None:
+    """During the freeze masked reads are served, but an unmask read must write its audit
+    record first, and that write is refused (it could not be carried by the move's final
+    catch-up): 503 account_moving, whose body names what the freeze refuses."""
+    pid = (await source.create_profile())["id"]
+    await steps.fence(source, "frozen", 1, DEST)
+    before = sorted(map(str, await source.items()))
+    got, body, _ = await source.call("GET", f"{BASE}/profiles/{pid}")
+    assert got == 200, body
+    unmasked = [f"{BASE}/profiles/{pid}/unmask", f"{BASE}/profiles/{pid}/addresses/unmask"]
+    for path in unmasked:
+        got, body, headers = await source.call("GET", path, params={"reason": "ticket-1"})
+        assert (got, body["error"]) == (503, "account_moving"), (path, body)
+        assert body["refused"] == ["writes", "audited_reads"], body
+        assert "unmask" in body["message"] and headers["Retry-After"] == "2"
+    got, body, _ = await source.call("PATCH", f"{BASE}/profiles/{pid}", json_body={"a": 1})
+    assert (got, body["error"], body["refused"]) == (
+        503,
+        "account_moving",
+        ["writes", "audited_reads"],
+    )
+    assert sorted(map(str, await source.items())) == before  # no audit record, no write
+    # After the freeze (here: the fence lifted) the unmask read is served and audited.
+    await steps.fence(source, "none", 1, None)
+    got, body, _ = await source.call("GET", unmasked[0], params={"reason": "ticket-1"})
+    assert got == 200, body
+    audit = [i for i in await source.items() if i["pk"]["S"] == f"A#{ACCOUNT}#AUDIT"]
+    assert [i["action"]["S"] for i in audit] == ["unmask"]
+
+
 async def test_a_stale_fence_cache_cannot_let_a_write_in(
     source: Region, start_region: StartRegion
 ) -> None:

@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from . import auth
 from .auth import APP_KEY_HEADER, APP_TOKEN_HEADER, Principal
 from .body import check_length, receive_body
-from .cache import CachedLookup
 from .config import EdgeSettings
 from .errors import (
     ClientClosed,
@@ -55,7 +54,7 @@ from .exchange import Exchange, Sink
 from .metrics import EdgeMetrics
 from .proxy import Forwarder
 from .ratelimit import RateLimiter
-from .registry import AccountRecord, KeyOwner
+from .registry import AccountRecord, CachedLookup, KeyOwner
 from .resolve import AccountResolver
 from .routes import RouteTable, split_target
 from .upstream import Pools

@@ -16,8 +16,9 @@ another shell, talking to the running stack over a control socket (found by the 
 ``--port`` names the stack when it is not on the default edge port.
 
 LOCAL DEMO ONLY: the secrets and API keys below are clearly-marked demo values. The demo
-user-token issuer's key pair is made at each start in the work dir (``edge-router token
-demo-keys``), never committed; ``edge-router token issue`` signs tokens with it.
+user-token issuer's key pair is made at each start in the work dir (``python -m residency_dev
+token demo-keys``), never committed; ``python -m residency_dev token issue`` signs tokens with
+it.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from profile_store import dynamodb_local
+from residency_dev import dynamodb_local
 
 REGIONS = ("us-east-1", "eu-west-1")
 DEMO_ACCOUNTS = {"demo-us": "us-east-1", "demo-eu": "eu-west-1"}
@@ -206,7 +207,7 @@ class Stack:
                 [
                     self.python,
                     "-m",
-                    "edge_router",
+                    "residency_dev",
                     "token",
                     "demo-keys",
                     "--dir",
@@ -217,7 +218,7 @@ class Stack:
         )
         self.write_edge_config(store_ports := self.pick_store_ports())
         say("creating the account registry and demo accounts")
-        edge = [self.python, "-m", "edge_router", "registry"]
+        edge = [self.python, "-m", "residency_ops", "registry"]
         self.run("registry create-table", [*edge, "create-table"], self.edge_env())
         for account, region in DEMO_ACCOUNTS.items():
             key, token = DEMO_KEYS[account]
@@ -293,7 +294,7 @@ class Stack:
         issuer = self.demo_issuer
         lines += [
             "",
-            "# LOCAL DEMO user-token issuer (edge-router token issue signs for it)",
+            "# LOCAL DEMO user-token issuer (python -m residency_dev token issue signs for it)",
             '[token_issuers."local-demo"]',
             f'issuer = "{issuer["issuer"]}"',
             f'audiences = ["{issuer["audience"]}"]',
@@ -318,7 +319,7 @@ class Stack:
             for account, (key, token) in DEMO_KEYS.items()
         }
         issue = (
-            f"{self.python} -m edge_router token issue --key {self.demo_issuer['key_file']} "
+            f"{self.python} -m residency_dev token issue --key {self.demo_issuer['key_file']} "
             f"--account demo-eu --user {DEMO_USER_ID} --email {DEMO_USER_EMAIL}"
         )
         pick = (
@@ -567,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
             f"Logs:    {workdir}\n"
             f"Demo accounts (LOCAL DEMO keys): demo-us -> us-east-1, demo-eu -> eu-west-1\n"
             f"Demo user (LOCAL DEMO issuer, roles {DEMO_USER_ROLES}): {DEMO_USER_EMAIL}; a token:"
-            f" {stack.python} -m edge_router token issue --key "
+            f" {stack.python} -m residency_dev token issue --key "
             f"{stack.demo_issuer.get('key_file')} --account demo-eu --user {DEMO_USER_ID}"
             f" --email {DEMO_USER_EMAIL}\n"
             f"Failover: ./deploy/local/run-stack status|stop NAME|restart NAME{hint} "

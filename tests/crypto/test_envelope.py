@@ -18,8 +18,8 @@ from profile_store.crypto import (
     SubjectErased,
     data_key_item_key,
 )
-from profile_store.dynamodb_local import free_port
 from profile_store.keys import KmsKeyProvider, LocalKeyProvider
+from residency_dev.dynamodb_local import free_port
 
 from .conftest import FAST, REGION
 

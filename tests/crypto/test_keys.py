@@ -15,7 +15,6 @@ from aiobotocore.session import get_session
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
 from profile_store import keys
-from profile_store.dynamodb_local import free_port
 from profile_store.keys import (
     DecryptionFailed,
     KeyConfigError,
@@ -26,6 +25,7 @@ from profile_store.keys import (
     LocalKeyProvider,
 )
 from residency_contract.settings import ConfigError
+from residency_dev.dynamodb_local import free_port
 
 from .conftest import FAST, REGION
 

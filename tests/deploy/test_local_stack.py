@@ -23,7 +23,7 @@ from typing import IO
 
 import pytest
 
-from profile_store.dynamodb_local import free_port
+from residency_dev.dynamodb_local import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 BEGIN = "# ---- curl session (copy-paste) ----"

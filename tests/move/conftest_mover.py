@@ -22,10 +22,10 @@ import pytest
 from aiohttp import web
 
 from edge_router.config import EdgeSettings
-from edge_router.move import cli as move_cli
-from edge_router.registry import DynamoRegistry
 from residency_contract import assertion as pa
 from residency_contract.protocol import ASSERTION_HEADER
+from residency_ops.commands import account as move_cli
+from residency_ops.registry_writer import RegistryWriter
 from tests.edge.conftest import SECRETS, dead_url, make_settings, serve_on_free_port
 
 SOURCE, DEST = "us-east-1", "eu-west-1"
@@ -256,7 +256,7 @@ class MoverWorld:
     source: FakeRegion
     dest: FakeRegion
     settings: EdgeSettings
-    registry: DynamoRegistry
+    registry: RegistryWriter
 
     def args(self, *argv: str) -> argparse.Namespace:
         parser = argparse.ArgumentParser()
@@ -282,7 +282,7 @@ async def world(ddb_endpoint: str) -> AsyncIterator[MoverWorld]:
     table = f"registry-{uuid.uuid4().hex[:8]}"
     settings = make_settings(urls, registry_endpoint=ddb_endpoint, registry_table=table)
     try:
-        async with DynamoRegistry(table=table, endpoint=ddb_endpoint, region="us-east-1") as reg:
+        async with RegistryWriter(table=table, endpoint=ddb_endpoint, region="us-east-1") as reg:
             await reg.create_table()
             assert await reg.create_account(ACCOUNT, SOURCE)
             yield MoverWorld(source, dest, settings, reg)

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from edge_router.move import cli as move_cli
-from edge_router.move.options import MoveOptions
-from edge_router.move.progress import Progress
+from residency_ops.commands import account as move_cli
+from residency_ops.move.options import MoveOptions
+from residency_ops.move.progress import Progress
 
 from .conftest_mover import ACCOUNT, DEST, SOURCE, MoverWorld, Refuse, kind_of
 

@@ -10,7 +10,7 @@ import pytest
 from aiobotocore.session import get_session
 
 from profile_store import pitr
-from profile_store.dynamodb_local import free_port
+from residency_dev.dynamodb_local import free_port
 
 from .conftest import FAST, REGION, create_table
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from profile_store import dynamodb_local
+from residency_dev import dynamodb_local
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -292,7 +292,7 @@ class ReliabilityStack(local_stack.Stack):  # type: ignore[misc,name-defined]
             [
                 self.python,
                 "-m",
-                "edge_router",
+                "residency_ops",
                 "registry",
                 "create-key",
                 account,

@@ -1,6 +1,6 @@
 """One account move as a record: its phase and everything a resumed mover needs.
 
-The job lives in the registry, in the account's own partition (``pk ACCOUNT#{A}``, ``sk MOVE``,
+The job lives in the registry, beside the account's partition (``pk MOVE#{A}``, ``sk JOB``,
 ``move/registry_state.py``), so ``status`` / ``resume`` / ``abort`` from any machine with the
 edge's settings see the same job. Its phases, in order::
 
@@ -31,7 +31,7 @@ import asyncio
 import json
 import secrets
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -47,11 +47,13 @@ PHASES = (
     "clean",
     "done",
 )
-ABORT_PHASES = ("aborting", "aborted")
 # Abort is allowed while the registry still points at the source: up to the flip.
 ABORTABLE = frozenset(PHASES[: PHASES.index("flip") + 1]) | {"aborting"}
 FINISHED = frozenset({"done", "aborted"})
 SEGMENT_DONE = "done"  # a segment cursor once its export is complete
+
+# Called with the name of every persisted step (tests crash the mover there, then resume).
+Hook = Callable[[str], None]
 
 
 async def all_of(coros: Iterable[Coroutine[Any, Any, None]]) -> None:

@@ -30,7 +30,7 @@ from edge_router.config import EdgeSettings
 from edge_router.errors import RegistryError
 from edge_router.resolve import valid_account
 
-from ..move.job import FINISHED, MoveJob
+from ..move.job import FINISHED, MoveJob, next_step, refusal
 from ..move.metrics_file import record_move
 from ..move.mover import MoveFailed, MoveOptions, Mover
 from ..move.progress import Progress, for_terminal
@@ -118,12 +118,16 @@ async def _run(
             job = await _plan(settings, state, args)
         else:
             job = await _existing(state, args.account)
-            if job.phase in FINISHED:
-                raise MoveRefused(f"the account's last move is {job.phase}; nothing to {cmd}")
-            await state.take_over(job, job.phase)
         src, dst = settings.region(job.source), settings.region(job.dest)
         if src is None or dst is None:
             raise MoveRefused("the job's regions are not both configured on this edge")
+        if cmd != "move":
+            # Every refusal before the take-over: a refused command leaves the job, and the
+            # mover that may be running it, untouched.
+            refused = refusal(cmd, job)
+            if refused:
+                raise MoveRefused(refused)
+            await state.take_over(job, job.phase)
         async with aiohttp.ClientSession() as session:
             mover = Mover(
                 job,
@@ -136,14 +140,22 @@ async def _run(
             )
             try:
                 job = await (mover.abort() if cmd == "abort" else mover.run())
+            except JobTakenOver as exc:
+                _stopped(job, f"stopped: {exc}")
+                return EXIT_FAILED
             except (MoveFailed, StoreRefused, StoreUnavailable, RegistryError) as exc:
                 if not isinstance(exc, MoveFailed):
                     job.error = str(exc)
                     await _save_error(state, job)
                 progress.result({**job.summary(), "result": "failed"})
+                _stopped(job, f"failed in phase {job.phase}")
                 return EXIT_FAILED
         progress.result({**job.summary(), "result": job.phase})
         return EXIT_DONE
+
+
+def _stopped(job: MoveJob, why: str) -> None:
+    print(f"residency-ops account: {why}; {next_step(job)}", file=sys.stderr)
 
 
 async def _save_error(state: MoveRegistry, job: MoveJob) -> None:

@@ -27,7 +27,7 @@ import time
 from residency_contract.protocol import CHECKPOINT_TRIMMED
 
 from .copier import Copier
-from .job import ABORTABLE, Hook, MoveJob, next_phase
+from .job import Hook, MoveJob, next_phase, refusal
 from .options import MoveOptions
 from .progress import Progress
 from .registry_state import MoveRefused, MoveRegistry
@@ -309,8 +309,9 @@ class Mover:
         """Undo a move that has not flipped: writes allowed again on the source, the partial
         destination copy purged, the registry's generation unchanged."""
         j = self.job
-        if j.phase not in ABORTABLE:
-            raise MoveRefused(f"job is {j.phase}: abort is only possible before the flip")
+        refused = refusal("abort", j)
+        if refused:
+            raise MoveRefused(refused)
         if j.phase != "aborting":
             j.phase = "aborting"
             await self.state.set_moving(j, False)

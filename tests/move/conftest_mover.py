@@ -11,6 +11,7 @@ than copied. Test files import these fixtures by name (``from .conftest_mover im
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import json
 import uuid
@@ -38,6 +39,14 @@ class Refuse(Exception):
         self.status, self.code = status, code
 
 
+@dataclass
+class Hold:
+    """A transfer call kept waiting: ``reached`` once it arrived, answered after ``release``."""
+
+    reached: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 def kind_of(pk: str, sk: str) -> str:
     part = pk.split("#")[2] if pk.count("#") >= 2 else ""
     return {"P": "profile", "DK": "data_key", "R": "prospect", "K": "altkey"}.get(part, "other")
@@ -52,6 +61,8 @@ class FakeRegion:
     audits: list[dict[str, Any]] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
     fail_next: int = 0  # answer 503 to this many transfer calls
+    holds: dict[str, Hold] = field(default_factory=dict)  # op -> its next call is held
+    refusals: dict[str, Refuse] = field(default_factory=dict)  # op -> its next call refused
     corrupt_import: bool = False  # the destination alters every profile it imports
     digest_keys_form: bool = True  # the digests endpoint's keys form (contract change)
     keyed_digests: int = 0  # keys digested through it
@@ -60,6 +71,11 @@ class FakeRegion:
     @property
     def kid(self) -> str:
         return f"kid-{self.region}"
+
+    def hold(self, op: str) -> Hold:
+        """The next ``op`` call waits, in flight, until the returned hold is released."""
+        self.holds[op] = Hold()
+        return self.holds[op]
 
     # -- what the application does (writes go through the fence, like the store's) ----------
 
@@ -238,6 +254,13 @@ class FakeRegion:
             if account != asrt.account:
                 return web.json_response({"error": "forbidden"}, status=403)
             self.calls.append(op)
+            hold = self.holds.pop(op, None)
+            if hold is not None:
+                hold.reached.set()
+                await hold.release.wait()
+            refusal = self.refusals.pop(op, None)
+            if refusal is not None:
+                return web.json_response({"error": refusal.code}, status=refusal.status)
             if self.fail_next:
                 self.fail_next -= 1
                 return web.json_response({"error": "unavailable"}, status=503)

@@ -1,9 +1,11 @@
 """The move state machine against fake stores (the transfer contract in memory) and a real
 registry table on DynamoDB Local: a whole move, a crash after every step then resume, abort
-before the flip, abort after it refused, a verify mismatch that stops in ``moving``."""
+before the flip, abort after it refused (and a refused abort leaves a running move alone), a
+verify mismatch that stops in ``moving``."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from collections import Counter
@@ -15,9 +17,10 @@ from residency_ops.commands import account as move_cli
 from residency_ops.move.options import MoveOptions
 from residency_ops.move.progress import Progress
 
-from .conftest_mover import ACCOUNT, DEST, SOURCE, MoverWorld, Refuse, kind_of
+from .conftest_mover import ACCOUNT, DEST, SOURCE, Hold, MoverWorld, Refuse, kind_of
 
 PROFILES = 60
+BOUND = 30.0  # the longest any wait of these tests may take (a loaded 2-core machine)
 # Small pages and an eager saver, so every step (and several pages per segment) happens.
 OPTIONS = MoveOptions(
     export_limit=7,
@@ -227,6 +230,78 @@ async def test_abort_after_the_flip_is_refused(world: MoverWorld) -> None:
     assert (await run(w, "resume", ACCOUNT))[0] == 0
     await assert_moved(w, items)
     assert (await run(w, "abort", ACCOUNT))[0] == 2  # done: nothing to abort
+
+
+@pytest.mark.parametrize(("phase", "held_call"), [("fence", "fence"), ("clean", "purge")])
+async def test_a_refused_abort_leaves_the_running_move_alone(
+    world: MoverWorld, phase: str, held_call: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An operator's ``abort`` while the move runs past its flip is refused, and changes
+    nothing: the running mover is not taken over and finishes the move by itself."""
+    w = world
+    items = seeded(w)
+    held: list[Hold] = []
+    entered = asyncio.Event()
+
+    def hook(step: str) -> None:
+        if step == phase and not held:  # the job is in ``phase``: its next call waits
+            held.append(w.source.hold(held_call))
+            entered.set()
+
+    mover = asyncio.ensure_future(run(w, "move", ACCOUNT, "--to", DEST, hook=hook))
+    try:
+        await asyncio.wait_for(entered.wait(), BOUND)
+        await asyncio.wait_for(held[0].reached.wait(), BOUND)  # the mover is mid-call
+        capsys.readouterr()
+        code, _ = await asyncio.wait_for(run(w, "abort", ACCOUNT), BOUND)
+        assert code == 2
+        assert "abort is only possible before the flip" in capsys.readouterr().err
+        assert (await status(w, capsys))["phase"] == phase
+    finally:
+        if held:
+            held[0].release.set()
+        else:
+            mover.cancel()
+    code, lines = await asyncio.wait_for(mover, BOUND)
+    assert code == 0, lines[-1]
+    assert lines[-1]["result"] == "done"
+    await assert_moved(w, items)
+
+
+async def test_a_refused_resume_leaves_a_running_abort_alone(
+    world: MoverWorld, capsys: pytest.CaptureFixture[str]
+) -> None:
+    w = world
+    items = seeded(w)
+    with pytest.raises(Crash):
+        await run(w, "move", ACCOUNT, "--to", DEST, hook=crash_at("catch_up"))
+    hold = w.source.hold("fence")  # the abort's first source call: writes allowed again
+    aborting = asyncio.ensure_future(run(w, "abort", ACCOUNT))
+    try:
+        await asyncio.wait_for(hold.reached.wait(), BOUND)
+        capsys.readouterr()
+        assert (await asyncio.wait_for(run(w, "resume", ACCOUNT), BOUND))[0] == 2
+        assert "job is aborting; nothing to run" in capsys.readouterr().err
+    finally:
+        hold.release.set()
+    code, lines = await asyncio.wait_for(aborting, BOUND)
+    assert code == 0 and lines[-1]["phase"] == "aborted", lines[-1]
+    assert w.source.of(ACCOUNT) == items and w.dest.of(ACCOUNT) == {}
+
+
+async def test_a_move_stopped_after_the_flip_says_resume_finishes_it(
+    world: MoverWorld, capsys: pytest.CaptureFixture[str]
+) -> None:
+    w = world
+    items = seeded(w)
+    w.source.refusals["purge"] = Refuse(409, "not_moved_out")  # once, in the clean phase
+    capsys.readouterr()
+    code, lines = await run(w, "move", ACCOUNT, "--to", DEST)
+    assert code == 1 and lines[-1]["phase"] == "clean"
+    err = capsys.readouterr().err
+    assert f"account resume {ACCOUNT}' finishes it" in err, err
+    assert (await run(w, "resume", ACCOUNT))[0] == 0
+    await assert_moved(w, items)
 
 
 async def test_a_verify_mismatch_stops_in_moving(

@@ -289,10 +289,7 @@ class ReliabilityStack(local_stack.Stack):  # type: ignore[misc,name-defined]
     def create_key(self, account: str, roles: str, app_key: str, token: str) -> None:
         self.run(
             "create-key",
-            [
-                self.python,
-                "-m",
-                "residency_ops",
+            self.ops(
                 "registry",
                 "create-key",
                 account,
@@ -302,8 +299,8 @@ class ReliabilityStack(local_stack.Stack):  # type: ignore[misc,name-defined]
                 app_key,
                 "--app-token",
                 token,
-            ],
-            self.edge_env(),
+            ),
+            self.base_env(),
         )
 
 

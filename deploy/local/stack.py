@@ -240,21 +240,7 @@ class Stack:
                 self.ops("registry", "create-account", account, "--region", region),
                 env,
             )
-            self.run(
-                "create-key",
-                self.ops(
-                    "registry",
-                    "create-key",
-                    account,
-                    "--roles",
-                    "read,write,delete,unmask,erase",
-                    "--app-key",
-                    key,
-                    "--app-token",
-                    token,
-                ),
-                env,
-            )
+            self.create_key(account, "read,write,delete,unmask,erase", key, token)
             self.run(
                 "grant-user",
                 self.ops(
@@ -278,6 +264,10 @@ class Stack:
         proc = self.spawn("edge", [self.python, "-m", "edge_router", "serve"], self.edge_env())
         self.ready_urls["edge"] = f"http://127.0.0.1:{self.admin_port}/readyz"
         wait_http_ok(self.ready_urls["edge"], 60, proc)
+
+    def create_key(self, account: str, roles: str, app_key: str, token: str) -> None:
+        argv = ["create-key", account, "--roles", roles, "--app-key", app_key]
+        self.run("create-key", self.ops("registry", *argv, "--app-token", token), self.base_env())
 
     def pick_store_ports(self) -> dict[str, list[int]]:
         ports: dict[str, list[int]] = {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from .job import SEGMENT_DONE, Hook, MoveJob, all_of
@@ -22,25 +23,16 @@ from .store_api import RegionStores
 Keys = set[tuple[str, str]]
 
 
+@dataclass
 class Copier:
-    def __init__(
-        self,
-        job: MoveJob,
-        source: RegionStores,
-        dest: RegionStores,
-        options: MoveOptions,
-        progress: Progress,
-        save: Callable[[], Awaitable[None]],
-        hook: Hook,
-    ) -> None:
-        self.job = job
-        self.src = source
-        self.dst = dest
-        self.opt = options
-        self.progress = progress
-        self.save = save
-        self.hook = hook
-        self._recipient: dict[str, Any] | None = None
+    job: MoveJob
+    src: RegionStores
+    dst: RegionStores
+    opt: MoveOptions
+    progress: Progress
+    save: Callable[[], Awaitable[None]]  # the job, persisted (the mover's)
+    hook: Hook
+    _recipient: dict[str, Any] | None = field(default=None, init=False, repr=False)
 
     async def recipient(self) -> dict[str, Any]:
         """The destination's public key, as the export endpoints take it."""

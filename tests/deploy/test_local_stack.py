@@ -115,6 +115,12 @@ def bare_env(home: Path) -> dict[str, str]:
     return {"PATH": os.environ["PATH"], "HOME": str(home), "LANG": "C.UTF-8"}
 
 
+def in_bare_shell(command: str, home: Path) -> subprocess.CompletedProcess[str]:
+    """``command`` as pasted into a new shell that has nothing but PATH and HOME."""
+    argv = ["bash", "-c", command]
+    return subprocess.run(argv, env=bare_env(home), capture_output=True, text=True, timeout=120)
+
+
 def run_operator_commands(banner: str, home: Path) -> list[subprocess.CompletedProcess[str]]:
     """Each printed operator command, exactly as printed, in a bare shell."""
     block = banner[banner.index(OPS_BEGIN) : banner.index(OPS_END)]
@@ -128,35 +134,13 @@ def run_operator_commands(banner: str, home: Path) -> list[subprocess.CompletedP
     ]
     done = []
     for command in commands:
-        done.append(
-            subprocess.run(
-                ["bash", "-c", command],
-                env=bare_env(home),
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-        )
+        done.append(in_bare_shell(command, home))
         assert done[-1].returncode == 0, command + "\n" + done[-1].stderr[-3000:]
     return done
 
 
 def last_json(out: str) -> dict[str, object]:
     return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
-
-
-def eu_data_region(edge_port: int) -> str | None:
-    """The region the edge serves demo-eu from (``X-Data-Region`` of a read)."""
-    key, token = LOCAL_DEMO_KEY
-    url = f"http://127.0.0.1:{edge_port}/api/storage/profile-system/profiles/none?an=demo-eu"
-    request = urllib.request.Request(
-        url, headers={"X-VTEX-API-AppKey": key, "X-VTEX-API-AppToken": token}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310
-            return resp.headers.get("X-Data-Region")
-    except urllib.error.HTTPError as exc:
-        return exc.headers.get("X-Data-Region")
 
 
 @pytest.mark.timeout(360)  # the stack's start, the session, three clients and a whole move
@@ -216,17 +200,9 @@ def test_one_command_stack_serves_the_printed_session(tmp_path: Path) -> None:
         assert last_json(move.stdout)["result"] == "done"
         job = last_json(status.stdout)
         assert (job["phase"], job["from"], job["to"]) == ("done", "eu-west-1", "us-east-1")
-        _wait(
-            "demo-eu served from its new home", lambda: eu_data_region(edge_port) == "us-east-1", 15
-        )
+        _wait("demo-eu served from its new home", lambda: _read_eu(edge_port)[1] == "us-east-1", 15)
         # and the proof of residency holds after the move (the source was purged)
-        again = subprocess.run(
-            ["bash", "-c", report.args[-1]],
-            env=bare_env(tmp_path),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        again = in_bare_shell(report.args[-1], tmp_path)
         assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     finally:
         if proc.poll() is None:
@@ -337,7 +313,8 @@ def _status(edge_port: int) -> dict[str, tuple[int, str]]:
     return out
 
 
-def _get_eu(edge_port: int) -> int:
+def _read_eu(edge_port: int) -> tuple[int, str | None]:
+    """A read of demo-eu through the edge: its status, and the region that served it."""
     key, token = LOCAL_DEMO_KEY
     url = f"http://127.0.0.1:{edge_port}/api/storage/profile-system/profiles/none?an=demo-eu"
     request = urllib.request.Request(
@@ -345,9 +322,13 @@ def _get_eu(edge_port: int) -> int:
     )
     try:
         with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310
-            return int(resp.status)
+            return int(resp.status), resp.headers.get("X-Data-Region")
     except urllib.error.HTTPError as exc:
-        return int(exc.code)
+        return int(exc.code), exc.headers.get("X-Data-Region")
+
+
+def _get_eu(edge_port: int) -> int:
+    return _read_eu(edge_port)[0]
 
 
 def _wait(what: str, pred: Callable[[], bool], timeout: float) -> None:

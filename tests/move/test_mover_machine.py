@@ -232,6 +232,28 @@ async def test_abort_after_the_flip_is_refused(world: MoverWorld) -> None:
     assert (await run(w, "abort", ACCOUNT))[0] == 2  # done: nothing to abort
 
 
+async def refused_while_held(
+    w: MoverWorld,
+    capsys: pytest.CaptureFixture[str],
+    running: asyncio.Future[tuple[int, list[dict[str, Any]]]],
+    hold: Hold,
+    command: str,
+    why: str,
+) -> tuple[int, list[dict[str, Any]]]:
+    """While ``running``'s call is held mid-flight, ``command`` on the account is refused
+    (exit 2, ``why`` on stderr) and leaves the job's phase as it was; then the call goes on,
+    and ``running``'s own outcome is returned."""
+    try:
+        await asyncio.wait_for(hold.reached.wait(), BOUND)
+        phase = (await status(w, capsys))["phase"]
+        assert (await asyncio.wait_for(run(w, command, ACCOUNT), BOUND))[0] == 2
+        assert why in capsys.readouterr().err
+        assert (await status(w, capsys))["phase"] == phase
+    finally:
+        hold.release.set()
+    return await asyncio.wait_for(running, BOUND)
+
+
 @pytest.mark.parametrize(("phase", "held_call"), [("fence", "fence"), ("clean", "purge")])
 async def test_a_refused_abort_leaves_the_running_move_alone(
     world: MoverWorld, phase: str, held_call: str, capsys: pytest.CaptureFixture[str]
@@ -249,59 +271,44 @@ async def test_a_refused_abort_leaves_the_running_move_alone(
             entered.set()
 
     mover = asyncio.ensure_future(run(w, "move", ACCOUNT, "--to", DEST, hook=hook))
-    try:
-        await asyncio.wait_for(entered.wait(), BOUND)
-        await asyncio.wait_for(held[0].reached.wait(), BOUND)  # the mover is mid-call
-        capsys.readouterr()
-        code, _ = await asyncio.wait_for(run(w, "abort", ACCOUNT), BOUND)
-        assert code == 2
-        assert "abort is only possible before the flip" in capsys.readouterr().err
-        assert (await status(w, capsys))["phase"] == phase
-    finally:
-        if held:
-            held[0].release.set()
-        else:
-            mover.cancel()
-    code, lines = await asyncio.wait_for(mover, BOUND)
-    assert code == 0, lines[-1]
-    assert lines[-1]["result"] == "done"
+    await asyncio.wait_for(entered.wait(), BOUND)
+    why = "abort is only possible before the flip"
+    code, lines = await refused_while_held(w, capsys, mover, held[0], "abort", why)
+    assert code == 0 and lines[-1]["result"] == "done", lines[-1]
     await assert_moved(w, items)
 
 
 async def test_a_refused_resume_leaves_a_running_abort_alone(
     world: MoverWorld, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    w = world
-    items = seeded(w)
+    items = seeded(world)
     with pytest.raises(Crash):
-        await run(w, "move", ACCOUNT, "--to", DEST, hook=crash_at("catch_up"))
-    hold = w.source.hold("fence")  # the abort's first source call: writes allowed again
-    aborting = asyncio.ensure_future(run(w, "abort", ACCOUNT))
-    try:
-        await asyncio.wait_for(hold.reached.wait(), BOUND)
-        capsys.readouterr()
-        assert (await asyncio.wait_for(run(w, "resume", ACCOUNT), BOUND))[0] == 2
-        assert "job is aborting; nothing to run" in capsys.readouterr().err
-    finally:
-        hold.release.set()
-    code, lines = await asyncio.wait_for(aborting, BOUND)
+        await run(world, "move", ACCOUNT, "--to", DEST, hook=crash_at("catch_up"))
+    hold = world.source.hold("fence")  # the abort's first source call: writes allowed again
+    aborting = asyncio.ensure_future(run(world, "abort", ACCOUNT))
+    why = "job is aborting; nothing to run"
+    code, lines = await refused_while_held(world, capsys, aborting, hold, "resume", why)
     assert code == 0 and lines[-1]["phase"] == "aborted", lines[-1]
-    assert w.source.of(ACCOUNT) == items and w.dest.of(ACCOUNT) == {}
+    assert world.source.of(ACCOUNT) == items and world.dest.of(ACCOUNT) == {}
 
 
+@pytest.mark.parametrize(("phase", "refused_call"), [("fence", "fence"), ("clean", "purge")])
 async def test_a_move_stopped_after_the_flip_says_resume_finishes_it(
-    world: MoverWorld, capsys: pytest.CaptureFixture[str]
+    world: MoverWorld, phase: str, refused_call: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    w = world
-    items = seeded(w)
-    w.source.refusals["purge"] = Refuse(409, "not_moved_out")  # once, in the clean phase
+    items = seeded(world)
+
+    def hook(step: str) -> None:
+        if step == phase:  # the source refuses the phase's next call, once
+            world.source.refusals[refused_call] = Refuse(409, "not_moved_out")
+
     capsys.readouterr()
-    code, lines = await run(w, "move", ACCOUNT, "--to", DEST)
-    assert code == 1 and lines[-1]["phase"] == "clean"
+    code, lines = await run(world, "move", ACCOUNT, "--to", DEST, hook=hook)
+    assert code == 1 and lines[-1]["phase"] == phase
     err = capsys.readouterr().err
     assert f"account resume {ACCOUNT}' finishes it" in err, err
-    assert (await run(w, "resume", ACCOUNT))[0] == 0
-    await assert_moved(w, items)
+    assert (await run(world, "resume", ACCOUNT))[0] == 0
+    await assert_moved(world, items)
 
 
 async def test_a_verify_mismatch_stops_in_moving(

@@ -286,23 +286,6 @@ class ReliabilityStack(local_stack.Stack):  # type: ignore[misc,name-defined]
         found = re.findall(r'edge_region_healthy_instances\{region="([^"]+)"\} ([0-9.]+)', text)
         return {region: float(v) for region, v in found}
 
-    def create_key(self, account: str, roles: str, app_key: str, token: str) -> None:
-        self.run(
-            "create-key",
-            self.ops(
-                "registry",
-                "create-key",
-                account,
-                "--roles",
-                roles,
-                "--app-key",
-                app_key,
-                "--app-token",
-                token,
-            ),
-            self.base_env(),
-        )
-
 
 def auth_headers(account: str, *, host: bool = True) -> dict[str, str]:
     key, token = DEMO_KEYS[account]

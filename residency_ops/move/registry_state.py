@@ -31,6 +31,7 @@ import time
 from typing import Any
 
 from edge_router.registry import AccountRecord, parse_account
+from edge_router.registry.records import attr_s
 from residency_contract.tables import meta_key, move_job_key
 
 from ..registry_writer import RegistryConflict, RegistryWriter
@@ -45,10 +46,6 @@ class JobTakenOver(Exception):
 
 class MoveRefused(Exception):
     """The move cannot start or continue as asked (bad input, wrong state): exit 2."""
-
-
-def _s(item: dict[str, Any], name: str) -> str:
-    return str(item.get(name, {}).get("S", ""))
 
 
 def _meta_is(job: MoveJob, region: str) -> tuple[str, dict[str, Any]]:
@@ -68,7 +65,7 @@ class MoveRegistry:
         meta = await self.registry.get_item(meta_key(account))
         item = await self.registry.get_item(move_job_key(account))
         record = parse_account(account, [meta] if meta else [])
-        return record, (MoveJob.from_json(_s(item, "state")) if item else None)
+        return record, (MoveJob.from_json(attr_s(item, "state")) if item else None)
 
     def _job_item(self, job: MoveJob) -> dict[str, Any]:
         job.updated = time.time()

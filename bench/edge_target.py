@@ -107,11 +107,11 @@ class EdgeEnvironment:
 
     def cli(self, *args: str, timeout: float = 60) -> None:
         done = run_bounded(
-            [sys.executable, "-m", "edge_router", *args], timeout=timeout, env=self.env
+            [sys.executable, "-m", "residency_ops", *args], timeout=timeout, env=self.env
         )
         if done.returncode != 0:
             raise TargetUnavailable(
-                f"edge-router {' '.join(args[:3])} failed ({done.returncode}): "
+                f"residency-ops {' '.join(args[:3])} failed ({done.returncode}): "
                 f"{(done.stderr or done.stdout).strip()[-600:]}"
             )
 
@@ -149,7 +149,7 @@ def edge_environment(
     if why:
         raise TargetUnavailable(f"edge not available: {why}")
     try:
-        from profile_store import dynamodb_local
+        from residency_dev import dynamodb_local
     except Exception as exc:
         raise TargetUnavailable(f"edge not available: no DynamoDB Local launcher ({exc})") from exc
     edge_dir = work_dir / "edge"

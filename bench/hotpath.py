@@ -46,7 +46,6 @@ from bench.static_upstream import build_response
 from edge_router.app import STATE, create_app
 from edge_router.config import EdgeSettings, InstanceSettings, IssuerSettings, RegionSettings
 from edge_router.registry import AccountRecord, ApiKey, KeyOwner, UserGrant, token_hash, user_hash
-from edge_router.token_cli import DEMO_AUDIENCE, DEMO_ISSUER, issue, load_key, make_demo_keys
 from edge_router.wire import (
     ConnectionPool,
     EdgeProtocol,
@@ -54,6 +53,7 @@ from edge_router.wire import (
     EdgeServer,
     UpstreamConnection,
 )
+from residency_dev.token_issuer import DEMO_AUDIENCE, DEMO_ISSUER, issue, load_key, make_demo_keys
 
 REGIONS = ("us-east-1", "eu-west-1")
 PATH = "/api/storage/profile-system/profiles/7f3c2a10-0000-4000-8000-00000000000{}"

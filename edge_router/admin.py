@@ -9,7 +9,7 @@ import os
 
 from aiohttp import web
 
-from .app import CHANGES, METRICS, STATE
+from .app import CHANGE_POLLER, METRICS, STATE
 from .metrics import CONTENT_TYPE
 
 
@@ -41,7 +41,7 @@ def create_admin_app(edge: web.Application) -> web.Application:
         )
 
     async def registry_changes(_request: web.Request) -> web.Response:
-        poller = edge.get(CHANGES)
+        poller = edge.get(CHANGE_POLLER)
         if poller is None:
             return web.json_response({"pid": os.getpid(), "enabled": False, "recent": []})
         st = poller.status

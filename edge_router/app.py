@@ -4,8 +4,8 @@
 shutdown, what every request shares -- the registry client, the two registry caches behind one
 circuit breaker, the registry change-log poller that invalidates them, the per-instance
 connection pools and the health checker, the forwarder -- and puts them under typed
-``web.AppKey``s: ``STATE`` (the ``pipeline.EdgeState``), ``CHANGES`` (the poller, when the
-registry has a change log and ``registry_poll_interval_s`` is not 0) and ``wire.SERVICE`` (the
+``web.AppKey``s: ``STATE`` (the ``pipeline.EdgeState``), ``CHANGE_POLLER`` (the poller, when
+the registry has a change log and ``registry_poll_interval_s`` is not 0) and ``wire.SERVICE`` (the
 pipeline as both front ends serve it). The production listener
 (``wire.EdgeRunner``) and ``aiohttp.web`` (``web_front``, the app's own route) run the same
 ``pipeline.serve``. The admin app is ``admin.create_admin_app``.
@@ -24,28 +24,33 @@ from aiohttp import web
 
 from . import logfilter, web_front
 from .api_paths import RouteTable
-from .breaker import CLOSED, OPEN, Breaker
-from .cache import CachedLookup
 from .config import EdgeSettings
 from .metrics import EdgeMetrics
 from .pipeline import EdgeState, serve
 from .proxy import Forwarder
 from .ratelimit import RateLimiter
-from .registry import AccountRecord, DynamoRegistry, KeyOwner, RegistryReader
-from .registry_changes import ChangePoller
+from .registry import (
+    AccountRecord,
+    Breaker,
+    CachedLookup,
+    ChangePoller,
+    KeyOwner,
+    RegistryReader,
+    RegistryTable,
+)
+from .registry.breaker import CLOSED, OPEN
 from .resolve import AccountResolver
 from .upstream import Pools
 from .user_token import TokenVerifier
 from .wire import SERVICE, Service
 
 __all__ = [
-    "CHANGES",
+    "CHANGE_POLLER",
     "METRICS",
     "SETTINGS",
     "STATE",
     "EdgeState",
     "create_app",
-    "default_registry",
 ]
 
 log = logging.getLogger("edge_router")
@@ -55,18 +60,7 @@ RegistryFactory = Callable[[EdgeSettings], AbstractAsyncContextManager[RegistryR
 SETTINGS = web.AppKey("edge_settings", EdgeSettings)
 METRICS = web.AppKey("edge_metrics", EdgeMetrics)
 STATE = web.AppKey("edge_state", EdgeState)
-CHANGES = web.AppKey("edge_registry_changes", ChangePoller)
-
-
-def default_registry(settings: EdgeSettings) -> DynamoRegistry:
-    return DynamoRegistry(
-        table=settings.registry_table,
-        endpoint=settings.registry_endpoint,
-        region=settings.registry_region,
-        connect_timeout_s=settings.registry_connect_timeout_s,
-        read_timeout_s=settings.registry_read_timeout_s,
-        max_attempts=settings.registry_max_attempts,
-    )
+CHANGE_POLLER = web.AppKey("edge_registry_changes", ChangePoller)
 
 
 def _state_ctx(
@@ -136,7 +130,7 @@ def _state_ctx(
                 metrics.moving_source = lambda: sum(r.moving for r in accounts.values())
                 metrics.start_flusher(loop)
                 if poller is not None:
-                    app[CHANGES] = poller
+                    app[CHANGE_POLLER] = poller
                     poller.start()
                 yield
             finally:
@@ -191,7 +185,7 @@ def _breaker_changed(metrics: EdgeMetrics) -> Callable[[str, str], None]:
 def create_app(
     settings: EdgeSettings,
     *,
-    registry_factory: RegistryFactory = default_registry,  # type: ignore[assignment]
+    registry_factory: RegistryFactory = RegistryTable.from_settings,  # type: ignore[assignment]
     clock: Callable[[], float] = time.monotonic,
     metrics: EdgeMetrics | None = None,
 ) -> web.Application:

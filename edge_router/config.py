@@ -133,7 +133,7 @@ class EdgeSettings:
     # The longest a request waits for a registry read (an account or key it has no usable
     # answer for): then 503 registry_unavailable, and the read counts as failed for the breaker.
     registry_wait_s: float = 1.0
-    # The registry's change log (registry_changes): read every registry_poll_interval_s (0: not
+    # The registry's change log (registry/poller.py): read every registry_poll_interval_s (0: not
     # at all, the cache TTL alone bounds how old an answer is), from the last poll minus
     # registry_change_overlap_s (writers' clock skew and commit latency); a failing read backs
     # off, doubling up to registry_poll_max_backoff_s. Each change is read once more

@@ -34,9 +34,10 @@ response has started streaming: after that the connection is cut instead.
         └── VersionNotSupported     505  http_version_not_supported
 
     RegistryError                   internal: the registry could not be read (botocore errors
-    │                               are converted to it in ``registry.py``); the cache turns it
-    │                               into stale data or ``Unavailable("registry_unavailable")``.
-    └── RegistryConflict            a registry write's condition failed; nothing was written
+                                    are converted to it in ``registry/table.py``); the cache
+                                    turns it into stale data or
+                                    ``Unavailable("registry_unavailable")``. (The operators'
+                                    writer adds ``RegistryConflict``: ``residency_ops``.)
 """
 
 from __future__ import annotations
@@ -196,15 +197,6 @@ class VersionNotSupported(ServiceFailure):
 
 class RegistryError(Exception):
     """The account registry could not be read (network, throttling, missing table...)."""
-
-
-class RegistryConflict(RegistryError):
-    """A registry write's condition failed, so nothing was written. ``reasons``: the
-    cancellation code of each entry the writer passed, in order (``"None"`` where it held)."""
-
-    def __init__(self, message: str, reasons: tuple[str, ...] = ()) -> None:
-        super().__init__(message)
-        self.reasons = reasons
 
 
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"

@@ -29,9 +29,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from .breaker import CLOSED
-from .breaker import STATES as BREAKER_STATES
-from .cache import STALE_REASONS
+from .registry.breaker import CLOSED
+from .registry.breaker import STATES as BREAKER_STATES
+from .registry.cache import STALE_REASONS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "POST", "PATCH"})

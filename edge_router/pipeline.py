@@ -43,7 +43,6 @@ from . import auth
 from .api_paths import RouteTable, split_target
 from .auth import APP_KEY_HEADER, APP_TOKEN_HEADER, Principal
 from .body import check_length, receive_body
-from .cache import CachedLookup
 from .config import EdgeSettings
 from .errors import (
     ClientClosed,
@@ -60,7 +59,7 @@ from .exchange import Exchange, Sink
 from .metrics import EdgeMetrics
 from .proxy import Forwarder
 from .ratelimit import RateLimiter
-from .registry import AccountRecord, KeyOwner
+from .registry import AccountRecord, CachedLookup, KeyOwner
 from .resolve import AccountResolver
 from .upstream import Pools
 from .user_token import TokenVerifier, find_token

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 from aiohttp import web_app
 
-from profile_store import dynamodb_local
+from residency_dev import dynamodb_local
 
 # Fixtures of the account mover's tests (tests/move/test_mover_*.py), kept apart from the
 # store-side ones in tests/move/conftest.py.

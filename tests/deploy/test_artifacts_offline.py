@@ -118,7 +118,8 @@ def test_kubernetes_edge_config_is_a_valid_edge_config(tmp_path: Path) -> None:
 
 
 def dockerfile_stages() -> dict[str, dict[str, Any]]:
-    """Stages of deploy/Dockerfile: base, repo paths COPY'd in, stages COPY'd --from, CMD."""
+    """Stages of deploy/Dockerfile: base, repo paths COPY'd in, stages COPY'd --from, CMD, and
+    the stage's own lines (``text``)."""
     stages: dict[str, dict[str, Any]] = {}
     current: dict[str, Any] = {}
     for raw in (DEPLOY / "Dockerfile").read_text().splitlines():
@@ -127,8 +128,17 @@ def dockerfile_stages() -> dict[str, dict[str, Any]]:
             continue
         if words[0] == "FROM":
             name = words[3] if len(words) >= 4 and words[2].upper() == "AS" else words[1]
-            current = stages[name] = {"base": words[1], "sources": set(), "from": set(), "cmd": []}
-        elif words[0] == "COPY":
+            current = stages[name] = {
+                "base": words[1],
+                "sources": set(),
+                "from": set(),
+                "cmd": [],
+                "text": "",
+            }
+        current["text"] += raw + "\n"
+        if words[0] == "FROM":
+            continue
+        if words[0] == "COPY":
             flags = [w for w in words[1:] if w.startswith("--")]
             paths = [w for w in words[1:] if not w.startswith("--")][:-1]
             sources = next((f.split("=", 1)[1] for f in flags if f.startswith("--from=")), None)
@@ -155,36 +165,77 @@ def copied_into(target: str, stages: dict[str, dict[str, Any]]) -> set[str]:
     return sources
 
 
-def test_dockerfile_builds_an_edge_image_without_store_code() -> None:
+# What each image holds of this repo's packages, and the command it runs.
+IMAGES = {
+    "edge": ({"edge_router", "residency_contract"}, ["edge-router", "serve"]),
+    "store": ({"profile_store", "residency_contract"}, ["profile-store", "serve"]),
+    "ops": ({"edge_router", "residency_ops", "residency_contract"}, ["residency-ops"]),
+}
+PACKAGES = {"edge_router", "profile_store", "residency_contract", "residency_ops", "residency_dev"}
+
+
+def console_scripts() -> dict[str, str]:
+    """script -> the top-level package it runs (pyproject's [project.scripts])."""
+    import tomllib
+
+    pyproject = tomllib.loads((DEPLOY.parent / "pyproject.toml").read_text())
+    return {k: v.split(".")[0] for k, v in pyproject["project"]["scripts"].items()}
+
+
+def test_dockerfile_builds_each_image_with_its_own_packages_only() -> None:
     stages = dockerfile_stages()
-    edge, store = copied_into("edge", stages), copied_into("store", stages)
-    assert {"edge_router", "residency_contract"} <= edge
-    assert "profile_store" not in edge
-    assert {"profile_store", "residency_contract"} <= store
-    assert "edge_router" not in store
-    assert stages["edge"]["cmd"][:2] == ["edge-router", "serve"]
-    assert stages["store"]["cmd"][:2] == ["profile-store", "serve"]
+    for target, (packages, cmd) in IMAGES.items():
+        copied = copied_into(target, stages)
+        assert copied & PACKAGES == packages, target
+        assert stages[target]["cmd"][: len(cmd)] == cmd, target
+        # the console scripts of packages the image lacks are removed (they could only fail)
+        (build,) = stages[target]["from"]
+        for script, package in console_scripts().items():
+            if package not in packages:
+                assert f"/install/bin/{script}" in stages[build]["text"], (target, script)
+    # residency_dev (the demo issuer, the DynamoDB Local launcher) is in no image at all
+    assert all("residency_dev" not in stage["sources"] for stage in stages.values())
     assert list(stages)[-1] == "edge"  # `docker build` without --target gives the edge
 
 
-def test_the_edge_image_sources_alone_run_the_edge(tmp_path: Path) -> None:
-    # What the edge target copies, and nothing else, must import every edge entry point:
-    # a stray import of profile_store would only show up in production otherwise.
+@pytest.mark.parametrize(
+    ("target", "entry_points"),
+    [
+        ("edge", ("edge_router.app", "edge_router.server", "edge_router.__main__")),
+        (
+            "ops",
+            (
+                "residency_ops.__main__",
+                "residency_ops.commands.registry",
+                "residency_ops.commands.account",
+                "residency_ops.commands.residency",
+            ),
+        ),
+    ],
+)
+def test_an_images_sources_alone_run_its_entry_points(
+    tmp_path: Path, target: str, entry_points: tuple[str, ...]
+) -> None:
+    # What the target copies, and nothing else, must import every entry point: a stray import
+    # of profile_store (or of the ops or dev tools, from the edge) would only show up in
+    # production otherwise.
     root = DEPLOY.parent
-    for name in copied_into("edge", dockerfile_stages()):
+    copied = copied_into(target, dockerfile_stages())
+    for name in copied:
         src = root / name
         if src.is_dir():
             shutil.copytree(src, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(src, tmp_path / name)
+    absent = sorted(PACKAGES - copied)
     probe = (
         "import importlib, sys\n"
         # the dev venv's editable install would find the whole checkout: not in the image
         "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f)]\n"
-        "for name in ('edge_router.app', 'edge_router.server', 'edge_router.registry_cli',"
-        " 'edge_router.__main__'):\n"
+        f"for name in {list(entry_points)!r}:\n"
         "    importlib.import_module(name)\n"
-        "assert importlib.util.find_spec('profile_store') is None\n"
+        f"for name in {absent!r}:\n"
+        "    assert importlib.util.find_spec(name) is None, name\n"
         "print('ok')\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -208,6 +259,7 @@ def test_compose_builds_each_service_from_its_own_target() -> None:
         target = service["build"]["target"]
         assert target in stages, name
         command = " ".join(map(str, service.get("command", stages[target]["cmd"])))
-        # A service never runs the other image's command (it is not installed there).
-        other = "profile-store" if target == "edge" else "edge-router"
-        assert other not in command, name
+        # A service runs only its image's command (the others are not installed there).
+        for other, (_packages, cmd) in IMAGES.items():
+            if other != target:
+                assert cmd[0] not in command, name

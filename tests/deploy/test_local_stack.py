@@ -1,5 +1,6 @@
 """The README's first command, run as a user would: start the stack, paste the printed curl
-session into a shell, check every answer, press Ctrl-C, and find nothing left running."""
+session into a shell, check every answer, run the printed operator commands from a shell with
+nothing in its environment, press Ctrl-C, and find nothing left running."""
 
 from __future__ import annotations
 
@@ -23,11 +24,13 @@ from typing import IO
 
 import pytest
 
-from profile_store.dynamodb_local import free_port
+from residency_dev.dynamodb_local import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 BEGIN = "# ---- curl session (copy-paste) ----"
 END = "# ---- end of session ----"
+OPS_BEGIN = "# ---- operator commands (residency-ops, as they run against this stack) ----"
+OPS_END = "# ---- end of operator commands ----"
 
 pytestmark = pytest.mark.slow
 
@@ -106,6 +109,41 @@ def start_stack(
     )
 
 
+def bare_env(home: Path) -> dict[str, str]:
+    """A new shell's environment with nothing of AWS or of the edge in it (and a HOME without
+    ``~/.aws``): what a user has who only read the banner."""
+    return {"PATH": os.environ["PATH"], "HOME": str(home), "LANG": "C.UTF-8"}
+
+
+def in_bare_shell(command: str, home: Path) -> subprocess.CompletedProcess[str]:
+    """``command`` as pasted into a new shell that has nothing but PATH and HOME."""
+    argv = ["bash", "-c", command]
+    return subprocess.run(argv, env=bare_env(home), capture_output=True, text=True, timeout=120)
+
+
+def run_operator_commands(banner: str, home: Path) -> list[subprocess.CompletedProcess[str]]:
+    """Each printed operator command, exactly as printed, in a bare shell."""
+    block = banner[banner.index(OPS_BEGIN) : banner.index(OPS_END)]
+    commands = [c for c in block.splitlines() if c and not c.startswith("#")]
+    verbs = [c.split(" --config ", 1)[1].split(" ", 2)[1:] for c in commands]
+    assert verbs == [
+        ["registry", "list"],
+        ["residency", "report"],
+        ["account", "move demo-eu --to us-east-1"],
+        ["account", "status demo-eu"],
+    ]
+    done = []
+    for command in commands:
+        done.append(in_bare_shell(command, home))
+        assert done[-1].returncode == 0, command + "\n" + done[-1].stderr[-3000:]
+    return done
+
+
+def last_json(out: str) -> dict[str, object]:
+    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+@pytest.mark.timeout(360)  # the stack's start, the session, three clients and a whole move
 def test_one_command_stack_serves_the_printed_session(tmp_path: Path) -> None:
     edge_port, admin_port = free_port(), free_port()
     workdir = tmp_path / "stack"
@@ -149,6 +187,23 @@ def test_one_command_stack_serves_the_printed_session(tmp_path: Path) -> None:
         base = f"http://127.0.0.1:{edge_port}/api/storage/profile-system"
         for client in (curl_call, urllib_call, requests_call):
             create_patch_delete(client, base)
+
+        # The operator commands, as printed, from a shell with no AWS_* nor EDGE_* variable:
+        # the stack's config carries what they need.
+        listed, report, move, status = run_operator_commands(banner, tmp_path)
+        rows = [json.loads(line) for line in listed.stdout.splitlines()]
+        assert {r["account"]: r["region"] for r in rows} == {
+            "demo-us": "us-east-1",
+            "demo-eu": "eu-west-1",
+        }
+        assert last_json(report.stdout)["summary"]["ok"] is True  # type: ignore[index]
+        assert last_json(move.stdout)["result"] == "done"
+        job = last_json(status.stdout)
+        assert (job["phase"], job["from"], job["to"]) == ("done", "eu-west-1", "us-east-1")
+        _wait("demo-eu served from its new home", lambda: _read_eu(edge_port)[1] == "us-east-1", 15)
+        # and the proof of residency holds after the move (the source was purged)
+        again = in_bare_shell(report.args[-1], tmp_path)
+        assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -258,7 +313,8 @@ def _status(edge_port: int) -> dict[str, tuple[int, str]]:
     return out
 
 
-def _get_eu(edge_port: int) -> int:
+def _read_eu(edge_port: int) -> tuple[int, str | None]:
+    """A read of demo-eu through the edge: its status, and the region that served it."""
     key, token = LOCAL_DEMO_KEY
     url = f"http://127.0.0.1:{edge_port}/api/storage/profile-system/profiles/none?an=demo-eu"
     request = urllib.request.Request(
@@ -266,9 +322,13 @@ def _get_eu(edge_port: int) -> int:
     )
     try:
         with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310
-            return int(resp.status)
+            return int(resp.status), resp.headers.get("X-Data-Region")
     except urllib.error.HTTPError as exc:
-        return int(exc.code)
+        return int(exc.code), exc.headers.get("X-Data-Region")
+
+
+def _get_eu(edge_port: int) -> int:
+    return _read_eu(edge_port)[0]
 
 
 def _wait(what: str, pred: Callable[[], bool], timeout: float) -> None:

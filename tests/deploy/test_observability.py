@@ -21,7 +21,7 @@ from prometheus_client.metrics_core import Metric
 from edge_router.admin import create_admin_app
 from edge_router.app import create_app
 from edge_router.metrics import EdgeMetrics
-from profile_store.dynamodb_local import free_port
+from residency_dev.dynamodb_local import free_port
 from tests.edge.conftest import FakeRegistry, FakeStore, Key, make_settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"

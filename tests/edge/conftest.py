@@ -24,9 +24,9 @@ from aiohttp import web
 from edge_router.config import EdgeSettings, InstanceSettings, RegionSettings
 from edge_router.errors import RegistryError
 from edge_router.registry import AccountRecord, ApiKey, KeyOwner, UserGrant, token_hash, user_hash
-from profile_store.dynamodb_local import free_port
 from residency_contract import assertion as pa
 from residency_contract.protocol import ASSERTION_HEADER
+from residency_dev.dynamodb_local import free_port
 
 SECRETS = {"eu-west-1": b"test-secret-eu-west-1-0000", "us-east-1": b"test-secret-us-east-1-0000"}
 

@@ -15,10 +15,10 @@ from yarl import URL
 
 from edge_router.admin import create_admin_app
 from edge_router.app import STATE, create_app
-from edge_router.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
-from edge_router.cache import BREAKER_OPEN, REGISTRY_ERROR, REVALIDATING, CachedLookup
 from edge_router.errors import RegistryError, Unavailable
 from edge_router.registry import AccountRecord, ApiKey, KeyOwner, token_hash
+from edge_router.registry.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
+from edge_router.registry.cache import BREAKER_OPEN, REGISTRY_ERROR, REVALIDATING, CachedLookup
 
 from .conftest import FakeStore, Key, make_settings, wait_until
 

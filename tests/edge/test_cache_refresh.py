@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edge_router.cache import CachedLookup
+from edge_router.registry import CachedLookup
 
 from .conftest import FakeRegistry, wait_until
 

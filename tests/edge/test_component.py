@@ -15,8 +15,8 @@ from yarl import URL
 
 from edge_router.admin import create_admin_app
 from edge_router.app import STATE, create_app
-from edge_router.cache import CachedLookup
 from edge_router.errors import RegistryError, Unavailable
+from edge_router.registry import CachedLookup
 
 from .conftest import (
     FakeRegistry,

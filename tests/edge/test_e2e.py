@@ -20,13 +20,13 @@ import pytest
 from aiobotocore.session import get_session
 from yarl import URL
 
-from edge_router.__main__ import main as edge_main
 from edge_router.admin import create_admin_app
 from edge_router.app import create_app
-from profile_store import dynamodb_local
 from residency_contract.assertion import sign
 from residency_contract.protocol import ASSERTION_HEADER
 from residency_contract.tables import PK_SK_KEYS
+from residency_dev import dynamodb_local
+from residency_ops.__main__ import main as ops_main
 
 from .conftest import SECRETS, make_settings
 
@@ -60,7 +60,7 @@ def _env(
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[dict[str, Any]], str]:
-    code = edge_main(["registry", *args])
+    code = ops_main(["registry", *args])
     out, err = capsys.readouterr()
     return code, [json.loads(line) for line in out.splitlines() if line.strip()], err
 
@@ -151,7 +151,7 @@ def test_registry_cli(
         TableName=eu_table, Item={"pk": {"S": "A#shop#META"}, "sk": {"S": "SALT"}}
     )
     code, _, err = _cli(capsys, "set-region", "shop", "us-east-1")
-    assert code == 1 and "already has data" in err and "edge-router account move shop" in err
+    assert code == 1 and "already has data" in err and "residency-ops account move shop" in err
     code, out, _ = _cli(capsys, "list")
     assert next(o for o in out if o["account"] == "shop")["region"] == "eu-west-1"
     assert _cli(capsys, "set-status", "shop", "suspended")[0] == 0
@@ -252,7 +252,7 @@ async def test_two_regions_end_to_end(
             ]
         )
     for step in steps:
-        assert await asyncio.to_thread(edge_main, ["registry", *step]) == 0, step
+        assert await asyncio.to_thread(ops_main, ["registry", *step]) == 0, step
 
     settings = make_settings(
         urls, registry_table=reg_table, registry_endpoint=ddb_endpoint, max_attempts=2

@@ -15,11 +15,17 @@ from typing import Any
 
 import pytest
 
-from edge_router.cache import CachedLookup
-from edge_router.changelog import Change, change_id
-from edge_router.errors import RegistryConflict, RegistryError, Unavailable
-from edge_router.registry import AccountRecord, ApiKey, DynamoRegistry, KeyOwner, token_hash
-from edge_router.registry_changes import ChangePoller
+from edge_router.errors import RegistryError, Unavailable
+from edge_router.registry import (
+    AccountRecord,
+    ApiKey,
+    CachedLookup,
+    ChangePoller,
+    KeyOwner,
+    token_hash,
+)
+from edge_router.registry.changelog import Change, change_id
+from residency_ops.registry_writer import RegistryConflict, RegistryWriter
 
 from .conftest import FakeRegistry, Key, wait_until
 
@@ -297,7 +303,7 @@ async def test_the_poller_backs_off_on_errors_and_stops_cleanly(
 
 async def test_every_write_logs_one_change_in_the_same_transaction(ddb_endpoint: str) -> None:
     table = f"registry-{uuid.uuid4().hex[:10]}"
-    async with DynamoRegistry(table=table, endpoint=ddb_endpoint, region="us-east-1") as reg:
+    async with RegistryWriter(table=table, endpoint=ddb_endpoint, region="us-east-1") as reg:
         assert await reg.create_table()
         start = "0"
         assert await reg.create_account("shop", "eu-west-1")

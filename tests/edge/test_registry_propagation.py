@@ -34,10 +34,10 @@ import aiohttp
 import boto3
 import pytest
 
-from edge_router.__main__ import main as edge_main
-from edge_router.registry import DynamoRegistry
-from profile_store.dynamodb_local import free_port
+from edge_router.registry import RegistryTable
 from residency_contract.tables import PK_SK_KEYS
+from residency_dev.dynamodb_local import free_port
+from residency_ops.__main__ import main as ops_main
 
 from .conftest import SECRETS, FakeStore, wait_until
 
@@ -51,7 +51,7 @@ KEPT = ("vtexappkey-shop-KEPT", "token-kept-00000000000000")
 
 
 def _cli(*args: str) -> None:
-    assert edge_main(["registry", *args]) == 0, args
+    assert ops_main(["registry", *args]) == 0, args
 
 
 async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
@@ -110,7 +110,7 @@ async def _applied_by_both(
     return found
 
 
-async def _change_id(reg: DynamoRegistry, kind: str) -> str:
+async def _change_id(reg: RegistryTable, kind: str) -> str:
     changes = await reg.changes_since("0")
     return next(c.id for c in reversed(changes) if c.kind == kind and c.account == "shop")
 
@@ -170,7 +170,7 @@ async def test_a_revocation_and_a_flip_reach_both_workers_within_the_bound(
         connector = aiohttp.TCPConnector(force_close=True)  # one connection per request
         async with (
             aiohttp.ClientSession(connector=connector) as http,
-            DynamoRegistry(table=registry_table, endpoint=ddb_endpoint, region="us-east-1") as reg,
+            RegistryTable(table=registry_table, endpoint=ddb_endpoint, region="us-east-1") as reg,
         ):
             workers = Workers(http, port, admin)
 

@@ -1,4 +1,4 @@
-"""``edge-router residency report`` against DynamoDB Local: two regions' store tables (the
+"""``residency-ops residency report`` against DynamoDB Local: two regions' store tables (the
 emulator keeps one namespace per region name, as AWS keeps one per region) and the registry.
 
 Items are put straight into the tables with the store's key layout (``A#{account}#...``), so
@@ -18,10 +18,11 @@ import boto3
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from edge_router import residency_cli, residency_report
-from edge_router.__main__ import main as edge_main
-from edge_router.residency_report import classify
 from residency_contract.tables import PK_SK_KEYS
+from residency_ops import report as residency_report
+from residency_ops.__main__ import main as ops_main
+from residency_ops.commands import residency as residency_cli
+from residency_ops.report import classify
 
 from .conftest import SECRETS
 
@@ -56,9 +57,9 @@ def stack(ddb_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     monkeypatch.setenv("EDGE_REGISTRY_ENDPOINT", ddb_endpoint)
     monkeypatch.setenv("EDGE_REGISTRY_TABLE", f"registry-{uuid.uuid4().hex[:10]}")
     monkeypatch.setenv("EDGE_REGIONS_JSON", json.dumps(regions))
-    assert edge_main(["registry", "create-table"]) == 0
-    assert edge_main(["registry", "create-account", "shop", "--region", "eu-west-1"]) == 0
-    assert edge_main(["registry", "create-account", "other", "--region", "us-east-1"]) == 0
+    assert ops_main(["registry", "create-table"]) == 0
+    assert ops_main(["registry", "create-account", "shop", "--region", "eu-west-1"]) == 0
+    assert ops_main(["registry", "create-account", "other", "--region", "us-east-1"]) == 0
     put = lambda region, pk, sk="S", **a: _put(ddb_endpoint, region, tables[region], pk, sk, **a)  # noqa: E731
     for i in range(40):  # more than a page (PAGE_LIMIT is lowered below): segments page
         put("eu-west-1", f"A#shop#P#p{i}", "PROFILE")
@@ -78,7 +79,7 @@ def stack(ddb_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 def _report(
     capsys: pytest.CaptureFixture[str], *args: str
 ) -> tuple[int, list[dict[str, Any]], str]:
-    code = edge_main(["residency", "report", *args])
+    code = ops_main(["residency", "report", *args])
     out, err = capsys.readouterr()
     return code, [json.loads(line) for line in out.splitlines() if line.strip()], err
 

@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from profile_store.dynamodb_local import free_port
+from residency_dev.dynamodb_local import free_port
 
 from .conftest import SECRETS, wait_until
 
@@ -31,7 +31,7 @@ KEY, TOKEN = "vtexappkey-drain-TEST", "token-drain-0000000000"
 
 def run_cli(env: dict[str, str], *args: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "edge_router", "registry", *args],
+        [sys.executable, "-m", "residency_ops", "registry", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -485,7 +485,7 @@ async def test_jwks_url_fetched_with_a_bound_and_rotated(aiohttp_server, idp: Te
 
 
 async def test_jwks_url_down_at_start_is_not_fatal(idp: TestIssuer) -> None:
-    from profile_store.dynamodb_local import free_port
+    from residency_dev.dynamodb_local import free_port
 
     url = f"http://127.0.0.1:{free_port()}/jwks.json"
     v = await started(settings_for(IssuerSettings("down", idp.iss, (idp.aud,), jwks_url=url)))

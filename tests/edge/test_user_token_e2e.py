@@ -20,9 +20,9 @@ from aiobotocore.session import get_session
 from aiohttp import web
 from yarl import URL
 
-from edge_router.__main__ import main as edge_main
 from edge_router.app import create_app
 from edge_router.registry import user_hash
+from residency_ops.__main__ import main as ops_main
 
 from .conftest import SECRETS, make_settings, wait_until
 from .tokens import TestIssuer
@@ -107,11 +107,11 @@ async def test_user_tokens_end_to_end(
         ),
     ]
     for step in steps:
-        assert await asyncio.to_thread(edge_main, ["registry", *step]) == 0, step
+        assert await asyncio.to_thread(ops_main, ["registry", *step]) == 0, step
     capsys.readouterr()
 
     def cli(*args: str) -> tuple[int, str, str]:
-        code = edge_main(["registry", *args])
+        code = ops_main(["registry", *args])
         out, err = capsys.readouterr()
         return code, out, err
 
@@ -328,7 +328,7 @@ async def test_hostile_tokens_are_a_json_401_and_reach_no_store(
         ],
         ["grant-user", "shop-eu", OPERATOR, "--roles", "read"],
     ):
-        assert await asyncio.to_thread(edge_main, ["registry", *step]) == 0, step
+        assert await asyncio.to_thread(ops_main, ["registry", *step]) == 0, step
     capsys.readouterr()
 
     idp = TestIssuer(tmp_path / "jwks.json")

@@ -11,6 +11,7 @@ than copied. Test files import these fixtures by name (``from .conftest_mover im
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import json
 import uuid
@@ -22,10 +23,10 @@ import pytest
 from aiohttp import web
 
 from edge_router.config import EdgeSettings
-from edge_router.move import cli as move_cli
-from edge_router.registry import DynamoRegistry
 from residency_contract import assertion as pa
 from residency_contract.protocol import ASSERTION_HEADER
+from residency_ops.commands import account as move_cli
+from residency_ops.registry_writer import RegistryWriter
 from tests.edge.conftest import SECRETS, dead_url, make_settings, serve_on_free_port
 
 SOURCE, DEST = "us-east-1", "eu-west-1"
@@ -36,6 +37,14 @@ T = "/_residency/transfer"
 class Refuse(Exception):
     def __init__(self, status: int, code: str) -> None:
         self.status, self.code = status, code
+
+
+@dataclass
+class Hold:
+    """A transfer call kept waiting: ``reached`` once it arrived, answered after ``release``."""
+
+    reached: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def kind_of(pk: str, sk: str) -> str:
@@ -52,6 +61,8 @@ class FakeRegion:
     audits: list[dict[str, Any]] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
     fail_next: int = 0  # answer 503 to this many transfer calls
+    holds: dict[str, Hold] = field(default_factory=dict)  # op -> its next call is held
+    refusals: dict[str, Refuse] = field(default_factory=dict)  # op -> its next call refused
     corrupt_import: bool = False  # the destination alters every profile it imports
     digest_keys_form: bool = True  # the digests endpoint's keys form (contract change)
     keyed_digests: int = 0  # keys digested through it
@@ -60,6 +71,11 @@ class FakeRegion:
     @property
     def kid(self) -> str:
         return f"kid-{self.region}"
+
+    def hold(self, op: str) -> Hold:
+        """The next ``op`` call waits, in flight, until the returned hold is released."""
+        self.holds[op] = Hold()
+        return self.holds[op]
 
     # -- what the application does (writes go through the fence, like the store's) ----------
 
@@ -238,6 +254,13 @@ class FakeRegion:
             if account != asrt.account:
                 return web.json_response({"error": "forbidden"}, status=403)
             self.calls.append(op)
+            hold = self.holds.pop(op, None)
+            if hold is not None:
+                hold.reached.set()
+                await hold.release.wait()
+            refusal = self.refusals.pop(op, None)
+            if refusal is not None:
+                return web.json_response({"error": refusal.code}, status=refusal.status)
             if self.fail_next:
                 self.fail_next -= 1
                 return web.json_response({"error": "unavailable"}, status=503)
@@ -256,7 +279,7 @@ class MoverWorld:
     source: FakeRegion
     dest: FakeRegion
     settings: EdgeSettings
-    registry: DynamoRegistry
+    registry: RegistryWriter
 
     def args(self, *argv: str) -> argparse.Namespace:
         parser = argparse.ArgumentParser()
@@ -282,7 +305,7 @@ async def world(ddb_endpoint: str) -> AsyncIterator[MoverWorld]:
     table = f"registry-{uuid.uuid4().hex[:8]}"
     settings = make_settings(urls, registry_endpoint=ddb_endpoint, registry_table=table)
     try:
-        async with DynamoRegistry(table=table, endpoint=ddb_endpoint, region="us-east-1") as reg:
+        async with RegistryWriter(table=table, endpoint=ddb_endpoint, region="us-east-1") as reg:
             await reg.create_table()
             assert await reg.create_account(ACCOUNT, SOURCE)
             yield MoverWorld(source, dest, settings, reg)

@@ -39,10 +39,10 @@ from yarl import URL
 
 from edge_router.app import create_app
 from edge_router.config import EdgeSettings
-from edge_router.move import cli as move_cli
-from edge_router.move.options import MoveOptions
-from edge_router.move.progress import Progress
-from profile_store import dynamodb_local
+from residency_dev import dynamodb_local
+from residency_ops.commands import account as move_cli
+from residency_ops.move.options import MoveOptions
+from residency_ops.move.progress import Progress
 from tests.reliability.stack import API, ReliabilityStack, auth_headers
 from tests.store.conftest import ADDRESS, PROSPECT, PURCHASE_INFO
 
@@ -346,7 +346,7 @@ async def test_move_under_load(stack: ReliabilityStack, aiohttp_client: Any) -> 
 
     # proof of residency: every item where the registry says, nothing sent across regions
     report = subprocess.run(
-        [stack.python, "-m", "edge_router", "residency", "report", "--account", ACCOUNT],
+        [stack.python, "-m", "residency_ops", "residency", "report", "--account", ACCOUNT],
         env=stack.edge_env(),
         capture_output=True,
         text=True,

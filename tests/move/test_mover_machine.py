@@ -1,9 +1,11 @@
 """The move state machine against fake stores (the transfer contract in memory) and a real
 registry table on DynamoDB Local: a whole move, a crash after every step then resume, abort
-before the flip, abort after it refused, a verify mismatch that stops in ``moving``."""
+before the flip, abort after it refused (and a refused abort leaves a running move alone), a
+verify mismatch that stops in ``moving``."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from collections import Counter
@@ -11,13 +13,14 @@ from typing import Any
 
 import pytest
 
-from edge_router.move import cli as move_cli
-from edge_router.move.options import MoveOptions
-from edge_router.move.progress import Progress
+from residency_ops.commands import account as move_cli
+from residency_ops.move.options import MoveOptions
+from residency_ops.move.progress import Progress
 
-from .conftest_mover import ACCOUNT, DEST, SOURCE, MoverWorld, Refuse, kind_of
+from .conftest_mover import ACCOUNT, DEST, SOURCE, Hold, MoverWorld, Refuse, kind_of
 
 PROFILES = 60
+BOUND = 30.0  # the longest any wait of these tests may take (a loaded 2-core machine)
 # Small pages and an eager saver, so every step (and several pages per segment) happens.
 OPTIONS = MoveOptions(
     export_limit=7,
@@ -227,6 +230,85 @@ async def test_abort_after_the_flip_is_refused(world: MoverWorld) -> None:
     assert (await run(w, "resume", ACCOUNT))[0] == 0
     await assert_moved(w, items)
     assert (await run(w, "abort", ACCOUNT))[0] == 2  # done: nothing to abort
+
+
+async def refused_while_held(
+    w: MoverWorld,
+    capsys: pytest.CaptureFixture[str],
+    running: asyncio.Future[tuple[int, list[dict[str, Any]]]],
+    hold: Hold,
+    command: str,
+    why: str,
+) -> tuple[int, list[dict[str, Any]]]:
+    """While ``running``'s call is held mid-flight, ``command`` on the account is refused
+    (exit 2, ``why`` on stderr) and leaves the job's phase as it was; then the call goes on,
+    and ``running``'s own outcome is returned."""
+    try:
+        await asyncio.wait_for(hold.reached.wait(), BOUND)
+        phase = (await status(w, capsys))["phase"]
+        assert (await asyncio.wait_for(run(w, command, ACCOUNT), BOUND))[0] == 2
+        assert why in capsys.readouterr().err
+        assert (await status(w, capsys))["phase"] == phase
+    finally:
+        hold.release.set()
+    return await asyncio.wait_for(running, BOUND)
+
+
+@pytest.mark.parametrize(("phase", "held_call"), [("fence", "fence"), ("clean", "purge")])
+async def test_a_refused_abort_leaves_the_running_move_alone(
+    world: MoverWorld, phase: str, held_call: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An operator's ``abort`` while the move runs past its flip is refused, and changes
+    nothing: the running mover is not taken over and finishes the move by itself."""
+    w = world
+    items = seeded(w)
+    held: list[Hold] = []
+    entered = asyncio.Event()
+
+    def hook(step: str) -> None:
+        if step == phase and not held:  # the job is in ``phase``: its next call waits
+            held.append(w.source.hold(held_call))
+            entered.set()
+
+    mover = asyncio.ensure_future(run(w, "move", ACCOUNT, "--to", DEST, hook=hook))
+    await asyncio.wait_for(entered.wait(), BOUND)
+    why = "abort is only possible before the flip"
+    code, lines = await refused_while_held(w, capsys, mover, held[0], "abort", why)
+    assert code == 0 and lines[-1]["result"] == "done", lines[-1]
+    await assert_moved(w, items)
+
+
+async def test_a_refused_resume_leaves_a_running_abort_alone(
+    world: MoverWorld, capsys: pytest.CaptureFixture[str]
+) -> None:
+    items = seeded(world)
+    with pytest.raises(Crash):
+        await run(world, "move", ACCOUNT, "--to", DEST, hook=crash_at("catch_up"))
+    hold = world.source.hold("fence")  # the abort's first source call: writes allowed again
+    aborting = asyncio.ensure_future(run(world, "abort", ACCOUNT))
+    why = "job is aborting; nothing to run"
+    code, lines = await refused_while_held(world, capsys, aborting, hold, "resume", why)
+    assert code == 0 and lines[-1]["phase"] == "aborted", lines[-1]
+    assert world.source.of(ACCOUNT) == items and world.dest.of(ACCOUNT) == {}
+
+
+@pytest.mark.parametrize(("phase", "refused_call"), [("fence", "fence"), ("clean", "purge")])
+async def test_a_move_stopped_after_the_flip_says_resume_finishes_it(
+    world: MoverWorld, phase: str, refused_call: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    items = seeded(world)
+
+    def hook(step: str) -> None:
+        if step == phase:  # the source refuses the phase's next call, once
+            world.source.refusals[refused_call] = Refuse(409, "not_moved_out")
+
+    capsys.readouterr()
+    code, lines = await run(world, "move", ACCOUNT, "--to", DEST, hook=hook)
+    assert code == 1 and lines[-1]["phase"] == phase
+    err = capsys.readouterr().err
+    assert f"account resume {ACCOUNT}' finishes it" in err, err
+    assert (await run(world, "resume", ACCOUNT))[0] == 0
+    await assert_moved(world, items)
 
 
 async def test_a_verify_mismatch_stops_in_moving(

@@ -11,7 +11,7 @@ from aiobotocore.session import get_session
 
 from profile_store import pitr
 from profile_store.__main__ import main
-from profile_store.dynamodb_local import free_port
+from residency_dev.dynamodb_local import free_port
 
 from .conftest import FAST, REGION, create_table
 

@@ -31,7 +31,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from profile_store import dynamodb_local
+from residency_dev import dynamodb_local
 
 from .stack import ReliabilityStack
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from profile_store import dynamodb_local
+from residency_dev import dynamodb_local
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -285,26 +285,6 @@ class ReliabilityStack(local_stack.Stack):  # type: ignore[misc,name-defined]
             return {}
         found = re.findall(r'edge_region_healthy_instances\{region="([^"]+)"\} ([0-9.]+)', text)
         return {region: float(v) for region, v in found}
-
-    def create_key(self, account: str, roles: str, app_key: str, token: str) -> None:
-        self.run(
-            "create-key",
-            [
-                self.python,
-                "-m",
-                "edge_router",
-                "registry",
-                "create-key",
-                account,
-                "--roles",
-                roles,
-                "--app-key",
-                app_key,
-                "--app-token",
-                token,
-            ],
-            self.edge_env(),
-        )
 
 
 def auth_headers(account: str, *, host: bool = True) -> dict[str, str]:

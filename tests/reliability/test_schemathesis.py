@@ -78,18 +78,11 @@ def _status(url: str, headers: dict[str, str]) -> int:
 def _user_token_headers(stack: ReliabilityStack) -> list[str]:
     """A user granted every role on demo-eu, and a token for them from the demo issuer."""
     user_id, email = FUZZ_USER
-    edge = [stack.python, "-m", "edge_router"]
-    grant = [
-        *edge,
-        "registry",
-        "grant-user",
-        "demo-eu",
-        email,
-        "--roles",
-        ",".join(sorted(GRANTABLE_ROLES)),
-    ]
-    stack.run("grant-user", grant, stack.edge_env())
-    issue = [*edge, "token", "issue", "--key", stack.demo_issuer["key_file"], "--account"]
+    roles = ",".join(sorted(GRANTABLE_ROLES))
+    grant = stack.ops("registry", "grant-user", "demo-eu", email, "--roles", roles)
+    stack.run("grant-user", grant, stack.base_env())
+    issue = [stack.python, "-m", "residency_dev", "token", "issue"]
+    issue += ["--key", stack.demo_issuer["key_file"], "--account"]
     issue += ["demo-eu", "--user", user_id, "--email", email]
     token = stack.run("token issue", issue, stack.edge_env()).strip()
     STATS.pii_values.update({token, email})  # the end-of-session log scan looks for both

@@ -19,8 +19,8 @@ from aiohttp.test_utils import TestClient
 
 from profile_store.__main__ import main
 from profile_store.app import create_app
-from profile_store.dynamodb_local import free_port
 from profile_store.provisioning import PitrRequired, PitrState, check_pitr
+from residency_dev.dynamodb_local import free_port
 
 from .conftest import BASE, Api, make_settings, metric_value, scan_all, unique_profile
 

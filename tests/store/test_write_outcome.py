@@ -28,7 +28,7 @@ from botocore.exceptions import ClientError
 from multidict import CIMultiDict
 
 from edge_router.headers import request_id, upstream_request_items
-from profile_store import dynamodb_local, idempotency
+from profile_store import idempotency
 from profile_store.app import REPOSITORY, create_app
 from profile_store.config import ConfigError, StoreSettings
 from profile_store.errors import (
@@ -40,6 +40,7 @@ from profile_store.errors import (
     from_botocore,
 )
 from profile_store.provisioning import create_table
+from residency_dev import dynamodb_local
 
 from .conftest import (
     ADDRESS,

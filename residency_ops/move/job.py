@@ -1,6 +1,6 @@
 """One account move as a record: its phase and everything a resumed mover needs.
 
-The job lives in the registry, in the account's own partition (``pk ACCOUNT#{A}``, ``sk MOVE``,
+The job lives in the registry, beside the account's partition (``pk MOVE#{A}``, ``sk JOB``,
 ``move/registry_state.py``), so ``status`` / ``resume`` / ``abort`` from any machine with the
 edge's settings see the same job. Its phases, in order::
 
@@ -31,7 +31,7 @@ import asyncio
 import json
 import secrets
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -47,11 +47,15 @@ PHASES = (
     "clean",
     "done",
 )
-ABORT_PHASES = ("aborting", "aborted")
 # Abort is allowed while the registry still points at the source: up to the flip.
 ABORTABLE = frozenset(PHASES[: PHASES.index("flip") + 1]) | {"aborting"}
 FINISHED = frozenset({"done", "aborted"})
+# The registry points at the destination: only ``resume`` finishes the move.
+FLIPPED = frozenset(PHASES[PHASES.index("flip") + 1 :]) - FINISHED
 SEGMENT_DONE = "done"  # a segment cursor once its export is complete
+
+# Called with the name of every persisted step (tests crash the mover there, then resume).
+Hook = Callable[[str], None]
 
 
 async def all_of(coros: Iterable[Coroutine[Any, Any, None]]) -> None:
@@ -67,6 +71,32 @@ async def all_of(coros: Iterable[Coroutine[Any, Any, None]]) -> None:
 
 def next_phase(phase: str) -> str:
     return PHASES[PHASES.index(phase) + 1]
+
+
+def refusal(command: str, job: MoveJob) -> str | None:
+    """Why ``resume`` or ``abort`` cannot run on ``job`` as it is, or None. Asked before the
+    command takes the job over: a refused command changes nothing (a running mover keeps its
+    job)."""
+    if job.phase in FINISHED:
+        return f"the account's last move is {job.phase}; nothing to {command}"
+    if command == "abort" and job.phase not in ABORTABLE:
+        return f"job is {job.phase}: abort is only possible before the flip"
+    if command == "resume" and job.phase not in PHASES:
+        return f"job is {job.phase}; nothing to run"
+    return None
+
+
+def next_step(job: MoveJob) -> str:
+    """What an operator does about a job that stopped unfinished."""
+    again = f"'residency-ops account resume {job.account}'"
+    if job.phase in FLIPPED:
+        return (
+            f"the move has flipped (the account lives in {job.dest} now): {again} finishes "
+            "it; abort is no longer possible"
+        )
+    if job.phase == "aborting":
+        return f"'residency-ops account abort {job.account}' finishes the abort"
+    return f"{again} continues it, or 'residency-ops account abort {job.account}' undoes it"
 
 
 @dataclass

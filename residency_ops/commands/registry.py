@@ -1,12 +1,12 @@
-"""``edge-router registry ...``: create and inspect accounts, API keys and user grants in the
+"""``residency-ops registry ...``: create and inspect accounts, API keys and user grants in the
 registry.
 
-Uses the edge's own settings (``EDGE_CONFIG`` / ``EDGE_*``) for the registry table and endpoint
-and for each region's Profile System table, which ``set-region`` needs: moving an account's
-home region is refused once the account has data in its current home region (its salt marker
-item exists there), because moving the pointer would strand that PII where no request reaches
-it -- or worse, send new PII elsewhere while old PII stays behind. Migrations are a separate,
-deliberate procedure: ``edge-router account move`` (``move/``).
+Uses the edge's own settings for the registry table and endpoint and for each region's
+Profile System table, which ``set-region`` needs: moving an account's home region is refused
+once the account has data in its current home region (its salt item exists there,
+``account_has_data``), because moving the pointer would strand that PII where no request
+reaches it -- or worse, send new PII elsewhere while old PII stays behind. Migrations are a
+separate, deliberate procedure: ``residency-ops account move`` (``move/``).
 
 Output is one JSON object per line so scripts can read it. Generated app tokens are printed
 once and never stored (only their SHA-256 is). A user grant names the user by e-mail (the
@@ -22,13 +22,19 @@ import secrets
 import sys
 from typing import Any
 
-from residency_contract.assertion import GRANTABLE_ROLES as ROLES
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import BotoCoreError, ClientError
 
-from .auth import APP_KEY_FORMAT
-from .config import EdgeSettings
-from .errors import RegistryError
-from .registry import ACTIVE, SUSPENDED, DynamoRegistry, account_has_data, user_hash
-from .resolve import valid_account
+from edge_router.auth import APP_KEY_FORMAT
+from edge_router.config import EdgeSettings
+from edge_router.errors import RegistryError
+from edge_router.registry import ACTIVE, SUSPENDED, user_hash
+from edge_router.resolve import valid_account
+from residency_contract.assertion import GRANTABLE_ROLES as ROLES
+from residency_contract.tables import salt_key
+
+from ..registry_writer import RegistryWriter
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,7 +100,7 @@ def _check_region(settings: EdgeSettings, region: str) -> None:
 
 async def _run(settings: EdgeSettings, args: argparse.Namespace) -> None:
     cmd = args.registry_command
-    async with DynamoRegistry.for_operator(settings) as reg:
+    async with RegistryWriter.from_settings(settings) as reg:
         if cmd == "create-table":
             created = await reg.create_table()
             _out({"table": reg.table, "created": created})
@@ -176,7 +182,7 @@ async def _run(settings: EdgeSettings, args: argparse.Namespace) -> None:
                 raise Refused(
                     f"account {args.account!r} already has data in {record.region}; its home "
                     "region cannot be changed here; move it with "
-                    f"'edge-router account move {args.account} --to {args.region}'"
+                    f"'residency-ops account move {args.account} --to {args.region}'"
                 )
             await reg.set_region(args.account, args.region)
             _out({"account": args.account, "region": args.region, "changed": True})
@@ -186,9 +192,32 @@ def run(settings: EdgeSettings, args: argparse.Namespace) -> int:
     try:
         asyncio.run(_run(settings, args))
     except Refused as exc:
-        print(f"edge-router registry: refused: {exc}", file=sys.stderr)
+        print(f"residency-ops registry: refused: {exc}", file=sys.stderr)
         return 1
     except RegistryError as exc:
-        print(f"edge-router registry: {exc}", file=sys.stderr)
+        print(f"residency-ops registry: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+async def account_has_data(
+    *, table: str, endpoint: str | None, region: str, account: str, timeout_s: float = 3.0
+) -> bool:
+    """Does the store's table in ``region`` already hold this account (its salt item, which a
+    store writes with the account's first item)?"""
+    config = AioConfig(
+        connect_timeout=timeout_s, read_timeout=timeout_s, retries={"max_attempts": 2}
+    )
+    try:
+        async with get_session().create_client(
+            "dynamodb", region_name=region, endpoint_url=endpoint, config=config
+        ) as client:
+            page = await client.get_item(
+                TableName=table, Key=salt_key(account), ConsistentRead=True
+            )
+    except ClientError as exc:
+        # A missing table is refused too: we cannot prove the account has no data there.
+        raise RegistryError(f"cannot check {region} table {table}: {exc}") from exc
+    except (BotoCoreError, OSError) as exc:
+        raise RegistryError(f"cannot check {region} table {table}: {type(exc).__name__}") from exc
+    return "Item" in page

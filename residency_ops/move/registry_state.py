@@ -1,15 +1,15 @@
-"""The move job's registry writes: each one conditional, each through ``DynamoRegistry.write``.
+"""The move job's registry writes: each one conditional, each through ``RegistryWriter``.
 
-Items (``registry.py`` has the account partition's layout)::
+Items (``residency_contract.tables`` has the layout)::
 
     pk ACCOUNT#{A}  sk META  {region, generation, moving, ...}   what the edge routes by
     pk MOVE#{A}     sk JOB   {job, phase, runner, state (the MoveJob as JSON)}
 
 The job lives outside the account's partition, which every edge reads whole: its state
 (checkpoint, cursors) stays out of the edges' reads, and its progress saves are written
-without a change-log item (``DynamoRegistry.write_unseen``) -- a change item makes every edge
+without a change-log item (``RegistryWriter.write_unseen``) -- a change item makes every edge
 drop and re-read the account, and fail requests closed if that read fails. The two writes
-that change META (``moving`` on/off, the flip) go through ``DynamoRegistry.write``, change
+that change META (``moving`` on/off, the flip) go through ``RegistryWriter.write``, change
 item included, so every edge sees them within the change log's bound.
 
 Conditions make the job safe against a second mover and against itself after a crash:
@@ -30,11 +30,13 @@ import secrets
 import time
 from typing import Any
 
-from ..errors import RegistryConflict
-from ..registry import DynamoRegistry
+from edge_router.registry import AccountRecord, parse_account
+from edge_router.registry.records import attr_s
+from residency_contract.tables import meta_key, move_job_key
+
+from ..registry_writer import RegistryConflict, RegistryWriter
 from .job import FINISHED, MoveJob
 
-MOVE_SK = "JOB"
 _NEW_JOB = "attribute_not_exists(pk) OR #p IN (:f0, :f1)"  # none yet, or the last finished
 
 
@@ -46,16 +48,6 @@ class MoveRefused(Exception):
     """The move cannot start or continue as asked (bad input, wrong state): exit 2."""
 
 
-def _key(account: str, sk: str) -> dict[str, Any]:
-    if sk == MOVE_SK:
-        return {"pk": {"S": f"MOVE#{account}"}, "sk": {"S": sk}}
-    return {"pk": {"S": f"ACCOUNT#{account}"}, "sk": {"S": sk}}
-
-
-def _s(item: dict[str, Any], name: str) -> str:
-    return str(item.get(name, {}).get("S", ""))
-
-
 def _meta_is(job: MoveJob, region: str) -> tuple[str, dict[str, Any]]:
     """A condition on META: it still has ``region`` and the job's starting generation."""
     values: dict[str, Any] = {":r": {"S": region}, ":g": {"N": str(job.from_generation)}}
@@ -64,20 +56,21 @@ def _meta_is(job: MoveJob, region: str) -> tuple[str, dict[str, Any]]:
 
 
 class MoveRegistry:
-    def __init__(self, registry: DynamoRegistry) -> None:
+    def __init__(self, registry: RegistryWriter) -> None:
         self.registry = registry
         self.runner = secrets.token_hex(8)
 
-    async def read(self, account: str) -> tuple[dict[str, Any] | None, MoveJob | None]:
-        """(META item or None, the account's move job or None)."""
-        meta = await self.registry.get_item(f"ACCOUNT#{account}", "META")
-        item = await self.registry.get_item(f"MOVE#{account}", MOVE_SK)
-        return meta, (MoveJob.from_json(_s(item, "state")) if item else None)
+    async def read(self, account: str) -> tuple[AccountRecord | None, MoveJob | None]:
+        """(the account as its META says, or None; the account's move job, or None)."""
+        meta = await self.registry.get_item(meta_key(account))
+        item = await self.registry.get_item(move_job_key(account))
+        record = parse_account(account, [meta] if meta else [])
+        return record, (MoveJob.from_json(attr_s(item, "state")) if item else None)
 
     def _job_item(self, job: MoveJob) -> dict[str, Any]:
         job.updated = time.time()
         return {
-            **_key(job.account, MOVE_SK),
+            **move_job_key(job.account),
             "job": {"S": job.job_id},
             "phase": {"S": job.phase},
             "runner": {"S": self.runner},
@@ -120,7 +113,7 @@ class MoveRegistry:
                     [
                         {
                             "ConditionCheck": {
-                                "Key": _key(job.account, "META"),
+                                "Key": meta_key(job.account),
                                 "ConditionExpression": cond,
                                 "ExpressionAttributeNames": {"#r": "region", "#g": "generation"},
                                 "ExpressionAttributeValues": values,
@@ -181,7 +174,7 @@ class MoveRegistry:
             [
                 {
                     "Update": {
-                        "Key": _key(job.account, "META"),
+                        "Key": meta_key(job.account),
                         "UpdateExpression": update,
                         "ConditionExpression": cond,
                         "ExpressionAttributeNames": {
@@ -206,7 +199,7 @@ class MoveRegistry:
             [
                 {
                     "Update": {
-                        "Key": _key(job.account, "META"),
+                        "Key": meta_key(job.account),
                         "UpdateExpression": "SET #r = :to, #g = :ng REMOVE #m",
                         "ConditionExpression": cond,
                         "ExpressionAttributeNames": {

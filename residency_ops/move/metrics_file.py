@@ -37,7 +37,10 @@ def record_move(path: str | os.PathLike[str], result: str) -> None:
     totals[result] = totals.get(result, 0.0) + 1
     registry = CollectorRegistry()
     counter = Counter(
-        NAME, "Account moves run by 'edge-router account', by result", ["result"], registry=registry
+        NAME,
+        "Account moves run by 'residency-ops account', by result",
+        ["result"],
+        registry=registry,
     )
     for r in sorted(set(RESULTS) | set(totals)):
         counter.labels(r).inc(totals.get(r, 0.0))

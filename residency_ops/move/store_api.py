@@ -1,4 +1,5 @@
-"""The stores' transfer endpoints (``/_residency/transfer``), called by the mover directly.
+"""The stores' transfer endpoints (``residency_contract.protocol.transfer_path``), called by
+the mover directly.
 
 One ``RegionStores`` per region, from the edge's settings: its store instances and its
 assertion secret. Every request is signed for that region with the ``move`` role
@@ -21,13 +22,11 @@ from typing import Any
 
 import aiohttp
 
+from edge_router.config import RegionSettings
 from residency_contract.assertion import MOVER_ROLE, sign
-from residency_contract.protocol import ASSERTION_HEADER
+from residency_contract.protocol import ASSERTION_HEADER, TRANSFER_PREFIX, transfer_path
 
-from ..config import RegionSettings
-
-log = logging.getLogger("edge_router.move")
-PREFIX = "/_residency/transfer"
+log = logging.getLogger("residency_ops.move")
 MOVE_ROLES = frozenset({MOVER_ROLE})
 
 
@@ -91,7 +90,7 @@ class RegionStores:
     ) -> Any:
         """``method`` ``/_residency/transfer/{account}/{op}`` (``in_path`` False: without the
         account in the path, still signed for it) -> the JSON answer."""
-        target = f"{PREFIX}/{account}/{op}" if in_path else f"{PREFIX}/{op}"
+        target = transfer_path(account, op) if in_path else f"{TRANSFER_PREFIX}/{op}"
         data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         r = self._retry
         timeout = aiohttp.ClientTimeout(total=r.timeout_s, connect=r.connect_timeout_s)

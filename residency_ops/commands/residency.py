@@ -1,7 +1,7 @@
-"""``edge-router residency report [--account A]``: prove where every account's data is.
+"""``residency-ops residency report [--account A]``: prove where every account's data is.
 
 Reads the registry (home regions) and scans every configured region's store table
-(``residency_report``), then prints one finding per account and a summary:
+(``report``), then prints one finding per account and a summary:
 
 * stdout a terminal: a line per account and the summary, for people; otherwise JSON lines (one
   object per account, then ``{"summary": ...}``), for scripts.
@@ -24,13 +24,12 @@ import sys
 import time
 from typing import Any, TextIO
 
-from tqdm import tqdm
+from edge_router.config import EdgeSettings
+from edge_router.errors import RegistryError
+from edge_router.resolve import valid_account
 
-from .config import EdgeSettings
-from .errors import RegistryError
-from .registry import DynamoRegistry
-from .residency_report import Findings, scan, write_metrics
-from .resolve import valid_account
+from ..registry_writer import RegistryWriter
+from ..report import Findings, scan, write_metrics
 
 PROGRESS_EVERY_S = 2.0
 
@@ -55,6 +54,8 @@ class _Progress:
         self._started = time.monotonic()
         self._bars: dict[str, Any] = {}
         if self._tty:
+            from tqdm import tqdm  # the ``ops`` extra: only a terminal draws bars
+
             self._bars = {
                 r: tqdm(desc=r, unit=" items", position=i, file=stream, dynamic_ncols=True)
                 for i, r in enumerate(regions)
@@ -113,7 +114,7 @@ def _text(findings: Findings, out: TextIO) -> None:
 
 
 async def _homes(settings: EdgeSettings, only: str | None) -> dict[str, str]:
-    async with DynamoRegistry.for_operator(settings) as reg:
+    async with RegistryWriter.from_settings(settings) as reg:
         if only is not None:
             record = await reg.get_account(only)
             return {only: record.region} if record is not None else {}
@@ -138,15 +139,15 @@ async def _report(settings: EdgeSettings, args: argparse.Namespace) -> Findings:
 
 def run(settings: EdgeSettings, args: argparse.Namespace) -> int:
     if args.account is not None and not valid_account(args.account):
-        print("edge-router residency: --account is not a valid account name", file=sys.stderr)
+        print("residency-ops residency: --account is not a valid account name", file=sys.stderr)
         return 2
     if not 1 <= args.segments <= 1000:
-        print("edge-router residency: --segments must be 1-1000", file=sys.stderr)
+        print("residency-ops residency: --segments must be 1-1000", file=sys.stderr)
         return 2
     try:
         findings = asyncio.run(_report(settings, args))
     except RegistryError as exc:
-        print(f"edge-router residency: {exc}; no proof either way", file=sys.stderr)
+        print(f"residency-ops residency: {exc}; no proof either way", file=sys.stderr)
         return 2
     if args.metrics_file:
         write_metrics(findings, args.metrics_file)

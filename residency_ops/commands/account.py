@@ -1,11 +1,11 @@
-"""``edge-router account ...``: move an account's data to another region, as a resumable job.
+"""``residency-ops account ...``: move an account's data to another region, as a resumable job.
 
 ::
 
-    edge-router account move ACCOUNT --to REGION [--segments N] [--metrics-file F]
-    edge-router account status ACCOUNT
-    edge-router account resume ACCOUNT [--metrics-file F]
-    edge-router account abort ACCOUNT [--metrics-file F]
+    residency-ops account move ACCOUNT --to REGION [--segments N] [--metrics-file F]
+    residency-ops account status ACCOUNT
+    residency-ops account resume ACCOUNT [--metrics-file F]
+    residency-ops account abort ACCOUNT [--metrics-file F]
 
 Runs with the edge's own settings (registry; each region's store instances and assertion
 secret). Exit codes: 0 done (``status``: the job was shown), 1 failed (verify mismatch, a
@@ -26,18 +26,19 @@ from typing import Any
 
 import aiohttp
 
-from ..config import EdgeSettings
-from ..errors import RegistryError
-from ..registry import DynamoRegistry
-from ..resolve import valid_account
-from .job import FINISHED, MoveJob
-from .metrics_file import record_move
-from .mover import MoveFailed, MoveOptions, Mover
-from .progress import Progress, for_terminal
-from .registry_state import JobTakenOver, MoveRefused, MoveRegistry
-from .store_api import RegionStores, StoreRefused, StoreUnavailable
+from edge_router.config import EdgeSettings
+from edge_router.errors import RegistryError
+from edge_router.resolve import valid_account
 
-log = logging.getLogger("edge_router.move")
+from ..move.job import FINISHED, MoveJob, next_step, refusal
+from ..move.metrics_file import record_move
+from ..move.mover import MoveFailed, MoveOptions, Mover
+from ..move.progress import Progress, for_terminal
+from ..move.registry_state import JobTakenOver, MoveRefused, MoveRegistry
+from ..move.store_api import RegionStores, StoreRefused, StoreUnavailable
+from ..registry_writer import RegistryWriter
+
+log = logging.getLogger("residency_ops.move")
 EXIT_DONE, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
 
 
@@ -66,14 +67,14 @@ async def _plan(settings: EdgeSettings, state: MoveRegistry, args: argparse.Name
         raise MoveRefused(f"region {args.to!r} is not configured on this edge ({names})")
     if not 1 <= args.segments <= 64:
         raise MoveRefused("--segments must be between 1 and 64")
-    meta, job = await state.read(args.account)
-    if meta is None:
+    record, job = await state.read(args.account)
+    if record is None:
         raise MoveRefused(f"no account {args.account!r}")
     if job is not None and job.phase not in FINISHED:
         raise MoveRefused(
             f"account {args.account!r} has a move in phase {job.phase}; resume or abort it"
         )
-    source = meta.get("region", {}).get("S", "")
+    source = record.region
     if source == args.to:
         raise MoveRefused(f"account {args.account!r} already lives in {args.to}")
     if settings.region(source) is None:
@@ -82,7 +83,7 @@ async def _plan(settings: EdgeSettings, state: MoveRegistry, args: argparse.Name
         account=args.account,
         source=source,
         dest=args.to,
-        from_generation=int(meta.get("generation", {}).get("N", "0")),
+        from_generation=record.generation,
         segments=args.segments,
     )
     await state.create(job)
@@ -106,7 +107,7 @@ async def _run(
     cmd = args.account_command
     if not valid_account(args.account):
         raise MoveRefused(f"{args.account!r} is not a valid account name")
-    async with DynamoRegistry.for_operator(
+    async with RegistryWriter.from_settings(
         settings, max_attempts=max(settings.registry_max_attempts, 4)
     ) as reg:
         state = MoveRegistry(reg)
@@ -117,12 +118,16 @@ async def _run(
             job = await _plan(settings, state, args)
         else:
             job = await _existing(state, args.account)
-            if job.phase in FINISHED:
-                raise MoveRefused(f"the account's last move is {job.phase}; nothing to {cmd}")
-            await state.take_over(job, job.phase)
         src, dst = settings.region(job.source), settings.region(job.dest)
         if src is None or dst is None:
             raise MoveRefused("the job's regions are not both configured on this edge")
+        if cmd != "move":
+            # Every refusal before the take-over: a refused command leaves the job, and the
+            # mover that may be running it, untouched.
+            refused = refusal(cmd, job)
+            if refused:
+                raise MoveRefused(refused)
+            await state.take_over(job, job.phase)
         async with aiohttp.ClientSession() as session:
             mover = Mover(
                 job,
@@ -135,14 +140,22 @@ async def _run(
             )
             try:
                 job = await (mover.abort() if cmd == "abort" else mover.run())
+            except JobTakenOver as exc:
+                _stopped(job, f"stopped: {exc}")
+                return EXIT_FAILED
             except (MoveFailed, StoreRefused, StoreUnavailable, RegistryError) as exc:
                 if not isinstance(exc, MoveFailed):
                     job.error = str(exc)
                     await _save_error(state, job)
                 progress.result({**job.summary(), "result": "failed"})
+                _stopped(job, f"failed in phase {job.phase}")
                 return EXIT_FAILED
         progress.result({**job.summary(), "result": job.phase})
         return EXIT_DONE
+
+
+def _stopped(job: MoveJob, why: str) -> None:
+    print(f"residency-ops account: {why}; {next_step(job)}", file=sys.stderr)
 
 
 async def _save_error(state: MoveRegistry, job: MoveJob) -> None:
@@ -165,13 +178,13 @@ async def execute(
     try:
         code = await _run(settings, args, progress, hook, options or MoveOptions())
     except MoveRefused as exc:
-        print(f"edge-router account: refused: {exc}", file=sys.stderr)
+        print(f"residency-ops account: refused: {exc}", file=sys.stderr)
         code = EXIT_REFUSED
     except JobTakenOver as exc:
-        print(f"edge-router account: stopped: {exc}", file=sys.stderr)
+        print(f"residency-ops account: stopped: {exc}", file=sys.stderr)
         code = EXIT_FAILED
     except RegistryError as exc:
-        print(f"edge-router account: {exc}", file=sys.stderr)
+        print(f"residency-ops account: {exc}", file=sys.stderr)
         code = EXIT_FAILED
     finally:
         progress.close()

@@ -1,7 +1,8 @@
 """What the registry holds, as the edge reads it: account records, keys, grants, owners.
 
-Pure: the item layout of one account partition (``registry.py``'s docstring) turned into
-frozen records. ``registry.py`` re-exports every name here.
+Pure: the items of one account partition (``residency_contract.tables`` has the layout)
+turned into frozen records by ``parse_account``, the one parser of those items (the edge's
+reads, the operators' listing and the mover's plan all use it).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from residency_contract.tables import KEY_SK_PREFIX, META_SK, USER_SK_PREFIX
 
 ACTIVE = "active"
 SUSPENDED = "suspended"
@@ -80,23 +83,26 @@ def _roles(item: Mapping[str, Any]) -> frozenset[str]:
 
 
 def parse_account(name: str, items: list[Mapping[str, Any]]) -> AccountRecord | None:
+    """The account from the items of its partition (META alone is enough); None without
+    META: no such account."""
     meta = None
     keys: dict[str, ApiKey] = {}
     users: dict[str, UserGrant] = {}
     for item in items:
         sk = attr_s(item, "sk")
-        if sk == "META":
+        if sk == META_SK:
             meta = item
-        elif sk.startswith("KEY#"):
-            app_key = sk[4:]
+        elif sk.startswith(KEY_SK_PREFIX):
+            app_key = sk[len(KEY_SK_PREFIX) :]
             keys[app_key] = ApiKey(
                 app_key=app_key,
                 token_sha256=bytes.fromhex(attr_s(item, "tokenHash")),
                 roles=_roles(item),
                 active=attr_s(item, "status", ACTIVE) == ACTIVE,
             )
-        elif sk.startswith("USER#"):
-            users[sk[5:]] = UserGrant(_roles(item), attr_s(item, "status", ACTIVE) == ACTIVE)
+        elif sk.startswith(USER_SK_PREFIX):
+            active = attr_s(item, "status", ACTIVE) == ACTIVE
+            users[sk[len(USER_SK_PREFIX) :]] = UserGrant(_roles(item), active)
     if meta is None:
         return None
     return AccountRecord(

@@ -1,8 +1,9 @@
 """Proof of residency: where every account's items are, against the registry's home region.
 
 Each configured region's store table is scanned directly (a parallel Scan of ``segments``
-segments per table, only the key attributes read), the way ``registry.account_has_data`` reads
-it: the edge never imports the store. Items are classified by their partition key::
+segments per table, only the key attributes read), the way ``registry set-region``'s
+``account_has_data`` reads it: the operator tools never import the store; the key forms are
+``residency_contract.tables``. Items are classified by their partition key::
 
     A#{account}#...    the account's data (its kind is the next label: P, K, R, DK, AUDIT, ...)
     FENCE#{account}    a move's fence marker (state incoming|frozen|moved_out): not data
@@ -11,7 +12,7 @@ it: the edge never imports the store. Items are classified by their partition ke
 
 An item of account A in a region that is not A's home in the registry is *foreign*; so is every
 item of an account the registry does not know (it has no home). ``Findings.foreign_items`` > 0
-is what makes ``edge-router residency report`` exit 1. Nothing personal leaves here: account
+is what makes ``residency-ops residency report`` exit 1. Nothing personal leaves here: account
 names, region names, key labels and counts only.
 """
 
@@ -29,8 +30,16 @@ from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
-from .config import RegionSettings
-from .errors import RegistryError
+from edge_router.config import RegionSettings
+from edge_router.errors import RegistryError
+from residency_contract.tables import (
+    DATA_PREFIX,
+    FENCE_PREFIX,
+    MOVED_PREFIX,
+    data_prefix,
+    fence_pk,
+    moved_pk,
+)
 
 DATA, FENCE, MOVED, OTHER = "data", "fence", "moved", "other"
 PAGE_LIMIT = 1000  # items per Scan page: progress moves, pages stay well under 1 MB of keys
@@ -38,14 +47,14 @@ PAGE_LIMIT = 1000  # items per Scan page: progress moves, pages stay well under 
 
 def classify(pk: str) -> tuple[str, str, str]:
     """(what, account, kind label) of one partition key; account "" for ``other``."""
-    if pk.startswith("A#"):
-        account, sep, rest = pk[2:].partition("#")
+    if pk.startswith(DATA_PREFIX):
+        account, sep, rest = pk[len(DATA_PREFIX) :].partition("#")
         if sep and account:
             return DATA, account, rest.split("#", 1)[0] or "?"
-    elif pk.startswith("FENCE#"):
-        return FENCE, pk[6:], FENCE
-    elif pk.startswith("MOVED#"):
-        return MOVED, pk[6:], MOVED
+    elif pk.startswith(FENCE_PREFIX):
+        return FENCE, pk[len(FENCE_PREFIX) :], FENCE
+    elif pk.startswith(MOVED_PREFIX):
+        return MOVED, pk[len(MOVED_PREFIX) :], MOVED
     return OTHER, "", OTHER
 
 
@@ -170,9 +179,9 @@ def _scan_args(table: str, only: str | None) -> dict[str, Any]:
     if only is not None:
         args["FilterExpression"] = "begins_with(pk, :data) OR pk IN (:fence, :moved)"
         args["ExpressionAttributeValues"] = {
-            ":data": {"S": f"A#{only}#"},
-            ":fence": {"S": f"FENCE#{only}"},
-            ":moved": {"S": f"MOVED#{only}"},
+            ":data": {"S": data_prefix(only)},
+            ":fence": {"S": fence_pk(only)},
+            ":moved": {"S": moved_pk(only)},
         }
     return args
 

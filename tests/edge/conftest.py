@@ -1,4 +1,5 @@
-"""Edge test helpers: settings builders, a fake registry, fake upstream stores.
+"""Edge test helpers: settings builders, a fake registry, fake upstream stores, and the
+component tier's stack (``build``: the real edge in front of fake stores of both regions).
 
 Fake upstreams verify the edge's assertion with ``residency_contract.assertion.verify`` (the same
 check the real store makes) and echo what they received, so tests can assert on exactly what
@@ -18,9 +19,13 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
+from yarl import URL
 
+from edge_router.admin import create_admin_app
+from edge_router.app import create_app
 from edge_router.config import EdgeSettings, InstanceSettings, RegionSettings
 from edge_router.errors import RegistryError
 from edge_router.registry import AccountRecord, ApiKey, KeyOwner, UserGrant, token_hash, user_hash
@@ -249,3 +254,67 @@ def count_calls(monkeypatch: pytest.MonkeyPatch, cls: type, name: str) -> list[i
 @pytest.fixture
 def registry() -> FakeRegistry:
     return FakeRegistry()
+
+
+# -- the component tier: fake stores behind the real edge (``test_component_*``) ----------------
+
+P = "/api/storage/profile-system"
+EU_KEY = Key("vtexappkey-acme-A1", "token-acme-0123456789", frozenset({"read", "write"}))
+US_KEY = Key("vtexappkey-bolt-B1", "token-bolt-0123456789", frozenset({"read"}))
+
+
+def auth(key: Key) -> dict[str, str]:
+    return {"X-VTEX-API-AppKey": key.app_key, "X-VTEX-API-AppToken": key.token}
+
+
+@dataclass
+class Stack:
+    edge: Any  # TestClient for the public app
+    admin: Any  # TestClient for the admin app
+    app: web.Application
+    stores: dict[str, list[FakeStore]]
+    servers: dict[str, list[Any]]
+    registry: FakeRegistry
+
+    async def get(self, path: str, key: Key | None = EU_KEY, **kw: Any) -> aiohttp.ClientResponse:
+        headers = {**(auth(key) if key else {}), **kw.pop("headers", {})}
+        return await self.edge.get(URL(path, encoded=True), headers=headers, **kw)
+
+    async def metrics(self) -> str:
+        resp = await self.admin.get("/metrics")
+        return await resp.text()
+
+
+@pytest.fixture
+def build(aiohttp_server, aiohttp_client, registry: FakeRegistry):  # type: ignore[no-untyped-def]
+    """``make(layout, **settings)``: a ``Stack``, the real edge in front of fake stores laid out
+    per region (``"store"``, ``"dead"`` or a ``FakeStore``). ``test_listener`` overrides it to
+    serve the edge through the production listener."""
+
+    async def make(layout: dict[str, list[str | FakeStore]] | None = None, **over: Any) -> Stack:
+        layout = layout or {
+            "eu-west-1": ["store", "store"],
+            "us-east-1": ["store"],
+        }
+        registry.add("acme", "eu-west-1", [EU_KEY])
+        registry.add("bolt", "us-east-1", [US_KEY])
+        stores: dict[str, list[FakeStore]] = {}
+        servers: dict[str, list[Any]] = {}
+        urls: dict[str, list[str]] = {}
+        for region, items in layout.items():
+            for i, item in enumerate(items):
+                if item == "dead":
+                    urls.setdefault(region, []).append(dead_url())
+                    continue
+                store = item if isinstance(item, FakeStore) else FakeStore(region, f"{region}-{i}")
+                server = await aiohttp_server(store.app())
+                stores.setdefault(region, []).append(store)
+                servers.setdefault(region, []).append(server)
+                urls.setdefault(region, []).append(f"http://127.0.0.1:{server.port}")
+        settings = make_settings(urls, **over)
+        app = create_app(settings, registry_factory=registry.factory())
+        edge = await aiohttp_client(app, auto_decompress=False)
+        admin = await aiohttp_client(create_admin_app(app))
+        return Stack(edge, admin, app, stores, servers, registry)
+
+    return make

@@ -1,9 +1,9 @@
 """The component tests again, against the production listener (``wire.EdgeRunner``).
 
 ``web_front.handle`` (aiohttp.web) and ``wire.EdgeProtocol`` (aiohttp's C parser on a bare
-protocol) run the same pipeline; every test of ``test_component`` is collected here again,
-unchanged, with a ``build`` fixture that serves the edge through ``EdgeRunner`` instead of
-aiohttp's ``AppRunner``. Below them, what only the raw listener does.
+protocol) run the same pipeline; every test of the ``test_component_*`` modules is collected
+here again, unchanged, with a ``build`` fixture that serves the edge through ``EdgeRunner``
+instead of aiohttp's ``AppRunner``. Below them, what only the raw listener does.
 """
 
 from __future__ import annotations
@@ -18,12 +18,27 @@ from aiohttp import web
 from aiohttp.test_utils import BaseTestServer, TestClient
 
 from edge_router.admin import create_admin_app
-from edge_router.app import create_app
+from edge_router.app import STATE, create_app
 from edge_router.wire import EdgeRunner
 
-from .conftest import FakeRegistry, FakeStore, dead_url, make_settings, wait_until
-from .test_component import *  # noqa: F403  (re-collect every component test with our build)
-from .test_component import EU_KEY, P, Stack, auth
+from .conftest import (
+    EU_KEY,
+    FakeRegistry,
+    FakeStore,
+    P,
+    Stack,
+    auth,
+    dead_url,
+    make_settings,
+    wait_until,
+)
+
+# Re-collect every component test here, with this module's ``build``.
+from .test_component_admission import *  # noqa: F403
+from .test_component_failover import *  # noqa: F403
+from .test_component_metrics import *  # noqa: F403
+from .test_component_proxy import *  # noqa: F403
+from .test_component_registry_cache import *  # noqa: F403
 
 
 class EdgeTestServer(BaseTestServer):
@@ -39,7 +54,7 @@ class EdgeTestServer(BaseTestServer):
 
 @pytest.fixture
 async def build(aiohttp_server, aiohttp_client, registry: FakeRegistry) -> AsyncIterator[Any]:  # type: ignore[no-untyped-def]
-    """``test_component.build`` with the edge served by ``EdgeRunner``."""
+    """The component tests' ``build`` (``conftest``) with the edge served by ``EdgeRunner``."""
     clients: list[TestClient] = []
 
     async def make(layout: dict[str, list[str | FakeStore]] | None = None, **over: Any) -> Stack:
@@ -183,7 +198,7 @@ async def test_large_streamed_answer_with_backpressure(build, aiohttp_server) ->
     # the socket to the store went back to the pool and is reused
     resp = await st.get(f"{P}/profiles/again?an=acme")
     assert resp.status == 200 and len(await resp.read()) == len(big)
-    pool = st.app[STATE].pools.by_region["eu-west-1"][0].pool  # noqa: F405
+    pool = st.app[STATE].pools.by_region["eu-west-1"][0].pool
     assert pool.open == 1
 
 

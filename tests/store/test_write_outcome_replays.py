@@ -1,46 +1,27 @@
-"""Writes with a definite outcome (issue 20): tokens, re-sends, ``write_outcome_unknown``, replays.
+"""Writes with a definite outcome (issue 20): re-sends, ``write_outcome_unknown`` and replays.
 
-Tiers: the token derivation and the error classification are plain tables; everything else runs
-the store against DynamoDB Local with its ``transact_write_items`` wrapped (``Wire``) so that a
-send can be made for real and its answer then lost (a read timeout after the write landed), or
-refused before it leaves (nothing reached DynamoDB). The wrapper records every token sent.
+The store runs against DynamoDB Local with its ``transact_write_items`` wrapped (``Wire``) so
+that a send can be made for real and its answer then lost (a read timeout after the write
+landed), or refused before it leaves (nothing reached DynamoDB). The wrapper records every token
+sent; the tests check that a re-send carries the same token, that a retry with the same
+``Idempotency-Key`` answers what was done, and that erasure removes the subject's records.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import re
-import signal
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import botocore.exceptions
 import pytest
-from aiobotocore.session import get_session
 from aiohttp.test_utils import TestClient
-from botocore.exceptions import ClientError
-from multidict import CIMultiDict
 
-from edge_router.headers import request_id, upstream_request_items
-from profile_store import idempotency
 from profile_store.app import REPOSITORY, create_app
-from profile_store.config import ConfigError, StoreSettings
-from profile_store.errors import (
-    AlreadyApplied,
-    BadRequest,
-    ConditionFailed,
-    StorageFailure,
-    StorageUnavailable,
-    from_botocore,
-)
-from profile_store.provisioning import create_table
-from residency_dev import dynamodb_local
 
 from .conftest import (
     ADDRESS,
@@ -52,146 +33,10 @@ from .conftest import (
     scan_all,
     unique_profile,
 )
+from .write_outcome import PROFILES, call, current_profiles, key_header, profiles_with_email
 
 ERASE = "/api/user-rights/createAndProcessDeleteUserData"
-PROFILES = f"{BASE}/profiles"
-BOUND_S = 30.0  # no request of these tests may take longer
 
-
-# ---- pure tables ----------------------------------------------------------------------------
-
-
-def _intent(**over: Any) -> idempotency.WriteIntent:
-    args: dict[str, Any] = {
-        "account": "acme",
-        "operation": "CreateClientProfile",
-        "path": PROFILES,
-        "query": (),
-        "key": "k-1",
-        "request_id": "rid-1",
-        **over,
-    }
-    return idempotency.intent(**args)
-
-
-def _token(body: bytes = b'{"a":1}', **over: Any) -> str:
-    intent = _intent(**over)
-    intent.bind_body(body, json.loads(body))
-    return intent.next_token()
-
-
-BASELINE = _token()
-
-
-@pytest.mark.parametrize(
-    ("case", "same"),
-    [
-        ({}, True),
-        ({"request_id": "another-request-id"}, True),  # the key wins over the request id
-        ({"key": "k-2"}, False),
-        ({"account": "other"}, False),
-        ({"operation": "UpdateClientProfile"}, False),
-        ({"path": f"{PROFILES}/x"}, False),
-        ({"body": b'{"a":2}'}, False),
-        ({"body": b'{"a": 1}'}, False),  # the token covers the bytes; the record, the JSON
-    ],
-)
-def test_token_is_derived_from_the_request(case: dict[str, Any], same: bool) -> None:
-    assert (_token(**case) == BASELINE) is same
-
-
-def test_token_shape_and_per_transaction_counter() -> None:
-    intent = _intent()
-    intent.bind_body(b"{}", {})
-    first, second = intent.next_token(), intent.next_token()
-    assert len(first) == len(second) == 36  # DynamoDB's maximum
-    assert first[:32] == second[:32] and first != second
-    without_key = _intent(key=None)
-    assert without_key.key_hash is None
-    assert _intent(key=None).next_token() == _intent(key=None).next_token()  # request id
-    assert _intent(key=None, request_id="r2").next_token() != without_key.next_token()
-
-
-def test_record_digest_is_canonical_and_covers_the_query() -> None:
-    a, b = _intent(), _intent()
-    a.bind_body(b'{"x":1,"y":[1,2]}', {"x": 1, "y": [1, 2]})
-    b.bind_body(b'{"y": [1, 2], "x": 1}', {"y": [1, 2], "x": 1})
-    assert a.request_digest() == b.request_digest()
-    c = _intent(query=(("ttl", "3"),))
-    c.bind_body(b'{"x":1,"y":[1,2]}', {"x": 1, "y": [1, 2]})
-    assert c.request_digest() != a.request_digest()
-
-
-@pytest.mark.parametrize("raw", ["", " ", "x" * 256, "é", "a b"])
-def test_bad_idempotency_keys_are_refused(raw: str) -> None:
-    with pytest.raises(BadRequest):
-        idempotency.parse_key(raw)
-
-
-def test_the_edge_forwards_the_token_sources() -> None:
-    incoming = CIMultiDict({"Host": "acme.localhost", "Idempotency-Key": "k-1"})
-    items = upstream_request_items(
-        incoming,
-        request_id=request_id("client-rid-0001"),
-        peer=None,
-        scheme="http",
-        via="edge",
-        assertion="a",
-    )
-    assert ("Idempotency-Key", "k-1") in items and ("X-Request-Id", "client-rid-0001") in items
-
-
-def test_write_settings_are_read_and_checked() -> None:
-    env = {
-        "PROFILE_STORE_REGION": "eu-west-1",
-        "PROFILE_STORE_TABLE": "profiles",
-        "PROFILE_STORE_ASSERTION_SECRET": "s" * 32,
-        "PROFILE_STORE_LOCAL_MASTER_KEY_FILE": "/dev/null",
-        "PROFILE_STORE_WRITE_ATTEMPTS": "2",
-        "PROFILE_STORE_WRITE_BUDGET_S": "1.5",
-    }
-    settings = StoreSettings.from_env(env)
-    assert (settings.write_attempts, settings.write_budget_s) == (2, 1.5)
-    assert settings.idempotency_ttl_s == 86400
-    with pytest.raises(ConfigError, match="PROFILE_STORE_IDEMPOTENCY_TTL_S"):
-        StoreSettings.from_env({**env, "PROFILE_STORE_IDEMPOTENCY_TTL_S": "60"})
-
-
-def _client_error(code: str, **extra: Any) -> ClientError:
-    return ClientError({"Error": {"Code": code, "Message": ""}, **extra}, "TransactWriteItems")
-
-
-@pytest.mark.parametrize(
-    ("exc", "kind", "maybe_applied"),
-    [
-        (botocore.exceptions.ReadTimeoutError(endpoint_url="u"), StorageUnavailable, True),
-        (botocore.exceptions.ConnectionClosedError(endpoint_url="u"), StorageUnavailable, True),
-        (aiohttp.ServerDisconnectedError(), StorageUnavailable, True),
-        (_client_error("InternalServerError"), StorageUnavailable, True),
-        (_client_error("TransactionInProgressException"), StorageUnavailable, True),
-        (botocore.exceptions.EndpointConnectionError(endpoint_url="u"), StorageUnavailable, False),
-        (botocore.exceptions.ConnectTimeoutError(endpoint_url="u"), StorageUnavailable, False),
-        (_client_error("ThrottlingException"), StorageUnavailable, False),
-        (_client_error("ProvisionedThroughputExceededException"), StorageUnavailable, False),
-        (
-            _client_error("TransactionCanceledException", CancellationReasons=[{"Code": "None"}]),
-            StorageFailure,
-            None,
-        ),
-        (_client_error("IdempotentParameterMismatchException"), AlreadyApplied, None),
-        (_client_error("ConditionalCheckFailedException"), ConditionFailed, None),
-    ],
-)
-def test_from_botocore_says_whether_a_write_may_have_landed(
-    exc: BaseException, kind: type, maybe_applied: bool | None
-) -> None:
-    mapped = from_botocore(exc, call="transact_write_items")
-    assert type(mapped) is kind
-    if maybe_applied is not None:
-        assert isinstance(mapped, StorageUnavailable) and mapped.maybe_applied is maybe_applied
-
-
-# ---- the store on DynamoDB Local, its transactions wrapped ---------------------------------
 
 Mode = Callable[[str], str]  # token -> "pass" | "lose" (sent, answer lost) | "refuse" (not sent)
 
@@ -235,26 +80,6 @@ async def store(
     wire = Wire(repo.client.transact_write_items)
     repo.client.transact_write_items = wire  # Repository.call looks the method up per call
     return Api(client), wire
-
-
-async def call(api: Api, *args: Any, **kwargs: Any) -> tuple[int, Any, dict[str, str]]:
-    return await asyncio.wait_for(api.call(*args, **kwargs), BOUND_S)
-
-
-def key_header(key: str) -> dict[str, str]:
-    return {"Idempotency-Key": key}
-
-
-async def profiles_with_email(api: Api, email: str) -> list[str]:
-    status, body, _ = await call(
-        api, "GET", f"{PROFILES}/{email}", params={"alternativeKey": "email"}
-    )
-    assert status in {200, 404}, body
-    return [] if status == 404 else [p["id"] for p in body]
-
-
-def current_profiles(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [i for i in items if i["sk"]["S"] == "CUR" and i["pk"]["S"].startswith("A#acme#P#")]
 
 
 async def test_a_lost_answer_is_resent_with_the_same_token(
@@ -501,96 +326,3 @@ async def test_erasure_deletes_the_subjects_idempotency_records(
     )
     assert status == 409 and answer["error"] in {"already_applied", "subject_suppressed"}
     assert await profiles_with_email(api, doc["email"]) == []
-
-
-# ---- a real freeze: DynamoDB Local stopped (SIGSTOP) while the creates are in flight -------
-
-
-@pytest.fixture
-def private_ddb() -> Iterator[dynamodb_local.DynamoDBLocal]:
-    """An emulator of this test's own: freezing the session's would stall other tests."""
-    server = dynamodb_local.start(timeout=90)
-    try:
-        yield server
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(server.process.pid, signal.SIGCONT)
-        server.stop()
-
-
-async def test_frozen_dynamodb_every_unanswered_create_is_returned_by_its_retry(
-    aiohttp_client: Any, private_ddb: dynamodb_local.DynamoDBLocal, master_key_file: Path
-) -> None:
-    table = f"profiles-{uuid.uuid4().hex[:12]}"
-    async with get_session().create_client(
-        "dynamodb", region_name="eu-west-1", endpoint_url=private_ddb.endpoint
-    ) as ddb:
-        await create_table(ddb, table, wait_s=30)
-    settings = make_settings(
-        private_ddb.endpoint,
-        table,
-        master_key_file,
-        ddb_connect_timeout_s=0.5,
-        ddb_read_timeout_s=0.5,
-        ddb_max_attempts=1,
-        write_attempts=3,
-        write_budget_s=2.0,
-    )
-    client: TestClient = await aiohttp_client(create_app(settings))
-    api = Api(client)
-    await api.create_profile()  # the account's salt exists and is cached
-    repo = client.server.app[REPOSITORY]
-    real = repo.client.transact_write_items
-    n = 4
-    arrived = asyncio.Event()
-    sends: list[tuple[str, str]] = []  # (token, the record's pk) of every send
-
-    async def freeze_when_all_arrived(**kwargs: Any) -> Any:
-        record = next(
-            e["Put"]["Item"]["pk"]["S"]
-            for e in kwargs["TransactItems"]
-            if "#IDEM#" in e.get("Put", {}).get("Item", {}).get("pk", {}).get("S", "")
-        )
-        sends.append((kwargs["ClientRequestToken"], record))
-        if len(sends) == n:
-            os.kill(private_ddb.process.pid, signal.SIGSTOP)
-            arrived.set()
-        await asyncio.wait_for(arrived.wait(), BOUND_S)
-        return await real(**kwargs)  # reaches the frozen process's socket, not its code
-
-    repo.client.transact_write_items = freeze_when_all_arrived
-    docs = [unique_profile() for _ in range(n)]
-    keys = [str(uuid.uuid4()) for _ in docs]
-
-    def creates() -> Awaitable[list[tuple[int, Any, dict[str, str]]]]:
-        return asyncio.gather(
-            *(
-                call(api, "POST", PROFILES, json_body=doc, headers=key_header(key))
-                for doc, key in zip(docs, keys, strict=True)
-            )
-        )
-
-    try:
-        first = await creates()
-    finally:
-        os.kill(private_ddb.process.pid, signal.SIGCONT)
-    for status, body, headers in first:
-        assert status == 503 and body["error"] == "write_outcome_unknown", body
-        assert headers["Retry-After"] == "1"
-    # every send of one request carried that request's one token
-    by_record: dict[str, set[str]] = {}
-    for token, record in sends:
-        by_record.setdefault(record, set()).add(token)
-    assert len(by_record) == n and all(len(t) == 1 for t in by_record.values())
-    assert len(sends) > n  # the store did re-send while frozen
-
-    repo.client.transact_write_items = real
-    retried = await creates()
-    for (status, body, _), doc in zip(retried, docs, strict=True):
-        assert status == 201, body  # never 409
-        assert body["document"] == doc
-        assert await profiles_with_email(api, doc["email"]) == [body["id"]]
-    async with get_session().create_client(
-        "dynamodb", region_name="eu-west-1", endpoint_url=private_ddb.endpoint
-    ) as ddb:
-        assert len(current_profiles(await scan_all(ddb, table))) == n + 1

@@ -38,6 +38,33 @@ def _uniq(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+def _edge_env(
+    monkeypatch: pytest.MonkeyPatch,
+    ddb_endpoint: str,
+    urls: dict[str, list[str]],
+    tables: dict[str, str],
+) -> str:
+    """Point the registry CLI at a fresh registry table and the regions' stores; its name."""
+    reg_table = _uniq("registry")
+    monkeypatch.setenv("EDGE_REGISTRY_ENDPOINT", ddb_endpoint)
+    monkeypatch.setenv("EDGE_REGISTRY_TABLE", reg_table)
+    monkeypatch.setenv(
+        "EDGE_REGIONS_JSON",
+        json.dumps(
+            {
+                r: {
+                    "instances": urls[r],
+                    "table": tables[r],
+                    "dynamodb_endpoint": ddb_endpoint,
+                    "assertion_secret": SECRETS[r].decode(),
+                }
+                for r in tables
+            }
+        ),
+    )
+    return reg_table
+
+
 async def test_user_tokens_end_to_end(
     ddb_endpoint: str,
     aiohttp_server: Any,
@@ -76,23 +103,7 @@ async def test_user_tokens_end_to_end(
         server = await aiohttp_server(store)
         urls[region] = [f"http://127.0.0.1:{server.port}"]
 
-    reg_table = _uniq("registry")
-    monkeypatch.setenv("EDGE_REGISTRY_ENDPOINT", ddb_endpoint)
-    monkeypatch.setenv("EDGE_REGISTRY_TABLE", reg_table)
-    monkeypatch.setenv(
-        "EDGE_REGIONS_JSON",
-        json.dumps(
-            {
-                r: {
-                    "instances": urls[r],
-                    "table": tables[r],
-                    "dynamodb_endpoint": ddb_endpoint,
-                    "assertion_secret": SECRETS[r].decode(),
-                }
-                for r in regions
-            }
-        ),
-    )
+    reg_table = _edge_env(monkeypatch, ddb_endpoint, urls, tables)
     keys = {
         "shop-eu": ("k-shop-eu", "token-shop-eu-000000"),
         "shop-us": ("k-shop-us", "token-shop-us-000000"),
@@ -296,22 +307,7 @@ async def test_hostile_tokens_are_a_json_401_and_reach_no_store(
     server = await aiohttp_server(store)
     urls = {region: [f"http://127.0.0.1:{server.port}"]}
 
-    reg_table = _uniq("registry")
-    monkeypatch.setenv("EDGE_REGISTRY_ENDPOINT", ddb_endpoint)
-    monkeypatch.setenv("EDGE_REGISTRY_TABLE", reg_table)
-    monkeypatch.setenv(
-        "EDGE_REGIONS_JSON",
-        json.dumps(
-            {
-                region: {
-                    "instances": urls[region],
-                    "table": table,
-                    "dynamodb_endpoint": ddb_endpoint,
-                    "assertion_secret": SECRETS[region].decode(),
-                }
-            }
-        ),
-    )
+    reg_table = _edge_env(monkeypatch, ddb_endpoint, urls, {region: table})
     app_key, app_token = "k-shop-eu", "token-shop-eu-000000"
     for step in (
         ["create-table"],

@@ -65,6 +65,34 @@ def _edge_env(
     return reg_table
 
 
+async def _real_store(
+    ddb_endpoint: str, region: str, tmp_path: Path
+) -> tuple[web.Application, str]:
+    """A real store app of ``region`` on a fresh table of DynamoDB Local; the app, the table."""
+    from profile_store.app import create_app as create_store
+    from profile_store.config import StoreSettings
+    from profile_store.key_providers import generate_local_master_key
+    from profile_store.provisioning import create_table
+
+    table = _uniq(f"profiles-{region}")
+    async with get_session().create_client(
+        "dynamodb", endpoint_url=ddb_endpoint, region_name=region
+    ) as c:
+        await create_table(c, table)
+    store = create_store(
+        StoreSettings(
+            region=region,
+            table=table,
+            dynamodb_endpoint=ddb_endpoint,
+            assertion_secret=SECRETS[region],
+            instance_id=f"{region}-0",
+            require_pitr=False,
+            local_master_key_file=str(generate_local_master_key(tmp_path / f"master-{region}.key")),
+        )
+    )
+    return store, table
+
+
 async def test_user_tokens_end_to_end(
     ddb_endpoint: str,
     aiohttp_server: Any,
@@ -73,33 +101,12 @@ async def test_user_tokens_end_to_end(
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
 ) -> None:
-    from profile_store.app import create_app as create_store
-    from profile_store.config import StoreSettings
-    from profile_store.key_providers import generate_local_master_key
-    from profile_store.provisioning import create_table
-
     # (DynamoDB Local keeps one namespace per region name: both regions on one emulator)
     regions = ("eu-west-1", "us-east-1")
-    tables = {r: _uniq(f"profiles-{r}") for r in regions}
+    tables: dict[str, str] = {}
     urls: dict[str, list[str]] = {}
     for region in regions:
-        async with get_session().create_client(
-            "dynamodb", endpoint_url=ddb_endpoint, region_name=region
-        ) as c:
-            await create_table(c, tables[region])
-        store = create_store(
-            StoreSettings(
-                region=region,
-                table=tables[region],
-                dynamodb_endpoint=ddb_endpoint,
-                assertion_secret=SECRETS[region],
-                instance_id=f"{region}-0",
-                require_pitr=False,
-                local_master_key_file=str(
-                    generate_local_master_key(tmp_path / f"master-{region}.key")
-                ),
-            )
-        )
+        store, tables[region] = await _real_store(ddb_endpoint, region, tmp_path)
         server = await aiohttp_server(store)
         urls[region] = [f"http://127.0.0.1:{server.port}"]
 
@@ -271,30 +278,11 @@ async def test_hostile_tokens_are_a_json_401_and_reach_no_store(
     DynamoDB Local: an RS256 header on the EC issuer's token and a ``\\xff`` byte in the
     token were a 500; they are a JSON 401 and the store sees nothing. A token cookie after
     ", " reached the store; it does not."""
-    from profile_store.app import create_app as create_store
-    from profile_store.config import StoreSettings
-    from profile_store.key_providers import generate_local_master_key
-    from profile_store.provisioning import create_table
-
     from .test_listener import EdgeTestServer
     from .tokens import b64json, json_answer, raw_get
 
-    region, table = "eu-west-1", _uniq("profiles-eu-west-1")
-    async with get_session().create_client(
-        "dynamodb", endpoint_url=ddb_endpoint, region_name=region
-    ) as c:
-        await create_table(c, table)
-    store = create_store(
-        StoreSettings(
-            region=region,
-            table=table,
-            dynamodb_endpoint=ddb_endpoint,
-            assertion_secret=SECRETS[region],
-            instance_id=f"{region}-0",
-            require_pitr=False,
-            local_master_key_file=str(generate_local_master_key(tmp_path / "master.key")),
-        )
-    )
+    region = "eu-west-1"
+    store, table = await _real_store(ddb_endpoint, region, tmp_path)
     reached: list[dict[str, str]] = []  # the headers of every request that reached the store
 
     @web.middleware

@@ -285,34 +285,43 @@ class Stack:
         return await resp.text()
 
 
+Layout = dict[str, list[str | FakeStore]]
+
+
+async def serve_layout(
+    aiohttp_server: Any, registry: FakeRegistry, layout: Layout | None
+) -> tuple[dict[str, list[FakeStore]], dict[str, list[Any]], dict[str, list[str]]]:
+    """The component stacks' stores: the two demo accounts registered, and per region each
+    item of ``layout`` served (``"store"`` or a ``FakeStore``), left dead (``"dead"``) or
+    taken as given (an ``http://`` URL). The stores, their servers, the instance URLs."""
+    layout = layout or {"eu-west-1": ["store", "store"], "us-east-1": ["store"]}
+    registry.add("acme", "eu-west-1", [EU_KEY])
+    registry.add("bolt", "us-east-1", [US_KEY])
+    stores: dict[str, list[FakeStore]] = {}
+    servers: dict[str, list[Any]] = {}
+    urls: dict[str, list[str]] = {}
+    for region, items in layout.items():
+        for i, item in enumerate(items):
+            if item == "dead" or (isinstance(item, str) and item.startswith("http://")):
+                urls.setdefault(region, []).append(dead_url() if item == "dead" else item)
+                continue
+            store = item if isinstance(item, FakeStore) else FakeStore(region, f"{region}-{i}")
+            server = await aiohttp_server(store.app())
+            stores.setdefault(region, []).append(store)
+            servers.setdefault(region, []).append(server)
+            urls.setdefault(region, []).append(f"http://127.0.0.1:{server.port}")
+    return stores, servers, urls
+
+
 @pytest.fixture
 def build(aiohttp_server, aiohttp_client, registry: FakeRegistry):  # type: ignore[no-untyped-def]
     """``make(layout, **settings)``: a ``Stack``, the real edge in front of fake stores laid out
-    per region (``"store"``, ``"dead"`` or a ``FakeStore``). ``test_listener`` overrides it to
-    serve the edge through the production listener."""
+    per region (``serve_layout``). ``test_listener`` overrides it to serve the edge through the
+    production listener."""
 
-    async def make(layout: dict[str, list[str | FakeStore]] | None = None, **over: Any) -> Stack:
-        layout = layout or {
-            "eu-west-1": ["store", "store"],
-            "us-east-1": ["store"],
-        }
-        registry.add("acme", "eu-west-1", [EU_KEY])
-        registry.add("bolt", "us-east-1", [US_KEY])
-        stores: dict[str, list[FakeStore]] = {}
-        servers: dict[str, list[Any]] = {}
-        urls: dict[str, list[str]] = {}
-        for region, items in layout.items():
-            for i, item in enumerate(items):
-                if item == "dead":
-                    urls.setdefault(region, []).append(dead_url())
-                    continue
-                store = item if isinstance(item, FakeStore) else FakeStore(region, f"{region}-{i}")
-                server = await aiohttp_server(store.app())
-                stores.setdefault(region, []).append(store)
-                servers.setdefault(region, []).append(server)
-                urls.setdefault(region, []).append(f"http://127.0.0.1:{server.port}")
-        settings = make_settings(urls, **over)
-        app = create_app(settings, registry_factory=registry.factory())
+    async def make(layout: Layout | None = None, **over: Any) -> Stack:
+        stores, servers, urls = await serve_layout(aiohttp_server, registry, layout)
+        app = create_app(make_settings(urls, **over), registry_factory=registry.factory())
         edge = await aiohttp_client(app, auto_decompress=False)
         admin = await aiohttp_client(create_admin_app(app))
         return Stack(edge, admin, app, stores, servers, registry)

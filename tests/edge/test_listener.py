@@ -25,11 +25,12 @@ from .conftest import (
     EU_KEY,
     FakeRegistry,
     FakeStore,
+    Layout,
     P,
     Stack,
     auth,
-    dead_url,
     make_settings,
+    serve_layout,
     wait_until,
 )
 
@@ -57,23 +58,8 @@ async def build(aiohttp_server, aiohttp_client, registry: FakeRegistry) -> Async
     """The component tests' ``build`` (``conftest``) with the edge served by ``EdgeRunner``."""
     clients: list[TestClient] = []
 
-    async def make(layout: dict[str, list[str | FakeStore]] | None = None, **over: Any) -> Stack:
-        layout = layout or {"eu-west-1": ["store", "store"], "us-east-1": ["store"]}
-        registry.add("acme", "eu-west-1", [EU_KEY])
-        registry.add("bolt", "us-east-1", [US_KEY])  # noqa: F405
-        stores: dict[str, list[FakeStore]] = {}
-        servers: dict[str, list[Any]] = {}
-        urls: dict[str, list[str]] = {}
-        for region, items in layout.items():
-            for i, item in enumerate(items):
-                if item == "dead" or (isinstance(item, str) and item.startswith("http://")):
-                    urls.setdefault(region, []).append(dead_url() if item == "dead" else item)
-                    continue
-                store = item if isinstance(item, FakeStore) else FakeStore(region, f"{region}-{i}")
-                server = await aiohttp_server(store.app())
-                stores.setdefault(region, []).append(store)
-                servers.setdefault(region, []).append(server)
-                urls.setdefault(region, []).append(f"http://127.0.0.1:{server.port}")
+    async def make(layout: Layout | None = None, **over: Any) -> Stack:
+        stores, servers, urls = await serve_layout(aiohttp_server, registry, layout)
         app = create_app(make_settings(urls, **over), registry_factory=registry.factory())
         edge = TestClient(EdgeTestServer(app), auto_decompress=False)
         await edge.start_server()
